@@ -1,0 +1,1 @@
+"""Torch side of entropyscope: models, tasks, rollout, objectives, diagnostics, training loop, CLI."""
