@@ -1,0 +1,61 @@
+"""Crash-safe file writes: a reader sees the old file or the whole new one, never a partial one.
+
+Each write goes to a temp name in the same directory (so the rename stays on one filesystem), is fsynced,
+renamed over the target with os.replace, and the directory is fsynced so the rename itself survives a
+power cut. Temp names start with '.' and end in '.tmp', so globs for '*.parquet' or '*.json' never see them.
+"""
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Not every platform can open a directory (Windows); there the rename is as durable as it gets.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write `data` to `path` atomically and durably."""
+    return _write_atomic(path, lambda f: f.write(data))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write `obj` as indented JSON; values JSON cannot encode (paths, numpy scalars) become strings."""
+    text = json.dumps(obj, indent=2, default=str) + "\n"
+    return write_bytes_atomic(path, text.encode())
+
+
+def write_parquet_atomic(path: str | Path, table: pa.Table) -> Path:
+    """Write `table` as one Parquet file (zstd) atomically and durably."""
+    return _write_atomic(path, lambda f: pq.write_table(table, f, compression="zstd"))

@@ -1,0 +1,296 @@
+"""StoreReader: read-only queries over a run store, safe while trainers are writing to it.
+
+Each query lists the finished segments (`*.parquet`; temp names end in `.tmp`, so a half-written file is
+never read), registers them as views on a fresh cursor of an in-memory DuckDB connection, and returns a
+pandas DataFrame. No file is ever locked, so any number of readers can run beside the writers.
+Unreadable segments are skipped with a warning (once per file version) instead of failing the query.
+"""
+
+import json
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.errors import UsageError
+from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
+from analysis.store_writer import RUN_JSON
+
+CONFIG_COLUMNS = ("algo", "controller", "precision", "model", "task")
+RUNS_COLUMNS = (
+    "run_id", "status", "created", "heartbeat", "heartbeat_age_s", "last_step", *CONFIG_COLUMNS,
+    "h0", "entropy", "entropy_change", "reward", "n_steps",
+)  # fmt: skip
+_EXTRA = [pa.field("filename", pa.string()), pa.field("file_row_number", pa.int64())]
+# Kept at module level: a view over an Arrow table must not outlive the table it scans.
+_EMPTY = {t: pa.schema(list(s) + _EXTRA).empty_table() for t, s in TABLES.items()}
+# Natural key of each table: when a resumed run repeats steps, the newest row per key wins (latest
+# wall_time, then the later segment, whose name starts with a higher sequence number, then the later row).
+_KEYS = {
+    "steps": ("run_id", "key", "step"),
+    "tokens": ("run_id", "step", "sample_id", "position"),
+    "samples": ("run_id", "step", "sample_id"),
+    "hists": ("run_id", "step", "bin_lo"),
+}
+_MAX_ATTEMPTS = 5
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def clean_view_sql(table: str, raw: str) -> str:
+    """SELECT over the raw segment view `raw` giving the table's columns with repeated keys removed."""
+    cols = ", ".join(_q(c) for c in TABLES[table].names)
+    if table not in _KEYS:
+        return f"SELECT {cols} FROM {raw}"
+    order = "wall_time DESC, " if "wall_time" in TABLES[table].names else ""
+    partition = ", ".join(_q(c) for c in _KEYS[table])
+    return (
+        f"SELECT {cols} FROM {raw} QUALIFY row_number() OVER (PARTITION BY {partition} "
+        f"ORDER BY {order}filename DESC, file_row_number DESC) = 1"
+    )
+
+
+def register_views(con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) -> None:
+    """On an in-memory connection, create views `seg_<table>` (raw segments) and `<table>` (deduplicated)."""
+    for table, paths in files.items():
+        raw = f"seg_{table}"
+        if paths:
+            rel = con.read_parquet(paths, filename=True, file_row_number=True, union_by_name=True)
+        else:
+            rel = con.from_arrow(_EMPTY[table])
+        rel.create_view(raw, replace=True)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS {clean_view_sql(table, raw)}")
+
+
+def _read_run_json(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((run_dir / RUN_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+class StoreReader:
+    """Queries over `<store>/*/<table>/*.parquet`; each method returns a fresh DataFrame."""
+
+    def __init__(self, store: str | Path) -> None:
+        self.store = Path(store)
+        self._con = duckdb.connect()  # in memory: nothing on disk to lock
+        self._lock = threading.Lock()
+        self._checked: dict[str, tuple[int, int, bool]] = {}  # path -> (size, mtime_ns, readable)
+
+    def close(self) -> None:
+        self._con.close()
+
+    # ---- files ---------------------------------------------------------------------------------------
+
+    def run_dirs(self) -> list[Path]:
+        """Directories that look like runs: they hold run.json or a table folder."""
+        if not self.store.is_dir():
+            return []
+        return [
+            d
+            for d in sorted(self.store.iterdir())
+            if d.is_dir()
+            and not d.name.startswith(".")
+            and ((d / RUN_JSON).exists() or any((d / t).is_dir() for t in TABLES))
+        ]
+
+    def segment_files(self, table: str, run_ids: list[str] | None = None) -> list[str]:
+        """Readable segment paths of `table` for the given runs (all runs when None)."""
+        if run_ids is None:
+            dirs = self.run_dirs()
+        else:  # ids name folders inside the store, never paths out of it
+            dirs = [self.store / r for r in run_ids if r and "/" not in r and "\\" not in r and not r.startswith(".")]
+        paths = (p for d in dirs for p in sorted((d / table).glob("*.parquet")) if not p.name.startswith("."))
+        return [str(p) for p in paths if self._readable(p)]
+
+    def _readable(self, path: Path) -> bool:
+        try:
+            st = path.stat()
+        except OSError:
+            return False  # removed since the listing (compaction): not an error
+        with self._lock:
+            known = self._checked.get(str(path))
+        if known and known[:2] == (st.st_size, st.st_mtime_ns):
+            return known[2]
+        try:
+            pq.read_metadata(path)  # the footer is written last: a truncated file has none
+        except FileNotFoundError:
+            return False
+        except Exception as err:
+            self._mark_bad(path, st, err)
+            return False
+        with self._lock:
+            self._checked[str(path)] = (st.st_size, st.st_mtime_ns, True)
+        return True
+
+    def _mark_bad(self, path: Path, st: os.stat_result, err: Exception) -> None:
+        warnings.warn(f"skipping unreadable run-store segment {path}: {err}", RuntimeWarning, stacklevel=3)
+        with self._lock:
+            self._checked[str(path)] = (st.st_size, st.st_mtime_ns, False)
+
+    def _blame(self, con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) -> bool:
+        """After a failed query, find segments that cannot be scanned; True if the file set changed."""
+        changed = False
+        for path in (Path(p) for paths in files.values() for p in paths):
+            try:
+                st = path.stat()
+                con.read_parquet([str(path)]).to_arrow_table()
+            except (FileNotFoundError, duckdb.IOException) as err:
+                changed = True
+                if path.exists():
+                    self._mark_bad(path, st, err)
+            except duckdb.Error as err:
+                self._mark_bad(path, st, err)
+                changed = True
+        return changed
+
+    def _query(self, sql: str, params: list[Any], tables: list[str], run_ids: list[str] | None) -> pd.DataFrame:
+        """Run `sql` over views of `tables`, retrying without segments found unreadable."""
+        for attempt in range(_MAX_ATTEMPTS):
+            files = {t: self.segment_files(t, run_ids) for t in tables}
+            with self._lock:
+                con = self._con.cursor()  # one connection per query: safe from several threads
+            try:
+                register_views(con, files)
+                return con.execute(sql, params).df()
+            except duckdb.Error:
+                # Data errors leave a culprit to skip; anything else is a bug and must surface.
+                if not self._blame(con, files) or attempt == _MAX_ATTEMPTS - 1:
+                    raise
+            finally:
+                con.close()
+        raise AssertionError("unreachable")
+
+    # ---- runs ----------------------------------------------------------------------------------------
+
+    def runs(self) -> pd.DataFrame:
+        """One row per run: status, liveness, config headline and entropy/reward summary."""
+        now = time.time()
+        rows = []
+        for d in self.run_dirs():
+            info = _read_run_json(d) or {"status": "unknown"}
+            config = info.get("config") if isinstance(info.get("config"), dict) else {}
+            row = {"run_id": d.name, **{k: info.get(k) for k in ("status", "created", "heartbeat", "last_step")}}
+            rows.append(row | {k: config.get(k) for k in CONFIG_COLUMNS})
+        meta = pd.DataFrame(rows, columns=["run_id", "status", "created", "heartbeat", "last_step", *CONFIG_COLUMNS])
+        stats = self._query(_RUNS_SQL, [ENTROPY_MEAN, REWARD_MEAN, ENTROPY_MEAN, ENTROPY_MEAN, REWARD_MEAN],
+                            ["steps"], None)  # fmt: skip
+        df = meta.merge(stats, on="run_id", how="left")
+        for col in ("created", "heartbeat", "h0", "entropy", "reward"):
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+        df["heartbeat_age_s"] = now - df["heartbeat"]
+        df["entropy_change"] = df["entropy"] / df["h0"] - 1
+        df["last_step"] = pd.to_numeric(df["last_step"], errors="coerce").fillna(df["max_step"]).astype("Int64")
+        df["n_steps"] = df["n_steps"].fillna(0).astype("int64")
+        return df[list(RUNS_COLUMNS)]
+
+    def run_info(self, run_id: str) -> dict[str, Any]:
+        """The parsed run.json; {'run_id', 'status': 'unknown'} when it cannot be read."""
+        known = [d.name for d in self.run_dirs()]
+        if run_id not in known:
+            listing = ", ".join(known) if known else "none"
+            raise UsageError(f"unknown run '{run_id}' in {self.store}; known runs: {listing}")
+        return _read_run_json(self.store / run_id) or {"run_id": run_id, "status": "unknown"}
+
+    # ---- per-run data --------------------------------------------------------------------------------
+
+    def table(self, table: str, run_ids: list[str] | None = None) -> pd.DataFrame:
+        """A whole store table for some runs (all when None), repeated keys removed, ordered by step."""
+        if table not in TABLES:
+            raise UsageError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
+        return self._query(_select(table) + " ORDER BY run_id, step", [], [table], run_ids)
+
+    def keys(self, run_ids: list[str]) -> list[str]:
+        """Sorted metric keys logged by any of the runs."""
+        df = self._query('SELECT DISTINCT "key" FROM seg_steps ORDER BY "key"', [], ["steps"], list(run_ids))
+        return df["key"].tolist()
+
+    def scalars(self, run_ids: list[str], keys: list[str], max_points: int = 1000) -> pd.DataFrame:
+        """Traces per (run, key): raw rows, or at most `max_points` step buckets (mean, min, max).
+
+        Bucket aggregates ignore NaN (a bucket of only NaN gives NaN); raw rows keep NaN and inf as logged.
+        """
+        if max_points < 1:
+            raise ValueError(f"max_points must be >= 1, got {max_points}")
+        params = [list(keys), max_points, max_points, max_points, max_points]
+        return self._query(_SCALARS_SQL, params, ["steps"], list(run_ids))
+
+    def tokens(self, run_id: str, step: int) -> pd.DataFrame:
+        sql = _select("tokens") + " WHERE step = ? ORDER BY sample_id, position"
+        return self._query(sql, [int(step)], ["tokens"], [run_id])
+
+    def samples(self, run_id: str, step: int) -> pd.DataFrame:
+        sql = _select("samples") + " WHERE step = ? ORDER BY sample_id"
+        return self._query(sql, [int(step)], ["samples"], [run_id])
+
+    def steps_with_samples(self, run_id: str) -> list[int]:
+        df = self._query("SELECT DISTINCT step FROM seg_samples ORDER BY step", [], ["samples"], [run_id])
+        return [int(s) for s in df["step"]]
+
+    def hists(self, run_id: str) -> pd.DataFrame:
+        """Entropy histograms of every step, one row per bin."""
+        return self._query(_select("hists") + " ORDER BY step, bin_lo", [], ["hists"], [run_id])
+
+    def events(self, run_id: str | None = None, kinds: list[str] | None = None) -> pd.DataFrame:
+        """Events of one run (all runs when None), optionally of some kinds, oldest first."""
+        where = "" if kinds is None else " WHERE list_contains(?::VARCHAR[], kind)"
+        params = [] if kinds is None else [list(kinds)]
+        sql = _select("events") + where + " ORDER BY wall_time, run_id"
+        return self._query(sql, params, ["events"], None if run_id is None else [run_id])
+
+
+def _select(table: str) -> str:
+    return f"SELECT {', '.join(_q(c) for c in TABLES[table].names)} FROM {table}"
+
+
+# Only the two headline keys are deduplicated, so the listing stays cheap over many long runs.
+_RUNS_SQL = """
+WITH picked AS (
+    SELECT run_id, step, "key", "value" FROM seg_steps WHERE "key" IN (?, ?)
+    QUALIFY row_number() OVER (
+        PARTITION BY run_id, "key", step ORDER BY wall_time DESC, filename DESC, file_row_number DESC) = 1
+), counts AS (
+    SELECT run_id, count(DISTINCT step) AS n_steps, max(step) AS max_step FROM seg_steps GROUP BY run_id
+), summary AS (
+    SELECT run_id,
+        arg_min("value", step) FILTER (WHERE "key" = ?) AS h0,
+        arg_max("value", step) FILTER (WHERE "key" = ?) AS entropy,
+        arg_max("value", step) FILTER (WHERE "key" = ?) AS reward
+    FROM picked GROUP BY run_id
+)
+SELECT counts.run_id, n_steps, max_step, h0, entropy, reward FROM counts LEFT JOIN summary USING (run_id)
+"""
+
+# Params: keys, then max_points four times. Equal-width step buckets per (run, key), only for traces longer
+# than max_points; vmin/vmax keep the spikes that a mean would hide.
+_SCALARS_SQL = """
+WITH s AS (
+    SELECT run_id, "key", step, "value", wall_time,
+        count(*) OVER w AS n, min(step) OVER w AS s0, max(step) OVER w AS s1
+    FROM steps WHERE list_contains(?::VARCHAR[], "key")
+    WINDOW w AS (PARTITION BY run_id, "key")
+), b AS (
+    SELECT *, least(floor((step - s0) * ?::DOUBLE / greatest(s1 - s0, 1)), ? - 1)::BIGINT AS bucket
+    FROM s WHERE n > ?
+)
+SELECT run_id, "key", step, "value", "value" AS vmin, "value" AS vmax, wall_time FROM s WHERE n <= ?
+UNION ALL
+SELECT run_id, "key", min(step) AS step,
+    avg("value") FILTER (WHERE NOT isnan("value")) AS "value",
+    min("value") FILTER (WHERE NOT isnan("value")) AS vmin,
+    max("value") FILTER (WHERE NOT isnan("value")) AS vmax,
+    max(wall_time) AS wall_time
+FROM b GROUP BY run_id, "key", bucket
+ORDER BY run_id, "key", step
+"""

@@ -1,0 +1,60 @@
+"""The console script: help on every command, one-line errors with exit code 2, a real train + runs + export."""
+
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from trainer.cli import main
+
+COMMANDS = ["train", "demo", "runs", "export"]
+
+
+def entropyscope(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "trainer.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "example: entropyscope" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["train", "--set", "bogus=1"], "unknown config key 'bogus'"),
+        (["train", "--set", "lr=abc"], "config key 'lr'"),
+        (["train", "--set", "model=/no/such/model"], "model '/no/such/model'"),
+        (["train", "--set", "task=jsonl:/no/such.jsonl"], "/no/such.jsonl"),
+        (["train", "missing.yaml"], "does not exist"),
+        (["train", "--resume"], "--run-id"),
+        (["export", "nope", "--to", "x.duckdb"], "nope"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):
+    proc = entropyscope(*args, "--store", str(tmp_path / "store"), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("entropyscope: error:") and fragment in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_train_runs_export_round_trip(tmp_path, tiny_overrides):
+    store = str(tmp_path / "store")
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    proc = entropyscope("train", *sets, "--store", store, "--run-id", "cli", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "entropy" in proc.stdout and "reward" in proc.stdout
+    listing = entropyscope("runs", "--store", store)
+    assert "cli" in listing.stdout and "finished" in listing.stdout
+    again = entropyscope("train", *sets, "--store", store, "--run-id", "cli", cwd=tmp_path)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    out = tmp_path / "cli.duckdb"
+    assert entropyscope("export", "cli", "--to", str(out), "--store", store).returncode == 0
+    con = duckdb.connect(str(out), read_only=True)
+    assert con.execute("select count(distinct step) from steps").fetchone()[0] == 3

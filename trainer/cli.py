@@ -1,0 +1,105 @@
+"""`entropyscope` command line: train, demo, runs, export. Each command is a thin call into the library.
+
+Bad input (config, flags, paths) prints one line `entropyscope: error: ...` and exits with code 2.
+"""
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from analysis.errors import UsageError
+
+DEFAULT_STORE = "runs"
+DEMO_OVERRIDES = ["checkpoint_every=0"]
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainer.config import load_config
+
+    cfg = load_config(args.config, args.set)  # before importing torch, so bad input fails in a blink
+    from trainer.loop import train
+
+    summary = train(cfg, Path(args.store), run_id=args.run_id, resume=args.resume)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from trainer.config import load_config
+    from trainer.loop import train
+
+    cfg = load_config(None, [*DEMO_OVERRIDES, f"steps={args.steps}"])
+    print(f"demo: GRPO on {cfg.task} with {cfg.model}, {cfg.steps} steps, CPU-friendly; store {args.store}")
+    summary = train(cfg, Path(args.store))
+    print("\n".join(summary.lines()))
+    print(f"inspect it: entropyscope runs --store {args.store}")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from analysis.store_reader import StoreReader
+
+    table = StoreReader(args.store).runs()
+    if table.empty:
+        print(f"no runs in {args.store}")
+        return 0
+    cols = ["run_id", "status", "last_step", "algo", "controller", "precision", "h0", "entropy", "entropy_change",
+            "reward", "heartbeat_age_s"]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from analysis.export import export_run
+
+    path = export_run(args.store, args.run_id, args.to)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="entropyscope", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable, help_: str, example: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_, epilog=f"example: {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        p.add_argument("--store", default=DEFAULT_STORE, help=f"run store directory (default ./{DEFAULT_STORE})")
+        return p
+
+    p = add("train", cmd_train, "train a policy and log entropy diagnostics to the run store",
+            "entropyscope train config.yaml --set algo=dapo --set steps=300")
+    p.add_argument("config", nargs="?", help="YAML file of config keys (see README, Configuration)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
+    p.add_argument("--run-id", help="run directory name (default: generated)")
+    p.add_argument("--resume", action="store_true", help="continue run --run-id from its last checkpoint")
+
+    p = add("demo", cmd_demo, "train a short GRPO run on the toy task and print its entropy and reward",
+            "entropyscope demo --steps 60")
+    p.add_argument("--steps", type=int, default=120, help="training steps (default 120)")
+
+    add("runs", cmd_runs, "table of runs with status and last entropy", "entropyscope runs --store runs")
+
+    p = add("export", cmd_export, "export one run to a .duckdb file or its step metrics to a wide .csv",
+            "entropyscope export grpo-none-20261124 --to run.duckdb")
+    p.add_argument("run_id")
+    p.add_argument("--to", required=True, help="FILE.duckdb or FILE.csv")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"entropyscope: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("entropyscope: interrupted; completed segments and checkpoints are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

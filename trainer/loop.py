@@ -1,0 +1,288 @@
+"""The training loop: rollout -> reward -> advantages -> old log-probs and diagnostics -> update -> log.
+
+Deliberate simplifications: one process, one device, no reference-model KL term, no value model; the
+rollout and training paths share the model weights (a colocated setup), so all drift between them is
+numerical and is what the precision metrics measure.
+"""
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from analysis import schema
+from analysis.errors import UsageError
+from analysis.metrics import group_metrics
+from analysis.store_writer import RunWriter
+from trainer.advantages import get_advantage, zero_advantage_frac
+from trainer.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from trainer.config import TrainConfig
+from trainer.diagnostics import (
+    clip_and_quadrants,
+    entropy_dynamics,
+    entropy_histogram,
+    entropy_stats,
+    precision_metrics,
+)
+from trainer.models import is_preset, load_policy
+from trainer.policy import precision_autocast, response_logprobs
+from trainer.records import sample_rows, token_columns
+from trainer.rollout import Rollout, sample
+from trainer.tasks import make_task
+from trainer.update import UpdateResult, minibatch_splits, ppo_update
+from trainer.warmup import default_cache_dir, warm_start
+
+
+@dataclass
+class RunSummary:
+    """What `train` reports at the end, and what the CLI prints."""
+
+    run_id: str
+    run_dir: Path
+    steps: int
+    h0: float
+    entropy: float
+    reward_first: float
+    reward_last: float
+    pass_at_k: float
+
+    def lines(self) -> list[str]:
+        change = 100 * (self.entropy / self.h0 - 1) if self.h0 else float("nan")
+        return [
+            f"run {self.run_id}: {self.steps} steps, store {self.run_dir}",
+            f"entropy {self.h0:.3f} -> {self.entropy:.3f} nats ({change:+.0f}% vs H0)",
+            f"reward {self.reward_first:.3f} -> {self.reward_last:.3f}, pass@k {self.pass_at_k:.3f}",
+        ]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device=cuda but no CUDA GPU is visible; use --set device=cpu or device=auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_policy(cfg: TrainConfig, device: torch.device, start_from: Path | None = None):
+    """Model + tokenizer on `device`: from a checkpoint, or the preset (warm-started) / local path."""
+    torch.manual_seed(cfg.seed)
+    task = make_task(cfg.task, seed=cfg.seed)
+    if start_from is not None:
+        model, tokenizer = load_policy(str(start_from), seed=cfg.seed)
+    else:
+        model, tokenizer = load_policy(cfg.model, seed=cfg.seed)
+        if is_preset(cfg.model) and cfg.warmup_steps:
+            model = warm_start(
+                model,
+                tokenizer,
+                task,
+                steps=cfg.warmup_steps,
+                correct_frac=cfg.warmup_correct_frac,
+                seed=cfg.seed,
+                cache_dir=default_cache_dir(),
+            )
+    model.to(device).eval()  # eval: no dropout, so rollout and training paths see the same function
+    return model, tokenizer, task
+
+
+def score(task, rollout: Rollout) -> tuple[torch.Tensor, list[bool]]:
+    pairs = [task.reward(p, r) for p, r in zip(rollout.prompts, rollout.responses, strict=True)]
+    rewards = torch.tensor([r for r, _ in pairs], dtype=torch.float32)
+    return rewards, [c for _, c in pairs]
+
+
+def step_rng(cfg: TrainConfig, step: int) -> tuple[np.random.Generator, torch.Generator]:
+    """Per-step generators derived from (seed, step): a resumed run draws what the original would have."""
+    return np.random.default_rng([cfg.seed, step]), torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+
+
+def old_logprobs(model, rollout: Rollout, splits, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-path log-probs and entropy (B, R) before the update, on epoch 0's minibatch split so the
+    first minibatch's ratio is bitwise 1 when the pipeline is numerically consistent."""
+    logp = torch.zeros_like(rollout.rollout_logp)
+    entropy = torch.zeros_like(rollout.rollout_logp)
+    with torch.no_grad():
+        for rows in splits[0]:
+            lp, ent = response_logprobs(
+                model,
+                rollout.input_ids[rows],
+                rollout.attention_mask[rows],
+                rollout.response_mask.shape[1],
+                temperature=cfg.temperature,
+                precision=cfg.precision,
+                chunk_size=cfg.entropy_chunk,
+                with_entropy=True,
+            )
+            logp[rows], entropy[rows] = lp.float(), ent
+    return logp, entropy
+
+
+def collect_metrics(
+    cfg: TrainConfig,
+    rollout: Rollout,
+    rewards: torch.Tensor,
+    correct: list[bool],
+    seq_adv: torch.Tensor,
+    train_logp: torch.Tensor,
+    entropy: torch.Tensor,
+    upd: UpdateResult,
+    target: float,
+) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """All step metrics from the Contract, plus per-token clip sides and quadrants (B, R)."""
+    mask = rollout.response_mask
+    adv = seq_adv[:, None].expand_as(mask)
+    clip_side, quadrant, m = clip_and_quadrants(
+        upd.ratio, adv, train_logp, entropy, mask, cfg.eps_low, cfg.eps_high
+    )
+    # Ratio statistics over every pass, not just each token's last one.
+    all_ratio = torch.cat([r.flatten() for r in upd.all_ratios])
+    all_mask = torch.cat([mask[rows].flatten() for rows in upd.all_rows]).bool()
+    m[schema.RATIO_MEAN] = float(all_ratio[all_mask].mean())
+    m[schema.RATIO_MAX] = float(all_ratio[all_mask].max())
+    m.update(entropy_stats(entropy, mask))
+    m.update(entropy_dynamics(train_logp, adv, mask, cfg.lr))
+    m.update(precision_metrics(rollout.rollout_logp, train_logp, mask))
+    m.update(group_metrics(rollout.group_ids.tolist(), rollout.responses, correct))
+    m.update(upd.metrics)  # the objective's clip fractions, averaged over every minibatch pass
+    m[schema.RATIO_ONPOLICY_DEV] = upd.onpolicy_dev
+    m[schema.REWARD_MEAN] = float(rewards.mean())
+    m[schema.REWARD_STD] = float(rewards.std(unbiased=False))
+    m[schema.ADV_ZERO_FRAC] = zero_advantage_frac(rewards, rollout.group_ids.cpu())
+    m[schema.RESPONSE_LEN_MEAN] = float(mask.sum(1).float().mean())
+    m[schema.LR] = cfg.lr
+    m[schema.ENTROPY_TARGET] = target
+    m[schema.CONTROLLER_EPS_LOW] = cfg.eps_low
+    m[schema.CONTROLLER_EPS_HIGH] = cfg.eps_high
+    m[schema.CONTROLLER_ZETA] = 0.0
+    m[schema.CONTROLLER_COEF] = 0.0
+    m[schema.CONTROLLER_AT_BOUND] = 0.0
+    return m, clip_side, quadrant
+
+
+def train(cfg: TrainConfig, store: Path, run_id: str | None = None, resume: bool = False, progress: bool = True) -> RunSummary:
+    """Train `cfg.steps` iterations, logging to `<store>/<run_id>/` (and MLflow when configured)."""
+    if resume and not run_id:
+        raise UsageError("--resume needs --run-id ID of the run to continue")
+    run_id = run_id or f"{cfg.algo}-{cfg.controller}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    run_dir = Path(store) / run_id
+    device = pick_device(cfg.device)
+    ckpt = latest_checkpoint(run_dir) if resume else None
+    state = load_trainer_state(ckpt) if ckpt else {}
+    model, tokenizer, task = build_policy(cfg, device, start_from=ckpt)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+    start, h0 = state.get("step", 0), state.get("h0")
+    advantage_fn = get_advantage(cfg.algo)
+    config = cfg.model_dump()
+    writer = RunWriter(store, run_id, config, resume=resume)
+    sink = None
+    if cfg.mlflow:
+        from trainer.mlflow_sink import MlflowSink
+
+        sink = MlflowSink(cfg.mlflow, run_id, config)
+    history: list[dict[str, float]] = []
+    bar = tqdm(range(start + 1, cfg.steps + 1), desc=run_id, disable=not progress, dynamic_ncols=True)
+    with writer:
+        if resume:
+            writer.log_event(start, "resumed", f"resumed from {ckpt or 'scratch'} at step {start}")
+        for step in bar:
+            t0 = time.perf_counter()
+            np_rng, gen = step_rng(cfg, step)
+            prompts = task.sample(np_rng, cfg.prompts_per_step)
+            with precision_autocast(cfg.precision, device):
+                rollout = sample(
+                    model,
+                    tokenizer,
+                    prompts,
+                    group_size=cfg.group_size,
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature,
+                    precision=cfg.precision,
+                    generator=gen,
+                )
+            t_rollout = time.perf_counter()
+            rewards, correct = score(task, rollout)
+            seq_adv = advantage_fn(rewards, rollout.group_ids.cpu()).to(device)
+            splits = minibatch_splits(len(rollout.prompts), cfg, gen)
+            train_logp, entropy = old_logprobs(model, rollout, splits, cfg)
+            # Naive bf16 trusts the rollout engine's log-probs as the old policy; the others recompute
+            # them on the training path, so old and new log-probs share one code path.
+            old_logp = rollout.rollout_logp if cfg.precision == "bf16" else train_logp
+            if h0 is None:
+                h0 = entropy_stats(entropy, rollout.response_mask)[schema.ENTROPY_MEAN]
+            target = cfg.target_entropy if cfg.target_entropy is not None else h0
+            t_diag = time.perf_counter()
+            upd = ppo_update(
+                model,
+                optimizer,
+                rollout.input_ids,
+                rollout.attention_mask,
+                rollout.response_mask,
+                old_logp,
+                seq_adv[:, None].expand_as(old_logp).contiguous(),
+                splits,
+                cfg,
+                cfg.eps_low,
+                cfg.eps_high,
+            )
+            t_update = time.perf_counter()
+            metrics, clip_side, quadrant = collect_metrics(
+                cfg, rollout, rewards, correct, seq_adv, train_logp, entropy, upd, target
+            )
+            edges, counts = entropy_histogram(entropy, rollout.response_mask, cfg.hist_bins, len(tokenizer))
+            n_tokens = int(rollout.response_mask.sum())
+            t_end = time.perf_counter()
+            metrics[schema.TIME_ROLLOUT] = t_rollout - t0
+            metrics[schema.TIME_DIAGNOSTICS] = (t_diag - t_rollout) + (t_end - t_update)
+            metrics[schema.TIME_UPDATE] = t_update - t_diag
+            metrics[schema.TIME_STEP] = t_end - t0
+            metrics[schema.THROUGHPUT_TOKENS] = n_tokens / max(t_end - t0, 1e-9)
+
+            base_id = step * len(rollout.prompts)
+            writer.log_scalars(step, metrics)
+            writer.log_hist(step, edges, counts)
+            writer.log_samples(sample_rows(step, base_id, rollout, rewards, correct, tokenizer))
+            picks = np_rng.choice(len(rollout.prompts), size=min(cfg.token_records, len(rollout.prompts)), replace=False)
+            writer.log_tokens(
+                token_columns(step, base_id, sorted(picks.tolist()), rollout, train_logp, entropy, seq_adv, upd.ratio, clip_side, quadrant)
+            )
+            writer.heartbeat(step)
+            if sink:
+                sink.log(step, metrics)
+            history.append(metrics)
+            bar.set_postfix(reward=f"{metrics[schema.REWARD_MEAN]:.2f}", entropy=f"{metrics[schema.ENTROPY_MEAN]:.3f}")
+            if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                path = save_checkpoint(
+                    run_dir, step, model, tokenizer, {"optimizer": optimizer.state_dict(), "h0": h0, "config": config}
+                )
+                writer.log_event(step, "checkpoint", f"saved {path.name}", payload={"path": str(path)})
+    if sink:
+        sink.close("finished")
+    return summarize(run_id, run_dir, cfg.steps, h0, history)
+
+
+def summarize(run_id: str, run_dir: Path, steps: int, h0: float | None, history: list[dict[str, float]]) -> RunSummary:
+    """First and last tenth of the run, averaged, so one noisy step does not decide the headline."""
+    if not history:
+        nan = float("nan")
+        return RunSummary(run_id, run_dir, steps, h0 or nan, nan, nan, nan, nan)
+    n = max(1, len(history) // 10)
+
+    def avg(rows: list[dict[str, float]], key: str) -> float:
+        return float(np.mean([r[key] for r in rows]))
+
+    return RunSummary(
+        run_id=run_id,
+        run_dir=run_dir,
+        steps=steps,
+        h0=h0 if h0 is not None else float("nan"),
+        entropy=avg(history[-n:], schema.ENTROPY_MEAN),
+        reward_first=avg(history[:n], schema.REWARD_MEAN),
+        reward_last=avg(history[-n:], schema.REWARD_MEAN),
+        pass_at_k=avg(history[-n:], schema.PASS_AT_K),
+    )

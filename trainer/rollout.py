@@ -1,0 +1,119 @@
+"""Batched sampling with a KV cache, keeping response token ids and the rollout path's log-probs.
+
+A hand-written sampling loop rather than `model.generate`, so that no generation_config shipped with a
+checkpoint (top_k, top_p, repetition penalty) silently changes the distribution: tokens are drawn from
+exactly softmax(logits / temperature), the policy whose log-probs and entropy we log.
+"""
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from trainer.logprobs import head_logprobs
+from trainer.tasks import Prompt
+from trainer.warmup import encode_prompt
+
+
+@dataclass
+class Rollout:
+    """One step's completions; shapes use B = prompts x group_size, P = prompt length, R = response length."""
+
+    input_ids: torch.Tensor  # (B, P + R) left-padded prompt, then response (pad after eos)
+    attention_mask: torch.Tensor  # (B, P + R) 1 on real prompt tokens and response tokens up to eos
+    response_mask: torch.Tensor  # (B, R) 1 on response tokens up to and including eos
+    rollout_logp: torch.Tensor  # (B, R) log-probs of the sampled tokens on the rollout (KV-cache) path
+    group_ids: torch.Tensor  # (B,) index of the prompt each completion answers
+    prompts: list[Prompt]  # (B,) the prompt of each completion
+    responses: list[str]  # (B,) decoded responses, special tokens removed
+
+    @property
+    def prompt_len(self) -> int:
+        return self.input_ids.shape[1] - self.response_mask.shape[1]
+
+    def response_ids(self, i: int) -> list[int]:
+        n = int(self.response_mask[i].sum())
+        return self.input_ids[i, self.prompt_len : self.prompt_len + n].tolist()
+
+    def prompt_ids(self, i: int) -> list[int]:
+        p = self.prompt_len
+        return self.input_ids[i, :p][self.attention_mask[i, :p].bool()].tolist()
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into (ids, mask), both (B, max_len)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+        mask[i, width - len(s) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def sample(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[Prompt],
+    *,
+    group_size: int,
+    max_new_tokens: int,
+    temperature: float,
+    precision: str,
+    generator: torch.Generator,
+) -> Rollout:
+    """Draw `group_size` completions per prompt; stops early once every sequence has emitted eos."""
+    device = next(model.parameters()).device
+    expanded = [p for p in prompts for _ in range(group_size)]
+    group_ids = torch.arange(len(prompts)).repeat_interleave(group_size)
+    ids, mask = left_pad([encode_prompt(tokenizer, p.text) for p in expanded], tokenizer.pad_token_id)
+    ids, mask = ids.to(device), mask.to(device)
+    prompt_mask = mask.clone()
+    body, head = model.base_model, model.get_output_embeddings()
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    # transformers 5.x renamed `past_key_values` to `cache`; accept either.
+    cache_arg = "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = body(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True)
+    hidden, past = out.last_hidden_state[:, -1], out[cache_arg]  # (B, D)
+    alive = torch.ones(len(expanded), dtype=torch.bool, device=device)
+    tokens, logps, masks = [], [], []
+    for _ in range(max_new_tokens):
+        logp_all = head_logprobs(hidden, head, temperature=temperature, precision=precision)  # (B, V)
+        # Sample in fp32 from the same log-probs we record, on CPU so the generator fixes the draw.
+        probs = logp_all.float().exp().cpu()
+        tok = torch.multinomial(probs, 1, generator=generator).squeeze(1).to(device)  # (B,)
+        tok_logp = logp_all.gather(1, tok[:, None]).squeeze(1).float()
+        masks.append(alive.clone())
+        tokens.append(torch.where(alive, tok, torch.full_like(tok, pad)))
+        logps.append(torch.where(alive, tok_logp, torch.zeros_like(tok_logp)))
+        alive = alive & (tok != eos)
+        if not alive.any():
+            break
+        mask = torch.cat([mask, masks[-1].long()[:, None]], dim=1)
+        position_ids = position_ids[:, -1:] + 1
+        out = body(
+            input_ids=tokens[-1][:, None],
+            attention_mask=mask,
+            position_ids=position_ids,
+            use_cache=True,
+            **{cache_arg: past},
+        )
+        hidden, past = out.last_hidden_state[:, -1], out[cache_arg]
+
+    response = torch.stack(tokens, 1)  # (B, R)
+    response_mask = torch.stack(masks, 1).long()  # (B, R)
+    texts = tokenizer.batch_decode(response.masked_fill(response_mask == 0, pad).tolist(), skip_special_tokens=True)
+    return Rollout(
+        input_ids=torch.cat([ids, response], 1),
+        attention_mask=torch.cat([prompt_mask, response_mask], 1),
+        response_mask=response_mask,
+        rollout_logp=torch.stack(logps, 1),
+        group_ids=group_ids.to(device),
+        prompts=expanded,
+        responses=texts,
+    )
+

@@ -1,0 +1,34 @@
+"""Regenerate sample_runs/: short real runs so the dashboard has content on first open.
+
+Run: `make sample-runs` (or `python -m trainer.sample_runs [--only NAME ...]`). Each run is trained from
+scratch with the same seed, then compacted to one segment per table to keep the folder small.
+"""
+
+import argparse
+import shutil
+from pathlib import Path
+
+from analysis.compact import compact_run
+from trainer.config import load_config
+from trainer.loop import train
+
+SAMPLE_RUNS: dict[str, list[str]] = {
+    "grpo-digit_sum": ["algo=grpo", "steps=200", "checkpoint_every=0"],
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", default="sample_runs")
+    parser.add_argument("--only", nargs="*", choices=sorted(SAMPLE_RUNS), help="regenerate just these runs")
+    args = parser.parse_args(argv)
+    for name in args.only or SAMPLE_RUNS:
+        run_dir = Path(args.store) / name
+        shutil.rmtree(run_dir, ignore_errors=True)
+        summary = train(load_config(None, SAMPLE_RUNS[name]), Path(args.store), run_id=name)
+        compact_run(run_dir)
+        print("\n".join(summary.lines()))
+
+
+if __name__ == "__main__":
+    main()

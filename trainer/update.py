@@ -1,0 +1,79 @@
+"""The policy update: epochs x minibatches of the clipped surrogate over one rollout batch."""
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel
+
+from analysis import schema
+from trainer.config import TrainConfig
+from trainer.diagnostics import onpolicy_deviation
+from trainer.objectives import get_objective
+from trainer.policy import response_logprobs
+
+
+@dataclass
+class UpdateResult:
+    """What the update measured; ratios are those of each token's last pass, shape (B, R)."""
+
+    ratio: torch.Tensor
+    all_ratios: list[torch.Tensor] = field(default_factory=list)  # one (b, R) tensor per minibatch pass
+    all_rows: list[torch.Tensor] = field(default_factory=list)  # the batch rows of each pass
+    onpolicy_dev: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def minibatch_splits(batch: int, cfg: TrainConfig, generator: torch.Generator) -> list[list[torch.Tensor]]:
+    """Row indices per epoch and minibatch; drawn up front so old log-probs use epoch 0's exact split."""
+    return [list(torch.randperm(batch, generator=generator).chunk(cfg.minibatches)) for _ in range(cfg.epochs_per_step)]
+
+
+def ppo_update(
+    model: PreTrainedModel,
+    optimizer: torch.optim.Optimizer,
+    input_ids: torch.Tensor,  # (B, T)
+    attention_mask: torch.Tensor,  # (B, T)
+    response_mask: torch.Tensor,  # (B, R)
+    old_logp: torch.Tensor,  # (B, R)
+    advantages: torch.Tensor,  # (B, R)
+    splits: list[list[torch.Tensor]],
+    cfg: TrainConfig,
+    eps_low: float,
+    eps_high: float,
+) -> UpdateResult:
+    """Run every minibatch of every epoch; metrics are means over minibatches."""
+    objective = get_objective(cfg.algo)
+    response_len = response_mask.shape[1]
+    result = UpdateResult(ratio=torch.ones_like(old_logp))
+    sums: dict[str, float] = {}
+    for epoch, epoch_splits in enumerate(splits):
+        for i, rows in enumerate(epoch_splits):
+            logp, _ = response_logprobs(
+                model,
+                input_ids[rows],
+                attention_mask[rows],
+                response_len,
+                temperature=cfg.temperature,
+                precision=cfg.precision,
+                chunk_size=cfg.entropy_chunk,
+                with_entropy=False,
+            )
+            loss, metrics = objective(
+                logp, old_logp[rows], advantages[rows], response_mask[rows], eps_low=eps_low, eps_high=eps_high
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            metrics[schema.GRAD_NORM] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            optimizer.step()
+            ratio = torch.exp(logp.detach().float() - old_logp[rows])
+            if epoch == 0 and i == 0:
+                # The policy has not moved yet: any deviation from 1 is numerical drift.
+                result.onpolicy_dev = onpolicy_deviation(ratio, response_mask[rows])
+            result.ratio[rows] = ratio
+            result.all_ratios.append(ratio)
+            result.all_rows.append(rows)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+    passes = sum(len(s) for s in splits)
+    result.metrics = {k: v / passes for k, v in sums.items()}
+    return result
