@@ -124,5 +124,7 @@ TIME_DIAGNOSTICS = "time/diagnostics_s"
 THROUGHPUT_TOKENS = "throughput/tokens_per_s"
 
 METRIC_KEYS: tuple[str, ...] = tuple(
-    value for name, value in dict(globals()).items() if name.isupper() and isinstance(value, str) and "/" in value
+    value
+    for name, value in dict(globals()).items()
+    if name.isupper() and isinstance(value, str) and "/" in value
 ) + (PASS_AT_1, PASS_AT_K, LR)

@@ -28,7 +28,9 @@ KEYS = (
 
 def measure(model: str, precision: str, steps: int, store: Path) -> dict[str, float]:
     run_id = f"{model}-{precision}"
-    cfg = load_config(None, [f"model={model}", f"precision={precision}", f"steps={steps}", "lr=0", "checkpoint_every=0"])
+    cfg = load_config(
+        None, [f"model={model}", f"precision={precision}", f"steps={steps}", "lr=0", "checkpoint_every=0"]
+    )
     train(cfg, store, run_id=run_id, progress=False)
     df = StoreReader(store).scalars([run_id], list(KEYS))
     return df.groupby("key")["value"].mean().to_dict()
@@ -42,7 +44,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = [(m, p, measure(m, p, args.steps, Path(tmp))) for m in args.models for p in MODES]
     short = [k.split("/")[-1] for k in KEYS]
-    print(f"{'model':<12} {'precision':<11} " + " ".join(f"{s:>15}" for s in short) + f" {'logp_diff/fp32':>15}")
+    print(
+        f"{'model':<12} {'precision':<11} " + " ".join(f"{s:>15}" for s in short) + f" {'logp_diff/fp32':>15}"
+    )
     for model, precision, m in rows:
         fp32 = next(r for mm, p, r in rows if mm == model and p == "fp32")[schema.PRECISION_LOGP_DIFF_MEAN]
         ratio = m[schema.PRECISION_LOGP_DIFF_MEAN] / fp32 if fp32 else float("inf")

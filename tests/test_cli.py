@@ -12,7 +12,9 @@ COMMANDS = ["train", "demo", "runs", "export"]
 
 
 def entropyscope(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "trainer.cli", *args], capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "trainer.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -39,7 +41,9 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):
     proc = entropyscope(*args, "--store", str(tmp_path / "store"), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("entropyscope: error:") and fragment in lines[0], proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("entropyscope: error:") and fragment in lines[0], (
+        proc.stderr
+    )
     assert "Traceback" not in proc.stderr
 
 

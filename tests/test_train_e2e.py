@@ -92,7 +92,9 @@ def test_lr_zero_keeps_policy_and_logprobs_constant(tmp_path, tiny_overrides):
     # The same prompt and response scored at two steps gets the same log-prob.
     seen = {}
     for step in (1, 2, 3):
-        t = reader.tokens("r", step).merge(reader.samples("r", step)[["sample_id", "prompt_text"]], on="sample_id")
+        t = reader.tokens("r", step).merge(
+            reader.samples("r", step)[["sample_id", "prompt_text"]], on="sample_id"
+        )
         for (prompt, _sid), rows in t.groupby(["prompt_text", "sample_id"]):
             key = (prompt, tuple(rows.sort_values("position")["token_id"]))
             logps = tuple(rows.sort_values("position")["logp"])

@@ -54,4 +54,6 @@ def load_trainer_state(ckpt: Path) -> dict[str, Any]:
     try:
         return torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
     except Exception as e:  # a damaged file should say which checkpoint to remove, not dump a traceback
-        raise UsageError(f"checkpoint {ckpt} is unreadable ({type(e).__name__}); delete it to resume from an earlier one") from None
+        raise UsageError(
+            f"checkpoint {ckpt} is unreadable ({type(e).__name__}); delete it to resume from an earlier one"
+        ) from None

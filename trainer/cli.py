@@ -44,8 +44,19 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if table.empty:
         print(f"no runs in {args.store}")
         return 0
-    cols = ["run_id", "status", "last_step", "algo", "controller", "precision", "h0", "entropy", "entropy_change",
-            "reward", "heartbeat_age_s"]
+    cols = [
+        "run_id",
+        "status",
+        "last_step",
+        "algo",
+        "controller",
+        "precision",
+        "h0",
+        "entropy",
+        "entropy_change",
+        "reward",
+        "heartbeat_age_s",
+    ]
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
@@ -63,27 +74,46 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable, help_: str, example: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_, epilog=f"example: {example}",
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=help_,
+            epilog=f"example: {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         p.set_defaults(func=func)
-        p.add_argument("--store", default=DEFAULT_STORE, help=f"run store directory (default ./{DEFAULT_STORE})")
+        p.add_argument(
+            "--store", default=DEFAULT_STORE, help=f"run store directory (default ./{DEFAULT_STORE})"
+        )
         return p
 
-    p = add("train", cmd_train, "train a policy and log entropy diagnostics to the run store",
-            "entropyscope train config.yaml --set algo=dapo --set steps=300")
+    p = add(
+        "train",
+        cmd_train,
+        "train a policy and log entropy diagnostics to the run store",
+        "entropyscope train config.yaml --set algo=dapo --set steps=300",
+    )
     p.add_argument("config", nargs="?", help="YAML file of config keys (see README, Configuration)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     p.add_argument("--run-id", help="run directory name (default: generated)")
     p.add_argument("--resume", action="store_true", help="continue run --run-id from its last checkpoint")
 
-    p = add("demo", cmd_demo, "train a short GRPO run on the toy task and print its entropy and reward",
-            "entropyscope demo --steps 60")
-    p.add_argument("--steps", type=int, default=120, help="training steps (default 120)")
+    p = add(
+        "demo",
+        cmd_demo,
+        "train a short GRPO run on the toy task and print its entropy and reward",
+        "entropyscope demo --steps 60",
+    )
+    p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
 
     add("runs", cmd_runs, "table of runs with status and last entropy", "entropyscope runs --store runs")
 
-    p = add("export", cmd_export, "export one run to a .duckdb file or its step metrics to a wide .csv",
-            "entropyscope export grpo-none-20261124 --to run.duckdb")
+    p = add(
+        "export",
+        cmd_export,
+        "export one run to a .duckdb file or its step metrics to a wide .csv",
+        "entropyscope export grpo-none-20261124 --to run.duckdb",
+    )
     p.add_argument("run_id")
     p.add_argument("--to", required=True, help="FILE.duckdb or FILE.csv")
     return parser

@@ -20,9 +20,9 @@ class TrainConfig(BaseModel):
     """`digit_sum`, `bandit`, or `jsonl:PATH` (lines with `prompt` and `answer` fields)."""
     algo: Literal["grpo", "dapo", "rloo", "dr_grpo"] = "grpo"
     """Advantage estimator + loss aggregation (DAPO: Yu et al. 2025; Dr.GRPO: Liu et al. 2025)."""
-    controller: Literal["none", "repo_r", "repo_d", "adapo", "entropy_bonus", "clip_cov", "kl_cov", "ce_gppo"] = (
-        "none"
-    )
+    controller: Literal[
+        "none", "repo_r", "repo_d", "adapo", "entropy_bonus", "clip_cov", "kl_cov", "ce_gppo"
+    ] = "none"
     """Entropy controller; `none` is plain policy gradient."""
     target_entropy: float | None = Field(default=None, ge=0)
     """Entropy setpoint in nats; None means H0, the first step's measured entropy."""

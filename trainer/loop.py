@@ -163,7 +163,121 @@ def collect_metrics(
     return m, clip_side, quadrant
 
 
-def train(cfg: TrainConfig, store: Path, run_id: str | None = None, resume: bool = False, progress: bool = True) -> RunSummary:
+@dataclass
+class Policy:
+    """Everything a step needs that lives across steps."""
+
+    cfg: TrainConfig
+    model: torch.nn.Module
+    tokenizer: object
+    task: object
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    h0: float | None = None
+
+
+@dataclass
+class StepResult:
+    """One iteration's tensors and metrics, for logging."""
+
+    metrics: dict[str, float]
+    rollout: Rollout
+    rewards: torch.Tensor
+    correct: list[bool]
+    seq_adv: torch.Tensor
+    train_logp: torch.Tensor
+    entropy: torch.Tensor
+    ratio: torch.Tensor
+    clip_side: torch.Tensor
+    quadrant: torch.Tensor
+
+
+def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Generator) -> StepResult:
+    """rollout -> reward -> advantages -> old log-probs and entropy -> update -> metrics."""
+    cfg, t0 = p.cfg, time.perf_counter()
+    prompts = p.task.sample(np_rng, cfg.prompts_per_step)
+    with precision_autocast(cfg.precision, p.device):
+        rollout = sample(
+            p.model,
+            p.tokenizer,
+            prompts,
+            group_size=cfg.group_size,
+            max_new_tokens=cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            precision=cfg.precision,
+            generator=gen,
+        )
+    t_rollout = time.perf_counter()
+    rewards, correct = score(p.task, rollout)
+    seq_adv = get_advantage(cfg.algo)(rewards, rollout.group_ids.cpu()).to(p.device)
+    splits = minibatch_splits(len(rollout.prompts), cfg, gen)
+    train_logp, entropy = old_logprobs(p.model, rollout, splits, cfg)
+    # Naive bf16 trusts the rollout engine's log-probs as the old policy; the other modes recompute them
+    # on the training path, so old and new log-probs share one code path.
+    old_logp = rollout.rollout_logp if cfg.precision == "bf16" else train_logp
+    if p.h0 is None:
+        p.h0 = entropy_stats(entropy, rollout.response_mask)[schema.ENTROPY_MEAN]
+    target = cfg.target_entropy if cfg.target_entropy is not None else p.h0
+    t_diag = time.perf_counter()
+    adv_tokens = seq_adv[:, None].expand_as(old_logp).contiguous()  # (B, R)
+    upd = ppo_update(
+        p.model,
+        p.optimizer,
+        rollout.input_ids,
+        rollout.attention_mask,
+        rollout.response_mask,
+        old_logp,
+        adv_tokens,
+        splits,
+        cfg,
+        cfg.eps_low,
+        cfg.eps_high,
+    )
+    t_update = time.perf_counter()
+    metrics, clip_side, quadrant = collect_metrics(
+        cfg, rollout, rewards, correct, seq_adv, train_logp, entropy, upd, target
+    )
+    t_end = time.perf_counter()
+    metrics[schema.TIME_ROLLOUT] = t_rollout - t0
+    metrics[schema.TIME_DIAGNOSTICS] = (t_diag - t_rollout) + (t_end - t_update)
+    metrics[schema.TIME_UPDATE] = t_update - t_diag
+    metrics[schema.TIME_STEP] = t_end - t0
+    metrics[schema.THROUGHPUT_TOKENS] = float(rollout.response_mask.sum()) / max(t_end - t0, 1e-9)
+    return StepResult(
+        metrics, rollout, rewards, correct, seq_adv, train_logp, entropy, upd.ratio, clip_side, quadrant
+    )
+
+
+def log_step(writer: RunWriter, p: Policy, step: int, res: StepResult, np_rng: np.random.Generator) -> None:
+    """Scalars, histogram, samples and a sampled subset of per-token records into the run store."""
+    cfg, rollout = p.cfg, res.rollout
+    base_id = step * len(rollout.prompts)
+    writer.log_scalars(step, res.metrics)
+    edges, counts = entropy_histogram(res.entropy, rollout.response_mask, cfg.hist_bins, len(p.tokenizer))
+    writer.log_hist(step, edges, counts)
+    writer.log_samples(sample_rows(step, base_id, rollout, res.rewards, res.correct, p.tokenizer))
+    n_picks = min(cfg.token_records, len(rollout.prompts))
+    picks = sorted(np_rng.choice(len(rollout.prompts), size=n_picks, replace=False).tolist())
+    writer.log_tokens(
+        token_columns(
+            step,
+            base_id,
+            picks,
+            rollout,
+            res.train_logp,
+            res.entropy,
+            res.seq_adv,
+            res.ratio,
+            res.clip_side,
+            res.quadrant,
+        )
+    )
+    writer.heartbeat(step)
+
+
+def train(
+    cfg: TrainConfig, store: Path, run_id: str | None = None, resume: bool = False, progress: bool = True
+) -> RunSummary:
     """Train `cfg.steps` iterations, logging to `<store>/<run_id>/` (and MLflow when configured)."""
     if resume and not run_id:
         raise UsageError("--resume needs --run-id ID of the run to continue")
@@ -176,8 +290,8 @@ def train(cfg: TrainConfig, store: Path, run_id: str | None = None, resume: bool
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     if state:
         optimizer.load_state_dict(state["optimizer"])
-    start, h0 = state.get("step", 0), state.get("h0")
-    advantage_fn = get_advantage(cfg.algo)
+    p = Policy(cfg, model, tokenizer, task, optimizer, device, h0=state.get("h0"))
+    start = state.get("step", 0)
     config = cfg.model_dump()
     writer = RunWriter(store, run_id, config, resume=resume)
     sink = None
@@ -187,86 +301,34 @@ def train(cfg: TrainConfig, store: Path, run_id: str | None = None, resume: bool
         sink = MlflowSink(cfg.mlflow, run_id, config)
     history: list[dict[str, float]] = []
     bar = tqdm(range(start + 1, cfg.steps + 1), desc=run_id, disable=not progress, dynamic_ncols=True)
-    with writer:
-        if resume:
-            writer.log_event(start, "resumed", f"resumed from {ckpt or 'scratch'} at step {start}")
-        for step in bar:
-            t0 = time.perf_counter()
-            np_rng, gen = step_rng(cfg, step)
-            prompts = task.sample(np_rng, cfg.prompts_per_step)
-            with precision_autocast(cfg.precision, device):
-                rollout = sample(
-                    model,
-                    tokenizer,
-                    prompts,
-                    group_size=cfg.group_size,
-                    max_new_tokens=cfg.max_new_tokens,
-                    temperature=cfg.temperature,
-                    precision=cfg.precision,
-                    generator=gen,
+    try:
+        with writer:
+            if resume:
+                writer.log_event(start, "resumed", f"resumed from {ckpt or 'scratch'} at step {start}")
+            for step in bar:
+                np_rng, gen = step_rng(cfg, step)
+                res = train_step(p, step, np_rng, gen)
+                log_step(writer, p, step, res, np_rng)
+                if sink:
+                    sink.log(step, res.metrics)
+                history.append(res.metrics)
+                bar.set_postfix(
+                    reward=f"{res.metrics[schema.REWARD_MEAN]:.2f}",
+                    entropy=f"{res.metrics[schema.ENTROPY_MEAN]:.3f}",
                 )
-            t_rollout = time.perf_counter()
-            rewards, correct = score(task, rollout)
-            seq_adv = advantage_fn(rewards, rollout.group_ids.cpu()).to(device)
-            splits = minibatch_splits(len(rollout.prompts), cfg, gen)
-            train_logp, entropy = old_logprobs(model, rollout, splits, cfg)
-            # Naive bf16 trusts the rollout engine's log-probs as the old policy; the others recompute
-            # them on the training path, so old and new log-probs share one code path.
-            old_logp = rollout.rollout_logp if cfg.precision == "bf16" else train_logp
-            if h0 is None:
-                h0 = entropy_stats(entropy, rollout.response_mask)[schema.ENTROPY_MEAN]
-            target = cfg.target_entropy if cfg.target_entropy is not None else h0
-            t_diag = time.perf_counter()
-            upd = ppo_update(
-                model,
-                optimizer,
-                rollout.input_ids,
-                rollout.attention_mask,
-                rollout.response_mask,
-                old_logp,
-                seq_adv[:, None].expand_as(old_logp).contiguous(),
-                splits,
-                cfg,
-                cfg.eps_low,
-                cfg.eps_high,
-            )
-            t_update = time.perf_counter()
-            metrics, clip_side, quadrant = collect_metrics(
-                cfg, rollout, rewards, correct, seq_adv, train_logp, entropy, upd, target
-            )
-            edges, counts = entropy_histogram(entropy, rollout.response_mask, cfg.hist_bins, len(tokenizer))
-            n_tokens = int(rollout.response_mask.sum())
-            t_end = time.perf_counter()
-            metrics[schema.TIME_ROLLOUT] = t_rollout - t0
-            metrics[schema.TIME_DIAGNOSTICS] = (t_diag - t_rollout) + (t_end - t_update)
-            metrics[schema.TIME_UPDATE] = t_update - t_diag
-            metrics[schema.TIME_STEP] = t_end - t0
-            metrics[schema.THROUGHPUT_TOKENS] = n_tokens / max(t_end - t0, 1e-9)
-
-            base_id = step * len(rollout.prompts)
-            writer.log_scalars(step, metrics)
-            writer.log_hist(step, edges, counts)
-            writer.log_samples(sample_rows(step, base_id, rollout, rewards, correct, tokenizer))
-            picks = np_rng.choice(len(rollout.prompts), size=min(cfg.token_records, len(rollout.prompts)), replace=False)
-            writer.log_tokens(
-                token_columns(step, base_id, sorted(picks.tolist()), rollout, train_logp, entropy, seq_adv, upd.ratio, clip_side, quadrant)
-            )
-            writer.heartbeat(step)
-            if sink:
-                sink.log(step, metrics)
-            history.append(metrics)
-            bar.set_postfix(reward=f"{metrics[schema.REWARD_MEAN]:.2f}", entropy=f"{metrics[schema.ENTROPY_MEAN]:.3f}")
-            if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                path = save_checkpoint(
-                    run_dir, step, model, tokenizer, {"optimizer": optimizer.state_dict(), "h0": h0, "config": config}
-                )
-                writer.log_event(step, "checkpoint", f"saved {path.name}", payload={"path": str(path)})
-    if sink:
-        sink.close("finished")
-    return summarize(run_id, run_dir, cfg.steps, h0, history)
+                if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                    state = {"optimizer": optimizer.state_dict(), "h0": p.h0, "config": config}
+                    path = save_checkpoint(run_dir, step, model, tokenizer, state)
+                    writer.log_event(step, "checkpoint", f"saved {path.name}", payload={"path": str(path)})
+    finally:
+        if sink:
+            sink.close("finished" if len(history) == cfg.steps - start else "failed")
+    return summarize(run_id, run_dir, cfg.steps, p.h0, history)
 
 
-def summarize(run_id: str, run_dir: Path, steps: int, h0: float | None, history: list[dict[str, float]]) -> RunSummary:
+def summarize(
+    run_id: str, run_dir: Path, steps: int, h0: float | None, history: list[dict[str, float]]
+) -> RunSummary:
     """First and last tenth of the run, averaged, so one noisy step does not decide the headline."""
     if not history:
         nan = float("nan")

@@ -29,16 +29,16 @@ ATTN_IMPLEMENTATION = "eager"
 MAX_POSITIONS = 256
 
 
-def _qwen2(vocab: int, pad: int, bos: int, eos: int) -> PretrainedConfig:
+def _qwen2(vocab: int, pad: int, bos: int, eos: int, hidden: int = 64, layers: int = 2) -> PretrainedConfig:
     # Untied head: the output layer is its own parameter, so precision modes can keep lm_head in fp32
     # without also changing the input embeddings, and diagnostics on the head see only the head.
     return Qwen2Config(
         vocab_size=vocab,
-        hidden_size=64,
-        num_hidden_layers=2,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        intermediate_size=256,
+        intermediate_size=4 * hidden,
         max_position_embeddings=MAX_POSITIONS,
         tie_word_embeddings=False,
         pad_token_id=pad,
@@ -67,6 +67,8 @@ def _gpt2(vocab: int, pad: int, bos: int, eos: int) -> PretrainedConfig:
 PRESETS: dict[str, Callable[[int, int, int, int], PretrainedConfig]] = {
     "tiny-qwen2": _qwen2,
     "tiny-gpt2": _gpt2,
+    # Wider and deeper: realistic enough logit scales for bf16 drift to show (bench/precision_drift.py).
+    "small-qwen2": lambda vocab, pad, bos, eos: _qwen2(vocab, pad, bos, eos, hidden=256, layers=4),
 }
 
 

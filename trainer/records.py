@@ -51,8 +51,21 @@ def token_columns(
     quadrant: torch.Tensor,  # (B, R) int8
 ) -> dict[str, list]:
     """Columnar per-token records for the picked sequences' response tokens."""
-    cols: dict[str, list] = {k: [] for k in ("step", "sample_id", "position", "token_id", "logp", "entropy",
-                                             "advantage", "ratio", "clip_side", "quadrant")}
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "step",
+            "sample_id",
+            "position",
+            "token_id",
+            "logp",
+            "entropy",
+            "advantage",
+            "ratio",
+            "clip_side",
+            "quadrant",
+        )
+    }
     p = rollout.prompt_len
     for i in picks:
         n = int(rollout.response_mask[i].sum())

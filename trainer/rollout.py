@@ -106,7 +106,9 @@ def sample(
 
     response = torch.stack(tokens, 1)  # (B, R)
     response_mask = torch.stack(masks, 1).long()  # (B, R)
-    texts = tokenizer.batch_decode(response.masked_fill(response_mask == 0, pad).tolist(), skip_special_tokens=True)
+    texts = tokenizer.batch_decode(
+        response.masked_fill(response_mask == 0, pad).tolist(), skip_special_tokens=True
+    )
     return Rollout(
         input_ids=torch.cat([ids, response], 1),
         attention_mask=torch.cat([prompt_mask, response_mask], 1),
@@ -116,4 +118,3 @@ def sample(
         prompts=expanded,
         responses=texts,
     )
-

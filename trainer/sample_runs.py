@@ -1,7 +1,7 @@
 """Regenerate sample_runs/: short real runs so the dashboard has content on first open.
 
 Run: `make sample-runs` (or `python -m trainer.sample_runs [--only NAME ...]`). Each run is trained from
-scratch with the same seed, then compacted to one segment per table to keep the folder small.
+scratch with the same seed, then compacted to one segment per table; checkpoints are dropped.
 """
 
 import argparse
@@ -12,8 +12,11 @@ from analysis.compact import compact_run
 from trainer.config import load_config
 from trainer.loop import train
 
+COMMON = ["task=digit_sum", "steps=200", "seed=0", "checkpoint_every=0"]
 SAMPLE_RUNS: dict[str, list[str]] = {
-    "grpo-digit_sum": ["algo=grpo", "steps=200", "checkpoint_every=0"],
+    "grpo-fp32": [*COMMON, "algo=grpo"],
+    "dapo-fp32": [*COMMON, "algo=dapo"],
+    "grpo-bf16": [*COMMON, "algo=grpo", "precision=bf16"],
 }
 
 
@@ -26,6 +29,8 @@ def main(argv: list[str] | None = None) -> None:
         run_dir = Path(args.store) / name
         shutil.rmtree(run_dir, ignore_errors=True)
         summary = train(load_config(None, SAMPLE_RUNS[name]), Path(args.store), run_id=name)
+        # The dashboard needs the tables, not the weights: keep the folder small enough to commit.
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         compact_run(run_dir)
         print("\n".join(summary.lines()))
 

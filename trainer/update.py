@@ -25,7 +25,10 @@ class UpdateResult:
 
 def minibatch_splits(batch: int, cfg: TrainConfig, generator: torch.Generator) -> list[list[torch.Tensor]]:
     """Row indices per epoch and minibatch; drawn up front so old log-probs use epoch 0's exact split."""
-    return [list(torch.randperm(batch, generator=generator).chunk(cfg.minibatches)) for _ in range(cfg.epochs_per_step)]
+    return [
+        list(torch.randperm(batch, generator=generator).chunk(cfg.minibatches))
+        for _ in range(cfg.epochs_per_step)
+    ]
 
 
 def ppo_update(
@@ -59,11 +62,18 @@ def ppo_update(
                 with_entropy=False,
             )
             loss, metrics = objective(
-                logp, old_logp[rows], advantages[rows], response_mask[rows], eps_low=eps_low, eps_high=eps_high
+                logp,
+                old_logp[rows],
+                advantages[rows],
+                response_mask[rows],
+                eps_low=eps_low,
+                eps_high=eps_high,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            metrics[schema.GRAD_NORM] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            metrics[schema.GRAD_NORM] = float(
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            )
             optimizer.step()
             ratio = torch.exp(logp.detach().float() - old_logp[rows])
             if epoch == 0 and i == 0:
