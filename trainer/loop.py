@@ -29,9 +29,9 @@ from trainer.diagnostics import (
     precision_metrics,
 )
 from trainer.models import is_preset, load_policy
-from trainer.policy import precision_autocast, response_logprobs
+from trainer.policy import response_logprobs
 from trainer.records import sample_rows, token_columns
-from trainer.rollout import Rollout, sample
+from trainer.rollout import Rollout, RolloutEngine, sample
 from trainer.tasks import make_task
 from trainer.update import UpdateResult, minibatch_splits, ppo_update
 from trainer.warmup import default_cache_dir, warm_start
@@ -173,6 +173,7 @@ class Policy:
     task: object
     optimizer: torch.optim.Optimizer
     device: torch.device
+    engine: RolloutEngine
     h0: float | None = None
 
 
@@ -196,17 +197,17 @@ def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Gen
     """rollout -> reward -> advantages -> old log-probs and entropy -> update -> metrics."""
     cfg, t0 = p.cfg, time.perf_counter()
     prompts = p.task.sample(np_rng, cfg.prompts_per_step)
-    with precision_autocast(cfg.precision, p.device):
-        rollout = sample(
-            p.model,
-            p.tokenizer,
-            prompts,
-            group_size=cfg.group_size,
-            max_new_tokens=cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            precision=cfg.precision,
-            generator=gen,
-        )
+    p.engine.sync()
+    rollout = sample(
+        p.engine.model,
+        p.tokenizer,
+        prompts,
+        group_size=cfg.group_size,
+        max_new_tokens=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        precision=cfg.precision,
+        generator=gen,
+    )
     t_rollout = time.perf_counter()
     rewards, correct = score(p.task, rollout)
     seq_adv = get_advantage(cfg.algo)(rewards, rollout.group_ids.cpu()).to(p.device)
@@ -290,7 +291,8 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     if state:
         optimizer.load_state_dict(state["optimizer"])
-    p = Policy(cfg, model, tokenizer, task, optimizer, device, h0=state.get("h0"))
+    engine = RolloutEngine(model, cfg.precision)
+    p = Policy(cfg, model, tokenizer, task, optimizer, device, engine, h0=state.get("h0"))
     start = state.get("step", 0)
     config = cfg.model_dump()
     writer = RunWriter(store, run_id, config, resume=resume)

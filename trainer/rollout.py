@@ -5,6 +5,7 @@ checkpoint (top_k, top_p, repetition penalty) silently changes the distribution:
 exactly softmax(logits / temperature), the policy whose log-probs and entropy we log.
 """
 
+import copy
 import inspect
 from dataclasses import dataclass
 
@@ -39,6 +40,31 @@ class Rollout:
     def prompt_ids(self, i: int) -> list[int]:
         p = self.prompt_len
         return self.input_ids[i, :p][self.attention_mask[i, :p].bool()].tolist()
+
+
+class RolloutEngine:
+    """The sampler's own copy of the weights, held the way an inference engine holds them.
+
+    fp32 shares the training model. bf16 keeps a bf16 copy of every weight (as vLLM does when handed a
+    bf16 checkpoint) while training computes in bf16 over fp32 master weights: the two paths round
+    differently, which is the drift the precision metrics measure. bf16_fixed keeps the head in fp32.
+    Weights are copied from the trainer after every update (`sync`), as verl syncs actor -> rollout.
+    """
+
+    def __init__(self, model: PreTrainedModel, precision: str):
+        self.precision = precision
+        self.model = model if precision == "fp32" else copy.deepcopy(model).to(torch.bfloat16)
+        if precision == "bf16_fixed":
+            self.model.get_output_embeddings().float()
+        self._source = model
+
+    @torch.no_grad()
+    def sync(self) -> None:
+        """Copy (and round) the trainer's current weights into the engine."""
+        if self.model is self._source:
+            return
+        for dst, src in zip(self.model.parameters(), self._source.parameters(), strict=True):
+            dst.copy_(src)
 
 
 def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
