@@ -33,6 +33,30 @@ with RunWriter(store, "live", {"algo": "grpo"}, flush_every_s=0.5, flush_every_s
 """
 
 
+def poll_until_exit(proc: subprocess.Popen, reader: StoreReader, run_id: str) -> tuple[list, list[int], list]:
+    """Read runs, scalars, tokens and samples every 0.2 s until the writer exits; collect every failure."""
+    errors: list[BaseException] = []
+    seen: list[int] = []
+    deadline = time.monotonic() + 120
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        while time.monotonic() < deadline:
+            done = proc.poll() is not None
+            try:
+                reader.runs()
+                steps = reader.scalars([run_id], [ENTROPY_MEAN], max_points=50)
+                seen.append(int(steps["step"].max()) if len(steps) else 0)
+                if seen[-1]:
+                    reader.tokens(run_id, seen[-1])
+                    reader.samples(run_id, seen[-1])
+            except Exception as err:  # every failure is the finding
+                errors.append(err)
+            if done:
+                break
+            time.sleep(0.2)  # polling cadence, not synchronisation
+    return errors, seen, [str(w.message) for w in caught]
+
+
 @pytest.mark.slow
 def test_reader_while_writer_runs(tmp_path):
     proc = subprocess.Popen(
@@ -44,35 +68,41 @@ def test_reader_while_writer_runs(tmp_path):
         text=True,
     )
     reader = StoreReader(tmp_path)
-    errors: list[BaseException] = []
-    seen: list[int] = []
-    deadline = time.monotonic() + 60
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            while time.monotonic() < deadline:
-                done = proc.poll() is not None
-                try:
-                    reader.runs()
-                    steps = reader.scalars(["live"], [ENTROPY_MEAN], max_points=50)
-                    seen.append(int(steps["step"].max()) if len(steps) else 0)
-                    if seen[-1]:
-                        reader.tokens("live", seen[-1])
-                        reader.samples("live", seen[-1])
-                except Exception as err:  # every failure is the finding
-                    errors.append(err)
-                if done:
-                    break
-                time.sleep(0.2)  # polling cadence, not synchronisation
+        errors, seen, caught = poll_until_exit(proc, reader, "live")
     finally:
         if proc.poll() is None:
             proc.kill()
         _, stderr = proc.communicate()
     assert proc.returncode == 0, stderr
     assert errors == []
-    assert [str(w.message) for w in caught] == []
+    assert caught == []
     assert seen == sorted(seen) and len(set(seen)) >= 5, seen
     final = reader.runs().set_index("run_id").loc["live"]
     assert final["status"] == "finished" and final["n_steps"] == STEPS and final["last_step"] == STEPS
     assert len(reader.scalars(["live"], [ENTROPY_MEAN], max_points=STEPS)) == STEPS
     assert len(reader.tokens("live", STEPS)) == 64
+
+
+@pytest.mark.slow
+def test_reader_while_real_trainer_runs(tmp_path, tiny_overrides):
+    """The same polling against `entropyscope train` itself, a real model training in another process."""
+    sets = [a for o in [*tiny_overrides, "steps=40", "checkpoint_every=10"] for a in ("--set", o)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer.cli", "train", *sets, "--store", str(tmp_path), "--run-id", "live"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    reader = StoreReader(tmp_path)
+    try:
+        errors, seen, caught = poll_until_exit(proc, reader, "live")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert errors == [] and caught == []
+    assert seen == sorted(seen) and len(set(seen)) >= 3, seen
+    assert reader.runs().set_index("run_id").loc["live", "last_step"] == 40
