@@ -93,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         "train a policy and log entropy diagnostics to the run store",
         "entropyscope train config.yaml --set algo=dapo --set steps=300",
     )
-    p.add_argument("config", nargs="?", help="YAML file of config keys (see README, Configuration)")
+    from trainer.config import config_help
+
+    p.epilog += f"\n\nconfig keys (YAML file or --set KEY=VALUE), with defaults:\n{config_help()}"
+    p.add_argument("config", nargs="?", help="YAML file of config keys (listed below)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     p.add_argument("--run-id", help="run directory name (default: generated)")
     p.add_argument("--resume", action="store_true", help="continue run --run-id from its last checkpoint")

@@ -12,10 +12,10 @@ from analysis.errors import UsageError
 class TrainConfig(BaseModel):
     """Every knob of a run; the resolved config is saved in run.json and in every checkpoint."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_attribute_docstrings=True)
 
     model: str = "tiny-qwen2"
-    """Preset name (`tiny-qwen2`, `tiny-gpt2`) or a local Hugging Face causal-LM directory."""
+    """Preset name (`tiny-qwen2`, `tiny-gpt2`, `small-qwen2`) or a local Hugging Face causal-LM directory."""
     task: str = "digit_sum"
     """`digit_sum`, `bandit`, or `jsonl:PATH` (lines with `prompt` and `answer` fields)."""
     algo: Literal["grpo", "dapo", "rloo", "dr_grpo"] = "grpo"
@@ -77,6 +77,13 @@ class TrainConfig(BaseModel):
             # validate_assignment would recurse into this validator; set the field directly.
             object.__setattr__(self, "eps_high", 0.28 if self.algo == "dapo" else self.eps_low)
         return self
+
+
+def config_help() -> str:
+    """One line per config key with its default and documentation, for `entropyscope train --help`."""
+    return "\n".join(
+        f"  {name:<20} {f.default!r:<14} {f.description}" for name, f in TrainConfig.model_fields.items()
+    )
 
 
 def _format_error(err: ValidationError) -> str:
