@@ -62,7 +62,9 @@ def _export_duckdb(reader: StoreReader, run_id: str, info: dict, to: Path) -> No
             row = {c: info.get(c) for c, _ in _RUN_COLUMNS} | {"run_id": run_id}
             for col in ("config", "versions"):
                 row[col] = json.dumps(info.get(col), default=str)
-            con.execute(f"INSERT INTO out.run VALUES ({', '.join('?' for _ in _RUN_COLUMNS)})", list(row.values()))
+            con.execute(
+                f"INSERT INTO out.run VALUES ({', '.join('?' for _ in _RUN_COLUMNS)})", list(row.values())
+            )
             con.execute("DETACH out")
         if to.exists():
             raise UsageError(f"{to} appeared while exporting; remove it or choose another --to file")

@@ -18,12 +18,18 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
-def group_metrics(group_ids: Sequence[int], responses: Sequence[str], correct: Sequence[bool]) -> dict[str, float]:
+def group_metrics(
+    group_ids: Sequence[int], responses: Sequence[str], correct: Sequence[bool]
+) -> dict[str, float]:
     """pass@1, pass@k (k = group size), and distinct (correct) responses per group of one prompt's samples."""
     if not len(group_ids) == len(responses) == len(correct):
-        raise ValueError(f"lengths differ: {len(group_ids)} group ids, {len(responses)} responses, {len(correct)} flags")
+        raise ValueError(
+            f"lengths differ: {len(group_ids)} group ids, {len(responses)} responses, {len(correct)} flags"
+        )
     if not group_ids:
-        return dict.fromkeys((PASS_AT_1, PASS_AT_K, DIVERSITY_DISTINCT_FRAC, DIVERSITY_DISTINCT_CORRECT), math.nan)
+        return dict.fromkeys(
+            (PASS_AT_1, PASS_AT_K, DIVERSITY_DISTINCT_FRAC, DIVERSITY_DISTINCT_CORRECT), math.nan
+        )
     groups: dict[int, list[tuple[str, bool]]] = {}
     for g, r, c in zip(group_ids, responses, correct, strict=True):
         groups.setdefault(g, []).append((r, bool(c)))

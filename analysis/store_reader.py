@@ -110,7 +110,11 @@ class StoreReader:
         if run_ids is None:
             dirs = self.run_dirs()
         else:  # ids name folders inside the store, never paths out of it
-            dirs = [self.store / r for r in run_ids if r and "/" not in r and "\\" not in r and not r.startswith(".")]
+            dirs = [
+                self.store / r
+                for r in run_ids
+                if r and "/" not in r and "\\" not in r and not r.startswith(".")
+            ]
         paths = (p for d in dirs for p in sorted((d / table).glob("*.parquet")) if not p.name.startswith("."))
         return [str(p) for p in paths if self._readable(p)]
 
@@ -155,7 +159,9 @@ class StoreReader:
                 changed = True
         return changed
 
-    def _query(self, sql: str, params: list[Any], tables: list[str], run_ids: list[str] | None) -> pd.DataFrame:
+    def _query(
+        self, sql: str, params: list[Any], tables: list[str], run_ids: list[str] | None
+    ) -> pd.DataFrame:
         """Run `sql` over views of `tables`, retrying without segments found unreadable."""
         for attempt in range(_MAX_ATTEMPTS):
             files = {t: self.segment_files(t, run_ids) for t in tables}
@@ -181,9 +187,14 @@ class StoreReader:
         for d in self.run_dirs():
             info = _read_run_json(d) or {"status": "unknown"}
             config = info.get("config") if isinstance(info.get("config"), dict) else {}
-            row = {"run_id": d.name, **{k: info.get(k) for k in ("status", "created", "heartbeat", "last_step")}}
+            row = {
+                "run_id": d.name,
+                **{k: info.get(k) for k in ("status", "created", "heartbeat", "last_step")},
+            }
             rows.append(row | {k: config.get(k) for k in CONFIG_COLUMNS})
-        meta = pd.DataFrame(rows, columns=["run_id", "status", "created", "heartbeat", "last_step", *CONFIG_COLUMNS])
+        meta = pd.DataFrame(
+            rows, columns=["run_id", "status", "created", "heartbeat", "last_step", *CONFIG_COLUMNS]
+        )
         stats = self._query(_RUNS_SQL, [ENTROPY_MEAN, REWARD_MEAN, ENTROPY_MEAN, ENTROPY_MEAN, REWARD_MEAN],
                             ["steps"], None)  # fmt: skip
         df = meta.merge(stats, on="run_id", how="left")
@@ -191,7 +202,9 @@ class StoreReader:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
         df["heartbeat_age_s"] = now - df["heartbeat"]
         df["entropy_change"] = df["entropy"] / df["h0"] - 1
-        df["last_step"] = pd.to_numeric(df["last_step"], errors="coerce").fillna(df["max_step"]).astype("Int64")
+        df["last_step"] = (
+            pd.to_numeric(df["last_step"], errors="coerce").fillna(df["max_step"]).astype("Int64")
+        )
         df["n_steps"] = df["n_steps"].fillna(0).astype("int64")
         return df[list(RUNS_COLUMNS)]
 

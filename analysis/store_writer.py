@@ -47,7 +47,9 @@ def package_versions() -> dict[str, str]:
 
 def _validate_run_id(run_id: str) -> None:
     if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id or run_id.startswith("."):
-        raise UsageError(f"invalid run id {run_id!r}: use a plain name without '/' that does not start with '.'")
+        raise UsageError(
+            f"invalid run id {run_id!r}: use a plain name without '/' that does not start with '.'"
+        )
 
 
 def _next_seq(run_dir: Path) -> int:
@@ -86,7 +88,9 @@ class RunWriter:
                 f"run '{run_id}' already exists in {self.store}; pass --resume to continue it or choose another --run-id"
             )
         if resume and not meta_path.exists():
-            raise UsageError(f"cannot resume run '{run_id}': it does not exist in {self.store} (no {RUN_JSON})")
+            raise UsageError(
+                f"cannot resume run '{run_id}': it does not exist in {self.store} (no {RUN_JSON})"
+            )
         now = time.time()
         previous = self._read_previous(meta_path) if resume else {}
         self._meta: dict[str, Any] = {
@@ -164,10 +168,13 @@ class RunWriter:
         edges_a = np.asarray(edges, dtype=np.float64)
         counts_a = np.asarray(counts, dtype=np.int64)
         if edges_a.ndim != 1 or counts_a.ndim != 1 or len(edges_a) != len(counts_a) + 1:
-            raise ValueError(f"log_hist needs n+1 edges for n counts, got {edges_a.shape} and {counts_a.shape}")
+            raise ValueError(
+                f"log_hist needs n+1 edges for n counts, got {edges_a.shape} and {counts_a.shape}"
+            )
         n = len(counts_a)
         self._append(
-            "hists", {"step": [int(step)] * n, "bin_lo": edges_a[:-1], "bin_hi": edges_a[1:], "count": counts_a}
+            "hists",
+            {"step": [int(step)] * n, "bin_lo": edges_a[:-1], "bin_hi": edges_a[1:], "count": counts_a},
         )
         self._see_step(step)
 
@@ -258,7 +265,9 @@ class RunWriter:
         schema = TABLES[table]
         expected = [n for n in schema.names if n != "run_id"]
         if sorted(columns) != sorted(expected):
-            raise ValueError(f"{table} columns {sorted(columns)} do not match the schema; expected {expected}")
+            raise ValueError(
+                f"{table} columns {sorted(columns)} do not match the schema; expected {expected}"
+            )
         n = len(columns[expected[0]])
         if n == 0:
             return

@@ -3,7 +3,9 @@ import os
 import pytest
 
 # Warm-up checkpoints are cached across tests (and runs) in one place per session.
-os.environ.setdefault("ENTROPYSCOPE_CACHE", os.path.join(os.path.dirname(__file__), "..", ".cache", "entropyscope"))
+os.environ.setdefault(
+    "ENTROPYSCOPE_CACHE", os.path.join(os.path.dirname(__file__), "..", ".cache", "entropyscope")
+)
 
 TINY = [
     "steps=3",

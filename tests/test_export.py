@@ -45,7 +45,9 @@ def test_export_duckdb(store, tmp_path):
         assert con.execute("SELECT kind FROM events").fetchall() == [("checkpoint",)]
         cols = [r[0] for r in con.execute("DESCRIBE tokens").fetchall()]
         assert cols == TABLES["tokens"].names
-        run_id, status, last_step, config = con.execute("SELECT run_id, status, last_step, config FROM run").fetchone()
+        run_id, status, last_step, config = con.execute(
+            "SELECT run_id, status, last_step, config FROM run"
+        ).fetchone()
     assert (run_id, status, last_step) == ("a", "finished", 4) and json.loads(config) == CONFIG
 
 

@@ -20,7 +20,13 @@ from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
 from analysis.store_reader import RUNS_COLUMNS, StoreReader
 from analysis.store_writer import RunWriter
 
-CONFIG = {"algo": "grpo", "controller": "repo_r", "precision": "fp32", "model": "tiny-qwen2", "task": "digit_sum"}
+CONFIG = {
+    "algo": "grpo",
+    "controller": "repo_r",
+    "precision": "fp32",
+    "model": "tiny-qwen2",
+    "task": "digit_sum",
+}
 SEGMENT = re.compile(r"^\d{8}-\d+-[0-9a-f]{8}\.parquet$")
 
 
@@ -114,7 +120,13 @@ def test_segments_have_exact_schema_and_dtypes(tmp_path):
         for f in files:
             assert pq.read_schema(f).equals(schema), (table, f)
     tok = StoreReader(tmp_path).tokens("r1", 1)
-    expected = {"step": "int64", "position": "int32", "token_id": "int32", "logp": "float32", "clip_side": "int8"}
+    expected = {
+        "step": "int64",
+        "position": "int32",
+        "token_id": "int32",
+        "logp": "float32",
+        "clip_side": "int8",
+    }
     assert {c: str(tok[c].dtype) for c in expected} == expected
 
 
@@ -165,7 +177,9 @@ def test_nan_and_inf_are_kept(tmp_path):
     with RunWriter(tmp_path, "r1", CONFIG) as w:
         w.log_scalars(1, {"a": math.nan, "b": math.inf, "c": np.float32(1.5)})
     df = StoreReader(tmp_path).scalars(["r1"], ["a", "b", "c"]).set_index("key")
-    assert math.isnan(df.loc["a", "value"]) and df.loc["b", "value"] == math.inf and df.loc["c", "value"] == 1.5
+    assert (
+        math.isnan(df.loc["a", "value"]) and df.loc["b", "value"] == math.inf and df.loc["c", "value"] == 1.5
+    )
 
 
 def test_bad_input_is_rejected(tmp_path):
@@ -286,7 +300,9 @@ def test_downsampling_limits_points_and_keeps_spikes(tmp_path):
     n = 5000
     with RunWriter(tmp_path, "r1", CONFIG, flush_every_steps=1000) as w:
         for s in range(n):
-            w.log_scalars(s, {"loss": 100.0 if s == 2345 else 1.0, "dip": -50.0 if s == 10 else 0.0, "nan": math.nan})
+            w.log_scalars(
+                s, {"loss": 100.0 if s == 2345 else 1.0, "dip": -50.0 if s == 10 else 0.0, "nan": math.nan}
+            )
     r = StoreReader(tmp_path)
     df = r.scalars(["r1"], ["loss", "dip", "nan"], max_points=100)
     for key, g in df.groupby("key"):
@@ -359,7 +375,11 @@ def test_run_without_segments(tmp_path):
     r = StoreReader(tmp_path)
     row = r.runs().iloc[0]
     assert row["status"] == "running" and row["n_steps"] == 0 and math.isnan(row["h0"])
-    for name, df in [("tokens", r.tokens("r1", 1)), ("samples", r.samples("r1", 1)), ("hists", r.hists("r1"))]:
+    for name, df in [
+        ("tokens", r.tokens("r1", 1)),
+        ("samples", r.samples("r1", 1)),
+        ("hists", r.hists("r1")),
+    ]:
         assert df.empty and list(df.columns) == TABLES[name].names
     assert r.steps_with_samples("r1") == []
 

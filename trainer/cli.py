@@ -61,6 +61,34 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_control(args: argparse.Namespace) -> int:
+    from analysis.control import APPLIED, ControlError, wait_for_ack, write_control
+    from trainer.config import parse_overrides
+
+    run_dir = Path(args.store) / args.run_id
+    if not (run_dir / "run.json").is_file():
+        raise UsageError(
+            f"no run {args.run_id!r} in store {args.store!r}; list runs with `entropyscope runs`"
+        )
+    try:
+        version = write_control(run_dir, parse_overrides(args.set))
+    except ControlError as e:
+        raise UsageError(str(e)) from None
+    print(f"wrote {run_dir / 'control.json'} version {version}; waiting for the trainer...")
+    ack = wait_for_ack(args.store, args.run_id, version, args.timeout)
+    if ack is None:
+        print(
+            f"entropyscope: error: no acknowledgement of version {version} within {args.timeout:g} s",
+            file=sys.stderr,
+        )
+        return 1
+    if ack["kind"] != APPLIED:
+        print(f"entropyscope: error: step {ack['step']}: {ack['message']}", file=sys.stderr)
+        return 2
+    print(f"step {ack['step']}: {ack['message']}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from analysis.export import export_run
 
@@ -110,6 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
 
     add("runs", cmd_runs, "table of runs with status and last entropy", "entropyscope runs --store runs")
+
+    p = add(
+        "control",
+        cmd_control,
+        "send new controller settings to a running trainer (control.json) and wait for its acknowledgement",
+        "entropyscope control grpo-repo_r-20261124 --set target_entropy=0.5 --set zeta_max=2",
+    )
+    p.add_argument("run_id")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a live-tunable key")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the ack (default 60)")
 
     p = add(
         "export",

@@ -28,6 +28,42 @@ class TrainConfig(BaseModel):
     """Entropy setpoint in nats; None means H0, the first step's measured entropy."""
     schedule: Literal["constant", "id", "did", "od"] = "constant"
     """Setpoint schedule (Flexible Entropy Control in RLVR): constant, increase-decrease, d-i-d, oscillatory decay."""
+    schedule_amplitude: float = Field(default=0.5, ge=0, le=1)
+    """Relative amplitude a of the `id`/`did`/`od` schedules: the target stays in target x [1-a, 1+a]."""
+    schedule_cycles: int = Field(default=3, ge=1, le=100)
+    """Oscillation periods over the run for the `od` schedule."""
+    zeta_min: float | None = Field(default=None, gt=0)
+    """REPO setpoint controller: smallest abs(ζ) before the sign flips; None: 1e-4 (repo_r), 1e-3 (repo_d), as the REPO paper."""
+    zeta_max: float | None = Field(default=None, gt=0)
+    """REPO: largest abs(ζ); None: 1.0 for repo_r (the paper's 0.05 does nothing at toy scale, measured), 10 for repo_d (paper)."""
+    control_deadband: float = Field(default=0.0, ge=0, lt=1)
+    """REPO: relative band around the target within which ζ is held (damps the doubling law); 0 disables."""
+    adapo_gain: float = Field(default=0.5, gt=0)
+    """ADAPO: eps_high <- eps_high * exp(gain * (target - H) / target) once per step."""
+    eps_high_min: float = Field(default=0.1, gt=0)
+    """ADAPO: lower bound of the adapted eps_high."""
+    eps_high_max: float = Field(default=2.0, gt=0)
+    """ADAPO: upper bound of the adapted eps_high."""
+    bonus_coef_init: float = Field(default=0.01, gt=0)
+    """Entropy bonus: initial coefficient α (auto-tuned as SAC's temperature, Haarnoja et al. 2018)."""
+    bonus_gain: float = Field(default=0.2, gt=0)
+    """Entropy bonus: log α <- log α + gain * (target - H) / target once per step."""
+    bonus_coef_max: float = Field(default=1.0, gt=0)
+    """Entropy bonus: upper bound of α."""
+    clip_cov_frac: float = Field(default=0.02, ge=0, le=1)
+    """Clip-Cov (Cui et al. 2025): fraction r of tokens whose gradient is detached; paper 2e-4 (0 tokens at toy batch sizes)."""
+    clip_cov_lb: float = 1.0
+    """Clip-Cov: lower bound of the centred covariance of candidate tokens (paper: 1)."""
+    clip_cov_ub: float = 5.0
+    """Clip-Cov: upper bound of the centred covariance of candidate tokens (paper: 5)."""
+    kl_cov_frac: float = Field(default=0.02, ge=0, le=1)
+    """KL-Cov (Cui et al. 2025): fraction k of tokens, largest covariance first, under the KL penalty; paper 2e-3."""
+    kl_cov_coef: float = Field(default=1.0, ge=0)
+    """KL-Cov: coefficient λ of abs(log π - log π_old) on the selected tokens (paper: 1)."""
+    gppo_beta_low: float = Field(default=0.5, ge=0)
+    """CE-GPPO (Su et al. 2025): gradient weight β1 kept on low-side clipped tokens (A < 0, r < 1 - eps_low)."""
+    gppo_beta_high: float = Field(default=1.0, ge=0)
+    """CE-GPPO: gradient weight β2 kept on high-side clipped tokens (A > 0, r > 1 + eps_high)."""
     precision: Literal["fp32", "bf16", "bf16_fixed"] = "fp32"
     """fp32; bf16 (naive: bf16 weights and log-softmax); bf16_fixed (bf16 body, fp32 lm_head + log-softmax)."""
     steps: int = Field(default=200, ge=1)
@@ -51,7 +87,7 @@ class TrainConfig(BaseModel):
     eps_low: float = Field(default=0.2, gt=0, lt=1)
     """Lower clip range: the ratio is clipped at 1 - eps_low."""
     eps_high: float | None = Field(default=None, gt=0)
-    """Upper clip range (1 + eps_high); None means 0.28 for `dapo` (clip-higher) and eps_low otherwise."""
+    """Upper clip range (1 + eps_high); None means 0.28 for `dapo` or `adapo` (clip-higher), else eps_low."""
     checkpoint_every: int = Field(default=50, ge=0)
     """Save a checkpoint every N steps (and at the end); 0 saves only at the end."""
     mlflow: str = ""
@@ -75,7 +111,14 @@ class TrainConfig(BaseModel):
     def _resolve_eps_high(self) -> "TrainConfig":
         if self.eps_high is None:
             # validate_assignment would recurse into this validator; set the field directly.
-            object.__setattr__(self, "eps_high", 0.28 if self.algo == "dapo" else self.eps_low)
+            clip_higher = self.algo == "dapo" or self.controller == "adapo"
+            object.__setattr__(self, "eps_high", 0.28 if clip_higher else self.eps_low)
+        if self.eps_high_min > self.eps_high_max:
+            raise ValueError(f"eps_high_min {self.eps_high_min} exceeds eps_high_max {self.eps_high_max}")
+        if self.zeta_min is not None and self.zeta_max is not None and self.zeta_min > self.zeta_max:
+            raise ValueError(f"zeta_min {self.zeta_min} exceeds zeta_max {self.zeta_max}")
+        if self.clip_cov_lb >= self.clip_cov_ub:
+            raise ValueError(f"clip_cov_lb {self.clip_cov_lb} must be below clip_cov_ub {self.clip_cov_ub}")
         return self
 
 

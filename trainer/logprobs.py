@@ -6,7 +6,8 @@ activation checkpointing, so backward recomputes a chunk's logits instead of sto
 
 Precision modes (DESIGN.md, "Precision"): `fp32` and `bf16_fixed` compute logits and log-softmax in fp32
 (`bf16_fixed` also clamps log p <= 0); `bf16` is the naive path, logits and log-softmax in bf16.
-Entropy is always computed in fp32 from the mode's log-softmax output, and never carries gradient.
+Entropy is always computed in fp32 from the mode's log-softmax output; it carries gradient only when asked
+(`entropy_grad=True`, for an entropy bonus), still chunk by chunk under activation checkpointing.
 """
 
 from functools import partial
@@ -68,7 +69,13 @@ def head_logprobs(
 
 
 def _fp32_chunk(
-    z: torch.Tensor, targets: torch.Tensor, *, clamp: bool, with_entropy: bool, inplace: bool
+    z: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    clamp: bool,
+    with_entropy: bool,
+    inplace: bool,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs and entropy (c,) from tempered fp32 logits z (c, V).
 
@@ -86,6 +93,9 @@ def _fp32_chunk(
         logp = logp.clamp(max=0.0)
     if not with_entropy:
         return logp, None
+    if entropy_grad and not inplace:
+        # Same formula with gradient: H = log S - sum(e z) / S.
+        return logp, log_sum - (e * zs).sum(-1) / sum_e
     with torch.no_grad():
         # H = log S - sum(e z) / S with S = sum(e), and -e z = entr(e) = -e ln e (in place when allowed).
         e = e.detach()
@@ -94,13 +104,21 @@ def _fp32_chunk(
 
 
 def _bf16_chunk(
-    logits: torch.Tensor, targets: torch.Tensor, *, temperature: float, with_entropy: bool
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    temperature: float,
+    with_entropy: bool,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The naive path: bf16 logits (c, V) and bf16 log-softmax, results cast to fp32 (c,)."""
     logsm = F.log_softmax(logits / temperature, dim=-1)  # (c, V) bf16
     logp = logsm.gather(1, targets[:, None]).squeeze(1).float()
     if not with_entropy:
         return logp, None
+    if entropy_grad and logsm.requires_grad:
+        lp32 = logsm.float()
+        return logp, -(lp32.exp() * lp32).sum(-1)
     with torch.no_grad():
         probs = logsm.detach().float().exp_()  # (c, V) fp32 copy; p = exp(bf16 log p), as this path sees it
         del logsm
@@ -117,14 +135,22 @@ def _chunk(
     precision: str,
     with_entropy: bool,
     inplace: bool,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs and entropy (c,) of one chunk of hidden states (c, D)."""
     logits = _logits(hidden, weight, bias, _head_dtype(precision))  # (c, V)
     if precision == "bf16":
-        return _bf16_chunk(logits, targets, temperature=temperature, with_entropy=with_entropy)
+        return _bf16_chunk(
+            logits, targets, temperature=temperature, with_entropy=with_entropy, entropy_grad=entropy_grad
+        )
     z = logits.div_(temperature) if inplace else logits / temperature
     return _fp32_chunk(
-        z, targets, clamp=precision == "bf16_fixed", with_entropy=with_entropy, inplace=inplace
+        z,
+        targets,
+        clamp=precision == "bf16_fixed",
+        with_entropy=with_entropy,
+        inplace=inplace,
+        entropy_grad=entropy_grad,
     )
 
 
@@ -137,10 +163,13 @@ def token_logprobs(
     precision: str,
     chunk_size: int,
     with_entropy: bool = True,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (N,) float32 of `targets` (N,) at hidden states (N, D), and entropy (N,) float32 or None.
 
     Full-vocabulary log-softmax of (hidden @ W.T + b) / temperature, `chunk_size` rows at a time.
+    `entropy_grad=True` returns entropy with gradient when gradients are enabled (memory stays
+    O(chunk x V): backward recomputes each chunk); otherwise entropy is detached.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -164,6 +193,7 @@ def token_logprobs(
                     precision=precision,
                     with_entropy=with_entropy,
                     inplace=False,
+                    entropy_grad=entropy_grad,
                 )
                 logp, ent = checkpoint(fn, h, weight, bias, t, use_reentrant=False)
             else:
@@ -184,4 +214,7 @@ def token_logprobs(
         empty = hidden.new_zeros(0, dtype=torch.float32)
         return empty, (empty if with_entropy else None)
     logp = torch.cat(logps)
-    return logp, (torch.cat(entropies).detach() if with_entropy else None)
+    if not with_entropy:
+        return logp, None
+    entropy = torch.cat(entropies)
+    return logp, (entropy if entropy_grad and needs_grad else entropy.detach())

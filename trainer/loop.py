@@ -7,20 +7,24 @@ numerical and is what the precision metrics measure.
 
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from analysis import schema
+from analysis.control import APPLIED, REJECTED, ControlError, ControlFile, ControlWatcher
 from analysis.errors import UsageError
 from analysis.metrics import group_metrics
+from analysis.schedules import scheduled_target
 from analysis.store_writer import RunWriter
 from trainer.advantages import get_advantage, zero_advantage_frac
 from trainer.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from trainer.config import TrainConfig
+from trainer.controllers import Controller, build_controller
 from trainer.diagnostics import (
     clip_and_quadrants,
     entropy_dynamics,
@@ -100,6 +104,61 @@ def step_rng(cfg: TrainConfig, step: int) -> tuple[np.random.Generator, torch.Ge
     return np.random.default_rng([cfg.seed, step]), torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
 
 
+def step_target(cfg: TrainConfig, step: int, h0: float) -> float:
+    """The entropy setpoint of `step`: the schedule applied to target_entropy (default H0)."""
+    base = cfg.target_entropy if cfg.target_entropy is not None else h0
+    return scheduled_target(cfg.schedule, step, cfg.steps, base, cfg.schedule_amplitude, cfg.schedule_cycles)
+
+
+def apply_control(p: "Policy", doc: ControlFile) -> tuple[dict, dict]:
+    """Apply a validated control file to the live config, controller and optimizer, from the next step.
+
+    Returns (old, new) values of the changed keys; ControlError if the combined config is invalid.
+    """
+    changes = doc.changes()
+    try:
+        cfg = TrainConfig(**{**p.cfg.model_dump(), **changes})
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ControlError(f"invalid with the run's config: {first['msg'].lower()}", doc.version) from None
+    old = {k: getattr(p.cfg, k) for k in changes}
+    controller = build_controller(cfg)
+    controller.load_state_dict(p.controller.state_dict())
+    controller.retune(cfg, set(changes))
+    p.cfg, p.controller = cfg, controller
+    for group in p.optimizer.param_groups:
+        group["lr"] = cfg.lr
+    return old, {k: getattr(cfg, k) for k in changes}
+
+
+def poll_control(writer: RunWriter, p: "Policy", watcher: ControlWatcher, step: int) -> None:
+    """Check control.json once; record control_applied (old -> new) or control_rejected (the reason)."""
+    doc = watcher.poll()
+    if doc is None:
+        return
+    try:
+        if isinstance(doc, ControlError):
+            raise doc
+        old, new = apply_control(p, doc)
+    except ControlError as e:
+        writer.log_event(
+            step,
+            REJECTED,
+            f"control rejected: {e}",
+            severity="warning",
+            payload={"version": e.version, "reason": str(e)},
+        )
+        return
+    p.overrides.update(new)
+    diff = ", ".join(f"{k} {old[k]!r} -> {new[k]!r}" for k in new)
+    writer.log_event(
+        step,
+        APPLIED,
+        f"control v{doc.version} applied from step {step + 1}: {diff}",
+        payload={"version": doc.version, "old": old, "new": new},
+    )
+
+
 def old_logprobs(model, rollout: Rollout, splits, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Training-path log-probs and entropy (B, R) before the update, on epoch 0's minibatch split so the
     first minibatch's ratio is bitwise 1 when the pipeline is numerically consistent."""
@@ -131,13 +190,19 @@ def collect_metrics(
     entropy: torch.Tensor,
     upd: UpdateResult,
     target: float,
+    controller_metrics: dict[str, float],
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    """All step metrics from the Contract, plus per-token clip sides and quadrants (B, R)."""
+    """All step metrics from the Contract, plus per-token clip sides and quadrants (B, R).
+
+    Diagnostics use the estimator's advantages; clip sides use the clip range the controller applied.
+    """
     mask = rollout.response_mask
     adv = seq_adv[:, None].expand_as(mask)
-    clip_side, quadrant, m = clip_and_quadrants(
-        upd.ratio, adv, train_logp, entropy, mask, cfg.eps_low, cfg.eps_high
+    eps_low, eps_high = (
+        controller_metrics[schema.CONTROLLER_EPS_LOW],
+        controller_metrics[schema.CONTROLLER_EPS_HIGH],
     )
+    clip_side, quadrant, m = clip_and_quadrants(upd.ratio, adv, train_logp, entropy, mask, eps_low, eps_high)
     # Ratio statistics over every pass, not just each token's last one.
     all_ratio = torch.cat([r.flatten() for r in upd.all_ratios])
     all_mask = torch.cat([mask[rows].flatten() for rows in upd.all_rows]).bool()
@@ -155,11 +220,7 @@ def collect_metrics(
     m[schema.RESPONSE_LEN_MEAN] = float(mask.sum(1).float().mean())
     m[schema.LR] = cfg.lr
     m[schema.ENTROPY_TARGET] = target
-    m[schema.CONTROLLER_EPS_LOW] = cfg.eps_low
-    m[schema.CONTROLLER_EPS_HIGH] = cfg.eps_high
-    m[schema.CONTROLLER_ZETA] = 0.0
-    m[schema.CONTROLLER_COEF] = 0.0
-    m[schema.CONTROLLER_AT_BOUND] = 0.0
+    m.update(controller_metrics)
     return m, clip_side, quadrant
 
 
@@ -174,7 +235,9 @@ class Policy:
     optimizer: torch.optim.Optimizer
     device: torch.device
     engine: RolloutEngine
+    controller: Controller
     h0: float | None = None
+    overrides: dict = field(default_factory=dict)  # live changes applied from control.json
 
 
 @dataclass
@@ -216,11 +279,16 @@ def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Gen
     # Naive bf16 trusts the rollout engine's log-probs as the old policy; the other modes recompute them
     # on the training path, so old and new log-probs share one code path.
     old_logp = rollout.rollout_logp if cfg.precision == "bf16" else train_logp
+    measured = entropy_stats(entropy, rollout.response_mask)[schema.ENTROPY_MEAN]
     if p.h0 is None:
-        p.h0 = entropy_stats(entropy, rollout.response_mask)[schema.ENTROPY_MEAN]
-    target = cfg.target_entropy if cfg.target_entropy is not None else p.h0
+        p.h0 = measured
+    target = step_target(cfg, step, p.h0)
     t_diag = time.perf_counter()
+    ctrl = p.controller
     adv_tokens = seq_adv[:, None].expand_as(old_logp).contiguous()  # (B, R)
+    adv_tokens = ctrl.advantages(adv_tokens, old_logp, entropy, rollout.response_mask)
+    eps_low, eps_high = ctrl.clip_range(cfg.eps_low, cfg.eps_high)
+    ctrl_metrics = ctrl.metrics(cfg.eps_low, cfg.eps_high)  # the parameters this step used
     upd = ppo_update(
         p.model,
         p.optimizer,
@@ -231,12 +299,15 @@ def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Gen
         adv_tokens,
         splits,
         cfg,
-        cfg.eps_low,
-        cfg.eps_high,
+        eps_low,
+        eps_high,
+        controller=ctrl,
+        generator=gen,
     )
+    ctrl.update(measured, target, step)  # sets the next step's parameters
     t_update = time.perf_counter()
     metrics, clip_side, quadrant = collect_metrics(
-        cfg, rollout, rewards, correct, seq_adv, train_logp, entropy, upd, target
+        cfg, rollout, rewards, correct, seq_adv, train_logp, entropy, upd, target, ctrl_metrics
     )
     t_end = time.perf_counter()
     metrics[schema.TIME_ROLLOUT] = t_rollout - t0
@@ -292,7 +363,17 @@ def train(
     if state:
         optimizer.load_state_dict(state["optimizer"])
     engine = RolloutEngine(model, cfg.precision)
-    p = Policy(cfg, model, tokenizer, task, optimizer, device, engine, h0=state.get("h0"))
+    if state.get("overrides"):  # live changes made before the checkpoint stay in force
+        cfg = TrainConfig(**{**cfg.model_dump(), **state["overrides"]})
+    controller = build_controller(cfg)
+    watcher = ControlWatcher(run_dir)
+    if state:
+        controller.load_state_dict(state["controller"])
+        watcher.load_state_dict(state["control"])
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr
+    p = Policy(cfg, model, tokenizer, task, optimizer, device, engine, controller, h0=state.get("h0"))
+    p.overrides = dict(state.get("overrides") or {})
     start = state.get("step", 0)
     config = cfg.model_dump()
     writer = RunWriter(store, run_id, config, resume=resume)
@@ -311,6 +392,7 @@ def train(
                 np_rng, gen = step_rng(cfg, step)
                 res = train_step(p, step, np_rng, gen)
                 log_step(writer, p, step, res, np_rng)
+                poll_control(writer, p, watcher, step)
                 if sink:
                     sink.log(step, res.metrics)
                 history.append(res.metrics)
@@ -319,7 +401,14 @@ def train(
                     entropy=f"{res.metrics[schema.ENTROPY_MEAN]:.3f}",
                 )
                 if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
-                    state = {"optimizer": optimizer.state_dict(), "h0": p.h0, "config": config}
+                    state = {
+                        "optimizer": optimizer.state_dict(),
+                        "h0": p.h0,
+                        "config": config,
+                        "controller": p.controller.state_dict(),
+                        "control": watcher.state_dict(),
+                        "overrides": p.overrides,
+                    }
                     path = save_checkpoint(run_dir, step, model, tokenizer, state)
                     writer.log_event(step, "checkpoint", f"saved {path.name}", payload={"path": str(path)})
     finally:

@@ -3,7 +3,9 @@
 Each maps per-token log-probs under the current policy `logp` (B, T, with grad), the behaviour policy's
 `old_logp` (B, T), advantages (B, T) and the response mask (B, T) to `(loss, metrics)`, on the PPO clipped
 surrogate  -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A),  r = exp(logp - old_logp).
-They differ in how tokens are aggregated (trainer.aggregation) and in the eps they are given.
+They differ in how tokens are aggregated (trainer.aggregation) and in the eps they are given; `**mods` are a
+controller's surrogate modifications (see clipped_surrogate). OBJECTIVE_AGG names each one's aggregation,
+so a controller's extra loss term is aggregated the same way.
 """
 
 from collections.abc import Callable
@@ -35,6 +37,14 @@ def get_objective(name: str) -> ObjectiveFn:
     return OBJECTIVES[name]
 
 
+OBJECTIVE_AGG = {
+    "grpo": "seq-mean-token-mean",
+    "dapo": "token-mean",
+    "dr_grpo": "seq-mean-token-sum-norm",
+    "rloo": "token-mean",
+}
+
+
 def clipped_surrogate(
     logp: torch.Tensor,
     old_logp: torch.Tensor,
@@ -44,17 +54,34 @@ def clipped_surrogate(
     eps_low: float,
     eps_high: float,
     agg_mode: str,
+    detach_mask: torch.Tensor | None = None,
+    gp_beta_low: float = 0.0,
+    gp_beta_high: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO clipped surrogate aggregated with `agg_mode`, plus loss, k3-KL and clip-fraction metrics."""
+    """PPO clipped surrogate aggregated with `agg_mode`, plus loss, k3-KL and clip-fraction metrics.
+
+    Controller modifications (defaults: none): `detach_mask` (B, T) bool stops the gradient of those
+    tokens (Clip-Cov); gp_beta_low / gp_beta_high > 0 keep a gradient β·(1 ∓ ε)·A·∇log π where the clip
+    is active, on the low / high side (CE-GPPO's gradient-preserving clipping).
+    """
+    if detach_mask is not None:
+        logp = torch.where(detach_mask, logp.detach(), logp)
     log_ratio = logp.float() - old_logp.float()  # (B, T)
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
-    loss = agg_loss(torch.maximum(unclipped, clipped), mask, agg_mode)
+    per_token = torch.maximum(unclipped, clipped)  # (B, T)
+    # The clip zeroes the gradient exactly where it is active: A > 0 above the top, A < 0 below the bottom.
+    high = (advantages > 0) & (ratio.detach() > 1.0 + eps_high)
+    low = (advantages < 0) & (ratio.detach() < 1.0 - eps_low)
+    if gp_beta_high or gp_beta_low:
+        # Value β·(clipped value), gradient β·(1 ± ε)·(-A)·∇log π: r / sg(r) is 1 with gradient ∇log π.
+        r_sg = ratio / ratio.detach()
+        gp_high = -gp_beta_high * (1.0 + eps_high) * advantages * r_sg
+        gp_low = -gp_beta_low * (1.0 - eps_low) * advantages * r_sg
+        per_token = torch.where(high, gp_high, torch.where(low, gp_low, per_token))
+    loss = agg_loss(per_token, mask, agg_mode)
     with torch.no_grad():
-        # The clip zeroes the gradient exactly where it is active: A > 0 above the top, A < 0 below the bottom.
-        high = (advantages > 0) & (ratio > 1.0 + eps_high)
-        low = (advantages < 0) & (ratio < 1.0 - eps_low)
         # k3 estimator of KL(old || new) from tokens drawn by the old policy: (r - 1) - log r >= 0.
         k3 = ratio - 1.0 - log_ratio
         metrics = {
@@ -76,10 +103,18 @@ def grpo_loss(
     *,
     eps_low: float,
     eps_high: float,
+    **mods,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO (Shao et al. 2024): token mean within each sequence, then mean over sequences."""
     return clipped_surrogate(
-        logp, old_logp, advantages, mask, eps_low=eps_low, eps_high=eps_high, agg_mode="seq-mean-token-mean"
+        logp,
+        old_logp,
+        advantages,
+        mask,
+        eps_low=eps_low,
+        eps_high=eps_high,
+        agg_mode="seq-mean-token-mean",
+        **mods,
     )
 
 
@@ -92,10 +127,11 @@ def dapo_loss(
     *,
     eps_low: float,
     eps_high: float,
+    **mods,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """DAPO (Yu et al. 2025): token-level mean over the batch with decoupled clip (eps_high > eps_low)."""
     return clipped_surrogate(
-        logp, old_logp, advantages, mask, eps_low=eps_low, eps_high=eps_high, agg_mode="token-mean"
+        logp, old_logp, advantages, mask, eps_low=eps_low, eps_high=eps_high, agg_mode="token-mean", **mods
     )
 
 
@@ -108,6 +144,7 @@ def dr_grpo_loss(
     *,
     eps_low: float,
     eps_high: float,
+    **mods,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Dr. GRPO (Liu et al. 2025): token sums divided by a constant length, removing the length bias."""
     return clipped_surrogate(
@@ -118,6 +155,7 @@ def dr_grpo_loss(
         eps_low=eps_low,
         eps_high=eps_high,
         agg_mode="seq-mean-token-sum-norm",
+        **mods,
     )
 
 
@@ -130,8 +168,9 @@ def rloo_loss(
     *,
     eps_low: float,
     eps_high: float,
+    **mods,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """RLOO (Ahmadian et al. 2024) advantages on the clipped surrogate, token-level mean."""
     return clipped_surrogate(
-        logp, old_logp, advantages, mask, eps_low=eps_low, eps_high=eps_high, agg_mode="token-mean"
+        logp, old_logp, advantages, mask, eps_low=eps_low, eps_high=eps_high, agg_mode="token-mean", **mods
     )

@@ -25,8 +25,10 @@ def response_logprobs(
     precision: str,
     chunk_size: int,
     with_entropy: bool,
+    entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (B, R) of the response tokens and, if asked, their full-vocabulary entropy (B, R)."""
+    """Log-probs (B, R) of the response tokens and, if asked, their full-vocabulary entropy (B, R)
+    (with gradient when `entropy_grad`)."""
     device = input_ids.device
     with precision_autocast(precision, device):
         hidden = forward_hidden(model, input_ids, attention_mask)  # (B, T, D)
@@ -44,6 +46,7 @@ def response_logprobs(
             precision=precision,
             chunk_size=chunk_size,
             with_entropy=with_entropy,
+            entropy_grad=entropy_grad,
         )
     logp = logp.view(b, response_len)
     return logp, (entropy.view(b, response_len) if entropy is not None else None)

@@ -1,5 +1,8 @@
 """Regenerate sample_runs/: short real runs so the dashboard has content on first open.
 
+The set reproduces the controllers story on one task and seed: GRPO (fp32), DAPO, REPO-R, ADAPO, GRPO in
+naive bf16, and REPO-R following the oscillatory-decay (`od`) setpoint schedule.
+
 Run: `make sample-runs` (or `python -m trainer.sample_runs [--only NAME ...]`). Each run is trained from
 scratch with the same seed, then compacted to one segment per table; checkpoints are dropped.
 """
@@ -17,6 +20,9 @@ SAMPLE_RUNS: dict[str, list[str]] = {
     "grpo-fp32": [*COMMON, "algo=grpo"],
     "dapo-fp32": [*COMMON, "algo=dapo"],
     "grpo-bf16": [*COMMON, "algo=grpo", "precision=bf16"],
+    "repo-r": [*COMMON, "algo=grpo", "controller=repo_r"],
+    "adapo": [*COMMON, "algo=grpo", "controller=adapo"],
+    "repo-r-od": [*COMMON, "algo=grpo", "controller=repo_r", "schedule=od"],
 }
 
 

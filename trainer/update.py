@@ -7,8 +7,9 @@ from transformers import PreTrainedModel
 
 from analysis import schema
 from trainer.config import TrainConfig
+from trainer.controllers import Controller
 from trainer.diagnostics import onpolicy_deviation
-from trainer.objectives import get_objective
+from trainer.objectives import OBJECTIVE_AGG, get_objective
 from trainer.policy import response_logprobs
 
 
@@ -43,15 +44,21 @@ def ppo_update(
     cfg: TrainConfig,
     eps_low: float,
     eps_high: float,
+    controller: Controller | None = None,
+    generator: torch.Generator | None = None,
 ) -> UpdateResult:
-    """Run every minibatch of every epoch; metrics are means over minibatches."""
+    """Run every minibatch of every epoch; metrics are means over minibatches.
+
+    The controller's hooks shape each minibatch's surrogate (objective kwargs) and add its loss term.
+    """
     objective = get_objective(cfg.algo)
+    controller = controller or Controller()
     response_len = response_mask.shape[1]
     result = UpdateResult(ratio=torch.ones_like(old_logp))
     sums: dict[str, float] = {}
     for epoch, epoch_splits in enumerate(splits):
         for i, rows in enumerate(epoch_splits):
-            logp, _ = response_logprobs(
+            logp, entropy = response_logprobs(
                 model,
                 input_ids[rows],
                 attention_mask[rows],
@@ -59,16 +66,20 @@ def ppo_update(
                 temperature=cfg.temperature,
                 precision=cfg.precision,
                 chunk_size=cfg.entropy_chunk,
-                with_entropy=False,
+                with_entropy=controller.needs_entropy_grad,
+                entropy_grad=controller.needs_entropy_grad,
             )
+            adv, mask = advantages[rows], response_mask[rows]
+            mods = controller.objective_kwargs(logp, old_logp[rows], adv, mask, generator)
             loss, metrics = objective(
-                logp,
-                old_logp[rows],
-                advantages[rows],
-                response_mask[rows],
-                eps_low=eps_low,
-                eps_high=eps_high,
+                logp, old_logp[rows], adv, mask, eps_low=eps_low, eps_high=eps_high, **mods
             )
+            extra, extra_metrics = controller.extra_loss(
+                logp, old_logp[rows], adv, mask, entropy, OBJECTIVE_AGG[cfg.algo]
+            )
+            if extra is not None:
+                loss = loss + extra
+            metrics.update(extra_metrics)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             metrics[schema.GRAD_NORM] = float(

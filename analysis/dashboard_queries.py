@@ -1,0 +1,228 @@
+"""Queries the dashboard needs beyond StoreReader's: change fingerprints, x axes, ΔH pairs, forking tokens.
+
+Torch-free and Streamlit-free, so they are tested like the rest of analysis/. Every function takes a
+StoreReader (which the caller opens for one load and closes) and returns a fresh DataFrame or value.
+SQL takes `?` parameters; run ids only ever select folders through StoreReader.segment_files.
+"""
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.schema import ENTROPY_MEAN, ENTROPY_PRED_DELTA, RESPONSE_LEN_MEAN
+from analysis.store_reader import StoreReader
+from analysis.store_writer import RUN_JSON
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def _query(
+    reader: StoreReader, sql: str, params: list[Any], tables: list[str], run_ids: list[str] | None
+) -> pd.DataFrame:
+    # StoreReader's runner registers the segment views on a fresh cursor and retries without segments that
+    # turn out unreadable, which a query over a live store needs as much as the reader's own queries do.
+    return reader._query(sql, params, tables, run_ids)
+
+
+def fingerprint(store: str | Path, run_ids: Sequence[str] | None, tables: Sequence[str]) -> str:
+    """A cheap token that changes when a run's segments of `tables` (or its run.json) change.
+
+    Cached dashboard loaders take it as an argument, so a finished run is read once and a live run is
+    re-read as soon as the trainer writes a new segment, without a time-based guess.
+    """
+    root = Path(store)
+    if run_ids is None:
+        run_ids = sorted(d.name for d in _scandir(root) if d.is_dir() and not d.name.startswith("."))
+    parts = []
+    for run_id in run_ids:
+        run_dir = root / run_id
+        count, newest, size = 0, 0, 0
+        for table in tables:
+            for entry in _scandir(run_dir / table):
+                if entry.name.endswith(".parquet") and not entry.name.startswith("."):
+                    st = _stat(entry)
+                    count, newest, size = count + 1, max(newest, st[0]), size + st[1]
+        meta = _stat_path(run_dir / RUN_JSON)
+        parts.append(f"{run_id}:{count}:{newest}:{size}:{meta}")
+    return "|".join(parts)
+
+
+def _scandir(path: Path) -> list[os.DirEntry]:
+    try:
+        with os.scandir(path) as it:
+            return list(it)
+    except OSError:
+        return []
+
+
+def _stat(entry: os.DirEntry) -> tuple[int, int]:
+    try:
+        st = entry.stat()
+    except OSError:  # removed since the listing (compaction)
+        return 0, 0
+    return st.st_mtime_ns, st.st_size
+
+
+def _stat_path(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def run_starts(reader: StoreReader, run_ids: Sequence[str]) -> dict[str, float]:
+    """First logged wall time of each run (unix seconds), the origin of the dashboard's wall-time axis."""
+    sql = "SELECT run_id, min(wall_time) AS t0 FROM seg_steps GROUP BY run_id"
+    df = _query(reader, sql, [], ["steps"], list(run_ids))
+    return {str(r): float(t) for r, t in zip(df["run_id"], df["t0"], strict=True)}
+
+
+def batch_size(config: dict[str, Any]) -> int | None:
+    """Sequences per step (prompts_per_step × group_size), or None when the config does not say."""
+    try:
+        n = int(config["prompts_per_step"]) * int(config["group_size"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return n if n > 0 else None
+
+
+_TOKENS_SEEN_SQL = """
+SELECT run_id, step, sum("value") OVER (PARTITION BY run_id ORDER BY step) AS len_cum
+FROM steps WHERE "key" = ? AND isfinite("value")
+ORDER BY run_id, step
+"""
+
+
+def tokens_seen(reader: StoreReader, run_ids: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Cumulative response tokens sampled up to each step: Σ response/len_mean × batch size.
+
+    Returns (frame with run_id, step, tokens_seen; run ids for which it cannot be computed because the
+    run logged no response/len_mean or its config has no batch size).
+    """
+    df = _query(reader, _TOKENS_SEEN_SQL, [RESPONSE_LEN_MEAN], ["steps"], list(run_ids))
+    batches = {r: batch_size(_config(reader, r)) for r in run_ids}
+    df["tokens_seen"] = df["len_cum"] * df["run_id"].map(batches).astype("float64")
+    df = df.dropna(subset=["tokens_seen"])
+    missing = [r for r in run_ids if r not in set(df["run_id"])]
+    return df[["run_id", "step", "tokens_seen"]].reset_index(drop=True), missing
+
+
+def _config(reader: StoreReader, run_id: str) -> dict[str, Any]:
+    path = reader.store / run_id / RUN_JSON
+    try:
+        config = json.loads(path.read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+# The prediction logged at step t is for the update made at t, which shows in the next step's rollout:
+# measured = H(t+1) - H(t), only where step t+1 exists (a resumed run may skip steps).
+_DELTA_SQL = """
+WITH e AS (
+    SELECT step,
+        max("value") FILTER (WHERE "key" = ?) AS h,
+        max("value") FILTER (WHERE "key" = ?) AS predicted
+    FROM steps WHERE "key" IN (?, ?) GROUP BY step
+), d AS (
+    SELECT step, predicted, lead(h) OVER (ORDER BY step) - h AS measured,
+        lead(step) OVER (ORDER BY step) AS next_step
+    FROM e
+)
+SELECT step, predicted, measured FROM d
+WHERE next_step = step + 1 AND isfinite(predicted) AND isfinite(measured)
+ORDER BY step
+"""
+
+
+def entropy_delta_pairs(reader: StoreReader, run_id: str) -> pd.DataFrame:
+    """Per step: predicted ΔH (entropy/pred_delta) and measured ΔH = H(t+1) - H(t)."""
+    params = [ENTROPY_MEAN, ENTROPY_PRED_DELTA, ENTROPY_MEAN, ENTROPY_PRED_DELTA]
+    return _query(reader, _DELTA_SQL, params, ["steps"], [run_id])
+
+
+_TOP_TOKENS_SQL = """
+SELECT t.step, t.sample_id, t.position, t.token_id, t.entropy, t.logp, t.advantage, t.clip_side,
+    s.prompt_text, s.response_token_ids, s.reward
+FROM tokens t LEFT JOIN samples s USING (run_id, step, sample_id)
+WHERE isfinite(t.entropy)
+ORDER BY t.entropy DESC, t.step, t.sample_id, t.position
+LIMIT ?
+"""
+
+
+def top_entropy_tokens(reader: StoreReader, run_id: str, limit: int = 50) -> pd.DataFrame:
+    """The highest-entropy ("forking") token records of a run across all steps, with their sample."""
+    return _query(reader, _TOP_TOKENS_SQL, [int(limit)], ["tokens", "samples"], [run_id])
+
+
+_ALERTS_SQL = """
+SELECT run_id, count(*) FILTER (WHERE kind = 'alert_fired') AS active_alerts FROM (
+    SELECT run_id, kind FROM events WHERE kind IN ('alert_fired', 'alert_resolved')
+    QUALIFY row_number() OVER (
+        PARTITION BY run_id, coalesce(json_extract_string(payload, '$.rule'), message)
+        ORDER BY wall_time DESC) = 1
+) GROUP BY run_id
+"""
+
+
+def active_alerts(reader: StoreReader) -> dict[str, int]:
+    """Alerts per run whose latest event is `alert_fired` (per payload rule, else per message)."""
+    df = _query(reader, _ALERTS_SQL, [], ["events"], None)
+    return {str(r): int(n) for r, n in zip(df["run_id"], df["active_alerts"], strict=True)}
+
+
+def find_tokenizer(store: str | Path, run_id: str) -> Path | None:
+    """tokenizer.json of the run's newest checkpoint, of its model directory, or of a checkpoint of
+    another run in the store with the same model; None when there is none."""
+    root = Path(store)
+    model = _config_at(root / run_id).get("model")
+    candidates = [root / run_id]
+    candidates += (
+        [d for d in sorted(root.iterdir()) if d.is_dir() and d.name != run_id] if root.is_dir() else []
+    )
+    for run_dir in candidates:
+        if run_dir.name != run_id and _config_at(run_dir).get("model") != model:
+            continue
+        found = _newest_checkpoint_tokenizer(run_dir)
+        if found:
+            return found
+    if isinstance(model, str) and (Path(model) / TOKENIZER_FILE).is_file():
+        return Path(model) / TOKENIZER_FILE
+    return None
+
+
+def _config_at(run_dir: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((run_dir / RUN_JSON).read_text()).get("config")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _newest_checkpoint_tokenizer(run_dir: Path) -> Path | None:
+    def step_of(p: Path) -> int:
+        tail = p.parent.name.removeprefix("step_")
+        return int(tail) if tail.isdigit() else -1
+
+    found = sorted((run_dir / "checkpoints").glob(f"step_*/{TOKENIZER_FILE}"), key=step_of)
+    return found[-1] if found else None
+
+
+def decode_tokens(store: str | Path, run_id: str, token_ids: Sequence[int]) -> tuple[dict[int, str], bool]:
+    """({id: text} for the given ids, whether a tokenizer was found); without one a token reads ⟨id⟩."""
+    ids = sorted({int(i) for i in token_ids})
+    path = find_tokenizer(store, run_id)
+    if path is not None:
+        try:
+            from tokenizers import Tokenizer  # Rust library, no torch; imported only when needed
+
+            tok = Tokenizer.from_file(str(path))
+            return {i: tok.decode([i], skip_special_tokens=False) for i in ids}, True
+        except Exception:  # a damaged or foreign tokenizer file must not break the page
+            pass
+    return {i: f"⟨{i}⟩" for i in ids}, False

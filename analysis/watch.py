@@ -1,0 +1,363 @@
+"""`entropyscope watch`: alert rules over every run of a store; each transition recorded once, printed, POSTed.
+
+Run `entropyscope watch --store runs --once` from cron or CI (exit 1 while a critical alert fires), or without
+--once to poll every `interval_s` seconds. A cycle reads, for all runs in one DuckDB query, only the recent
+window of the keys the rules read (segments entirely before it are skipped by their Parquet step statistics)
+plus each run's H0, starts every rule from its last recorded alert event, and appends new transitions to the
+run's `events/` as a new immutable segment (never run.json, which the trainer owns). So a restarted watch, or
+a trainer that records the same transitions itself, repeats nothing.
+
+Simplifications: on a run first seen with more than a window of steps, transitions older than the window are
+not reconstructed (the states at its end are); a transition is POSTed once, after it is recorded, with no retry;
+H0 is the first finite value in the run's first segment.
+"""
+
+import json
+import math
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.alerts import FIRED, RESOLVED, AlertState, RuleSet, Transition, evaluate, load_rules
+from analysis.atomic import write_parquet_atomic
+from analysis.errors import UsageError
+from analysis.schema import TABLES
+from analysis.store_reader import StoreReader
+from analysis.store_writer import RUN_JSON
+
+WINDOW_STEPS = 200
+"""Steps of each run read per cycle (at least twice the rules' lookback); a transition that starts and ends
+within one cycle is still seen when a run makes fewer steps than this between two cycles."""
+WEBHOOK_TIMEOUT_S = 5.0
+_SEGMENT_SEQ = re.compile(r"^(\d+)-")
+
+
+@dataclass
+class RunAlerts:
+    """One run after a cycle: the transitions new this cycle and the alerts firing at its end."""
+
+    run_id: str
+    transitions: list[Transition]
+    active: list[AlertState]
+
+
+# ---- reading ----------------------------------------------------------------------------------------------
+
+
+class _StepRanges:
+    """(first, last) step of each `steps` segment, from its Parquet footer; cached while the file is unchanged."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[int, int, int, int]] = {}  # path -> size, mtime_ns, lo, hi
+
+    def get(self, path: Path) -> tuple[int, int] | None:
+        try:
+            st = path.stat()
+            hit = self._cache.get(str(path))
+            if hit and hit[:2] == (st.st_size, st.st_mtime_ns):
+                return hit[2], hit[3]
+            meta = pq.read_metadata(path)
+            col = meta.schema.names.index("step")
+            stats = [meta.row_group(i).column(col).statistics for i in range(meta.num_row_groups)]
+        except FileNotFoundError:
+            return None  # removed since the listing (compaction): not an error
+        except (OSError, ValueError, pa.ArrowException) as err:
+            warnings.warn(
+                f"watch: skipping unreadable run-store segment {path}: {err}", RuntimeWarning, stacklevel=2
+            )
+            return None
+        if not stats or any(s is None or not s.has_min_max for s in stats):
+            return None
+        lo, hi = min(int(s.min) for s in stats), max(int(s.max) for s in stats)
+        self._cache[str(path)] = (st.st_size, st.st_mtime_ns, lo, hi)
+        return lo, hi
+
+
+@dataclass
+class _Window:
+    """What a cycle reads: segments holding each run's recent steps, segments holding its first step (H0),
+    and per run (index, last step, window start); the start is None when the window reaches the first step."""
+
+    tail_files: list[str]
+    head_files: list[str]
+    bounds: dict[str, tuple[int, int, int | None]]
+
+
+def _window_files(reader: StoreReader, ranges: _StepRanges, window: int) -> _Window:
+    tail, head, bounds = [], [], {}
+    for run_dir in reader.run_dirs():
+        paths = (p for p in sorted((run_dir / "steps").glob("*.parquet")) if not p.name.startswith("."))
+        seen = [(str(p), r) for p in paths if (r := ranges.get(p))]
+        if not seen:
+            continue
+        first, last = min(r[0] for _, r in seen), max(r[1] for _, r in seen)
+        start = last - window + 1
+        tail += [p for p, (lo, hi) in seen if hi >= start]
+        head += [p for p, (lo, hi) in seen if lo == first]
+        bounds[run_dir.name] = (len(bounds), last, start if start > first else None)
+    return _Window(tail, head, bounds)
+
+
+# Params: rule keys twice. The window's rows as numbers (run index, key index, step, value, and the order
+# StoreReader resolves repeated steps by: wall time, segment name rank, row in segment).
+_TAIL_SQL = """
+SELECT b.idx AS run, list_position(?::VARCHAR[], s."key") - 1 AS k, s.step, s."value", s.wall_time,
+    f.rank AS file_rank, s.file_row_number
+FROM tail s JOIN bounds b USING (run_id) JOIN files f USING (filename)
+WHERE list_contains(?::VARCHAR[], s."key") AND s.step >= b.start
+"""
+# Params: baseline keys. H0: the first finite value of each key in each run's first segment.
+_H0_SQL = """
+SELECT run_id, "key", arg_min("value", step) AS h0 FROM head
+WHERE list_contains(?::VARCHAR[], "key") AND isfinite("value") GROUP BY run_id, "key"
+"""
+
+
+def _view(con: duckdb.DuckDBPyConnection, name: str, files: list[str]) -> None:
+    """A view over segments; without union_by_name (slow: it opens every file at bind time) unless the
+    segments' schemas differ."""
+    try:
+        rel = con.read_parquet(files, filename=True, file_row_number=True)
+    except duckdb.Error:
+        rel = con.read_parquet(files, filename=True, file_row_number=True, union_by_name=True)
+    rel.create_view(name, replace=True)
+
+
+def _read_windows(w: _Window, rules: RuleSet) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(window rows, numeric: see _TAIL_SQL) and (H0 rows: run_id, key, h0)."""
+    if not w.tail_files:
+        return pd.DataFrame(columns=["run", "k", "step", "value"]), pd.DataFrame(
+            columns=["run_id", "key", "h0"]
+        )
+    con = duckdb.connect()
+    try:
+        _view(con, "tail", w.tail_files)
+        _view(con, "head", w.head_files)
+        starts = [s if s is not None else -(2**62) for _, _, s in w.bounds.values()]
+        idx = [i for i, _, _ in w.bounds.values()]
+        con.register("bounds", pd.DataFrame({"run_id": list(w.bounds), "idx": idx, "start": starts}))
+        names = sorted(w.tail_files)
+        con.register("files", pd.DataFrame({"filename": names, "rank": np.arange(len(names))}))
+        tail = con.execute(_TAIL_SQL, [rules.keys(), rules.keys()]).df()
+        h0 = con.execute(_H0_SQL, [rules.baseline_keys()]).df()
+    finally:
+        con.close()
+    return tail, h0
+
+
+def _recorded(reader: StoreReader) -> dict[str, dict[str, tuple[bool, int]]]:
+    """run -> rule -> (firing, step) from each rule's latest alert event (whoever recorded it)."""
+    # A cycle records its transitions with increasing wall times; the step breaks any remaining tie.
+    events = reader.events(kinds=[FIRED, RESOLVED]).sort_values(["wall_time", "step"], kind="stable")
+    out: dict[str, dict[str, tuple[bool, int]]] = {}
+    for run_id, kind, step, payload in zip(events["run_id"], events["kind"], events["step"], events["payload"],
+                                           strict=True):  # fmt: skip
+        try:
+            rule = json.loads(payload).get("rule")
+        except (TypeError, ValueError, AttributeError):
+            continue  # not ours: an alert event without a rule name cannot be matched to a rule
+        if rule:  # events come oldest first: the last one per rule wins
+            out.setdefault(run_id, {})[rule] = (kind == FIRED, int(step))
+    return out
+
+
+def _liveness(run_dir: Path) -> tuple[str | None, float | None, int | None]:
+    """(status, heartbeat, last_step) from run.json; Nones when it cannot be read."""
+    try:
+        info = json.loads((run_dir / RUN_JSON).read_text())
+    except (OSError, ValueError):
+        return None, None, None
+    if not isinstance(info, dict):
+        return None, None, None
+    hb, last = info.get("heartbeat"), info.get("last_step")
+    return (
+        info.get("status"),
+        float(hb) if isinstance(hb, int | float) else None,
+        int(last) if isinstance(last, int) else None,
+    )
+
+
+def _split(
+    tail: pd.DataFrame, w: _Window, keys: list[str]
+) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Window rows as run -> key -> (steps, values), a repeated step resolved as StoreReader does (the row
+    with the latest wall time, then the later segment, then the later row, wins)."""
+    cols = [tail[c].to_numpy(np.int64) for c in ("run", "k", "step")]
+    wall, rank, row = (
+        tail["wall_time"].to_numpy(),
+        tail["file_rank"].to_numpy(),
+        tail["file_row_number"].to_numpy(),
+    )
+    order = np.lexsort((row, rank, wall, cols[2], cols[1], cols[0]))
+    run, k, step = (c[order] for c in cols)
+    value = tail["value"].to_numpy(np.float64)[order]
+    same = (run[1:] == run[:-1]) & (k[1:] == k[:-1])
+    last_of_step = np.r_[~same | (step[1:] != step[:-1]), True]
+    run, k, step, value = run[last_of_step], k[last_of_step], step[last_of_step], value[last_of_step]
+    cuts = np.flatnonzero((run[1:] != run[:-1]) | (k[1:] != k[:-1])) + 1
+    run_ids = {i: r for r, (i, _, _) in w.bounds.items()}
+    out: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(run)], strict=True):
+        if b > a:
+            out.setdefault(run_ids[int(run[a])], {})[keys[int(k[a])]] = (step[a:b], value[a:b])
+    return out
+
+
+# ---- one cycle --------------------------------------------------------------------------------------------
+
+
+class Watcher:
+    """Evaluates a store's runs once per `cycle()`; keeps only caches between cycles (state lives in events)."""
+
+    def __init__(self, store: str | Path, rules: RuleSet, window: int = WINDOW_STEPS) -> None:
+        self.reader = StoreReader(store)
+        self.rules = rules
+        self.window = max(window, 2 * rules.lookback())
+        self._ranges = _StepRanges()
+
+    def cycle(self, now: float | None = None) -> list[RunAlerts]:
+        """New transitions and firing alerts of every run; records nothing (see `record`)."""
+        now = time.time() if now is None else now
+        window = _window_files(self.reader, self._ranges, self.window)
+        tail, h0 = _read_windows(window, self.rules)
+        series = _split(tail, window, self.rules.keys())
+        baselines: dict[str, dict[str, float]] = {}
+        for run_id, key, value in zip(h0["run_id"], h0["key"], h0["h0"], strict=True):
+            baselines.setdefault(run_id, {})[key] = float(value)
+        recorded = _recorded(self.reader)
+        out = []
+        for run_dir in self.reader.run_dirs():
+            run_id = run_dir.name
+            status, heartbeat, last_step = _liveness(run_dir)
+            _, last, start = window.bounds.get(run_id, (None, None, None))
+            ev = evaluate(
+                series.get(run_id, {}),
+                self.rules,
+                baseline=baselines.get(run_id),
+                prior=recorded.get(run_id),
+                window_start=start,
+                status=status,
+                heartbeat=heartbeat,
+                now=now,
+                last_step=max((s for s in (last, last_step) if s is not None), default=None),
+            )
+            out.append(RunAlerts(run_id, ev.transitions, [s for s in ev.states if s.state == "firing"]))
+        return out
+
+
+# ---- recording and notifying ------------------------------------------------------------------------------
+
+
+def _next_seq(events_dir: Path) -> int:
+    seqs = [int(m.group(1)) for p in events_dir.glob("*.parquet") if (m := _SEGMENT_SEQ.match(p.name))]
+    return max(seqs, default=0) + 1
+
+
+def record_events(run_dir: Path, transitions: list[Transition]) -> Path:
+    """Append transitions to the run's events as one new segment (unique name: safe beside its writer)."""
+    now = time.time()
+    columns: dict[str, list[Any]] = {
+        "run_id": [run_dir.name] * len(transitions),
+        "step": [t.step for t in transitions],
+        "wall_time": [now + i * 1e-6 for i in range(len(transitions))],  # keeps their order for readers
+        "kind": [t.kind for t in transitions],
+        "severity": [t.severity for t in transitions],
+        "message": [t.message for t in transitions],
+        "payload": [json.dumps(t.payload) for t in transitions],
+    }
+    events_dir = run_dir / "events"
+    name = f"{_next_seq(events_dir):08d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+    return write_parquet_atomic(events_dir / name, pa.table(columns, schema=TABLES["events"]))
+
+
+def post_webhook(url: str, body: dict[str, Any], timeout_s: float = WEBHOOK_TIMEOUT_S) -> None:
+    """POST `body` as JSON; raises OSError (URLError, HTTPError, timeout) or ValueError (bad URL)."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        response.read()
+
+
+def transition_line(run_id: str, t: Transition) -> str:
+    return f"{run_id} {t.line()}"
+
+
+def notify(store: Path, results: list[RunAlerts], webhook: str | None, out: Callable[[str], Any]) -> None:
+    """Record each run's new transitions, then print them and POST one webhook message per transition."""
+    for res in results:
+        if not res.transitions:
+            continue
+        try:
+            record_events(store / res.run_id, res.transitions)  # recorded first: a failed POST loses nothing
+            recorded = True
+        except OSError as err:
+            out(f"cannot record alert events of run {res.run_id} (they will be reported again): {err}")
+            recorded = False
+        for t in res.transitions:
+            line = transition_line(res.run_id, t)
+            out(line)
+            if webhook and recorded:  # an unrecorded transition comes back next cycle: POST it then
+                body = {"text": line, "run_id": res.run_id, "rule": t.rule, "kind": t.kind, "step": t.step,
+                        "severity": t.severity, "message": t.message, "payload": t.payload}  # fmt: skip
+                try:
+                    post_webhook(webhook, body)
+                except (OSError, ValueError) as err:
+                    out(f"webhook POST to {webhook} failed: {err}")
+
+
+def summary_line(results: list[RunAlerts]) -> str:
+    firing = [f"{r.run_id}/{a.rule} [{a.severity}]" for r in results for a in r.active]
+    return f"{len(results)} runs checked; " + (
+        f"firing: {', '.join(firing)}" if firing else "no alert firing"
+    )
+
+
+def watch(
+    store: str | Path,
+    *,
+    once: bool = False,
+    webhook: str | None = None,
+    rules_path: str | Path | None = None,
+    interval_s: float = 30.0,
+    out: Callable[[str], Any] = print,
+    max_cycles: int | None = None,
+) -> int:
+    """Watch every run in `store`: each cycle records, prints and POSTs new transitions, then sleeps
+    `interval_s`. once: one cycle and a summary line. Returns 1 while a critical alert fires, else 0."""
+    store = Path(store)
+    if not store.is_dir():
+        raise UsageError(f"no run store at {store}: pass --store DIR (a directory holding runs)")
+    if interval_s <= 0 or not math.isfinite(interval_s):
+        raise UsageError(f"interval must be a positive number of seconds, got {interval_s}")
+    watcher = Watcher(store, load_rules(rules_path))
+    cycles, code = 0, 0
+    try:
+        while True:
+            results = watcher.cycle()
+            notify(store, results, webhook, out)
+            code = int(any(a.severity == "critical" for r in results for a in r.active))
+            cycles += 1
+            if once:
+                out(summary_line(results))
+            if once or (max_cycles is not None and cycles >= max_cycles):
+                return code
+            time.sleep(interval_s)
+    except KeyboardInterrupt:
+        return code
+    finally:
+        watcher.reader.close()

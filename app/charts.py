@@ -1,0 +1,224 @@
+"""Plotly figures: pure functions of DataFrames (no Streamlit, no store), so they are easy to test alone.
+
+Every figure carries `layout.meta.panel`, a stable name the browser tests and the benchmark use to find
+a chart in the page, independent of its title.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import hex_to_rgb, qualitative
+from plotly.subplots import make_subplots
+
+from analysis.metrics import ema
+
+HEIGHT = 330
+PALETTE = qualitative.Plotly + qualitative.D3
+SEVERITY_COLORS = {"info": "#1f77b4", "warning": "#ff7f0e", "critical": "#d62728"}
+# Modebar: keep Plotly's own "download as PNG" (kaleido is not needed for it), drop the logo.
+PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
+
+
+def run_colors(run_ids: Sequence[str]) -> dict[str, str]:
+    """One colour per run, fixed by its position in the full run list so it matches across charts."""
+    return {r: PALETTE[i % len(PALETTE)] for i, r in enumerate(run_ids)}
+
+
+def rgba(color: str, alpha: float) -> str:
+    r, g, b = hex_to_rgb(color)
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def layout(fig: go.Figure, title: str, panel: str, *, y_title: str | None = None, x_title: str = "step",
+           height: int = HEIGHT) -> go.Figure:  # fmt: skip
+    fig.update_layout(
+        title={"text": title},
+        meta={"panel": panel},
+        height=height,
+        margin={"l": 10, "r": 10, "t": 40, "b": 10},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.18},
+        hovermode="x unified",
+        colorway=PALETTE,  # Plotly's distinct colours: the Streamlit theme's blues and reds look alike
+    )
+    fig.update_xaxes(title_text=x_title)
+    if y_title:
+        fig.layout.yaxis.title.text = y_title  # the primary axis, with or without a secondary one
+    return fig
+
+
+def smooth(values: Sequence[float], steps: Sequence[float], weight: float) -> np.ndarray:
+    """TensorBoard-style smoothing with weight w in [0, 1): an EMA with alpha = 1 - w per logged step.
+
+    Points that are buckets g steps apart get alpha = 1 - w**g, so the smoothing time constant is the
+    same in steps whether or not a trace was downsampled.
+    """
+    y = np.asarray(values, dtype=np.float64)
+    if weight <= 0 or len(y) < 2:
+        return y
+    gap = float(np.median(np.diff(np.asarray(steps, dtype=np.float64))))
+    return ema(y, 1.0 - weight ** max(gap, 1.0))
+
+
+def compare_figure(
+    df: pd.DataFrame, key: str, title: str, x_title: str, colors: dict[str, str], weight: float, band: bool
+) -> go.Figure:
+    """One trace per run of `key` (columns run_id, x, step, value, vmin, vmax), with its min/max band."""
+    fig = go.Figure()
+    for run_id, d in df.groupby("run_id", sort=False):
+        d = d.sort_values("x")
+        color = colors.get(str(run_id), PALETTE[0])
+        bucketed = bool((d["vmin"] != d["vmax"]).any())
+        if band and bucketed:  # a trace downsampled into buckets keeps its spikes visible as a band
+            common = {"x": d["x"], "mode": "lines", "line": {"width": 0}, "legendgroup": str(run_id),
+                      "showlegend": False, "hoverinfo": "skip"}  # fmt: skip
+            fig.add_trace(go.Scatter(y=d["vmax"], name=f"{run_id} max", **common))
+            fig.add_trace(go.Scatter(y=d["vmin"], name=f"{run_id} min", fill="tonexty",
+                                     fillcolor=rgba(color, 0.18), **common))  # fmt: skip
+        if weight > 0:  # the raw trace stays visible, faintly, under the smoothed one
+            fig.add_trace(go.Scatter(x=d["x"], y=d["value"], mode="lines", opacity=0.3, showlegend=False,
+                                     line={"color": color, "width": 1}, legendgroup=str(run_id),
+                                     hoverinfo="skip", name=f"{run_id} raw"))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                x=d["x"], y=smooth(d["value"], d["step"], weight), mode="lines", name=str(run_id),
+                legendgroup=str(run_id), line={"color": color, "width": 2},
+                customdata=d["step"], hovertemplate="%{y:.4g} (step %{customdata})",
+            )
+        )  # fmt: skip
+    return layout(fig, title, f"compare:{key}", x_title=x_title)
+
+
+def wide(scalars: pd.DataFrame) -> pd.DataFrame:
+    """Scalar rows of one run as a step-indexed frame with one column per key (bucket means)."""
+    if scalars.empty:
+        return pd.DataFrame()
+    return scalars.pivot_table(index="step", columns="key", values="value", aggfunc="mean").sort_index()
+
+
+def _finite(w: pd.DataFrame, key: str) -> bool:
+    return key in w and bool(np.isfinite(w[key].to_numpy(dtype=np.float64)).any())
+
+
+def lines_figure(w: pd.DataFrame, series: Sequence[tuple[str, str]], title: str, panel: str, *,
+                 secondary: Sequence[tuple[str, str]] = (), y_title: str | None = None,
+                 y2_title: str | None = None, log_y: bool = False) -> go.Figure | None:  # fmt: skip
+    """Lines of (key, label) over step; `secondary` on a right-hand axis. None when nothing is logged."""
+    primary = [(k, label) for k, label in series if _finite(w, k)]
+    right = [(k, label) for k, label in secondary if _finite(w, k)]
+    if not primary and not right:
+        return None
+    fig = make_subplots(specs=[[{"secondary_y": True}]]) if right else go.Figure()
+    for k, label in primary:
+        trace = go.Scatter(x=w.index, y=w[k], mode="lines", name=label)
+        fig.add_trace(trace, secondary_y=False) if right else fig.add_trace(trace)
+    for k, label in right:
+        fig.add_trace(go.Scatter(x=w.index, y=w[k], mode="lines", name=label, line={"dash": "dot"}),
+                      secondary_y=True)  # fmt: skip
+    layout(fig, title, panel, y_title=y_title)
+    if right and y2_title:
+        fig.update_yaxes(title_text=y2_title, secondary_y=True)
+    if log_y:
+        fig.layout.yaxis.type = "log"
+    return fig
+
+
+def entropy_figure(w: pd.DataFrame, keys: dict[str, str], h0: float | None) -> go.Figure | None:
+    """Mean entropy with its p10–p90 band across tokens, the median, and H0 as a reference line.
+
+    `keys` maps roles mean, p10, p50, p90 to metric keys.
+    """
+    if not _finite(w, keys["mean"]):
+        return None
+    fig = go.Figure()
+    if _finite(w, keys["p10"]) and _finite(w, keys["p90"]):
+        band = {"x": w.index, "mode": "lines", "line": {"width": 0}, "showlegend": False, "hoverinfo": "skip"}
+        fig.add_trace(go.Scatter(y=w[keys["p90"]], name="p90", **band))
+        fig.add_trace(go.Scatter(y=w[keys["p10"]], name="p10–p90", fill="tonexty",
+                                 fillcolor=rgba(PALETTE[0], 0.18), **band))  # fmt: skip
+    if _finite(w, keys["p50"]):
+        fig.add_trace(go.Scatter(x=w.index, y=w[keys["p50"]], mode="lines", name="median",
+                                 line={"dash": "dot", "color": PALETTE[0], "width": 1}))  # fmt: skip
+    fig.add_trace(go.Scatter(x=w.index, y=w[keys["mean"]], mode="lines", name="mean",
+                             line={"color": PALETTE[0], "width": 2}))  # fmt: skip
+    if h0 is not None and np.isfinite(h0):
+        fig.add_hline(y=h0, line={"dash": "dash", "color": "gray"}, annotation_text="H0")
+    return layout(fig, "Entropy (nats): mean, p10–p90 band over tokens", "entropy", y_title="nats")
+
+
+def hist_matrix(hists: pd.DataFrame, max_cols: int = 400) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(step of each column, bin centres, token fraction per bin × column) on one common bin grid.
+
+    Histograms whose edges differ between steps are re-binned by bin centre; more than `max_cols` steps
+    are merged into equal groups of consecutive steps (counts summed) so the heatmap stays light.
+    """
+    lo, hi = float(hists["bin_lo"].min()), float(hists["bin_hi"].max())
+    n_bins = int(hists.groupby("step").size().max())
+    edges = np.linspace(lo, hi if hi > lo else lo + 1.0, n_bins + 1)
+    centre = (hists["bin_lo"].to_numpy() + hists["bin_hi"].to_numpy()) / 2
+    rows = np.clip(np.searchsorted(edges, centre, side="right") - 1, 0, n_bins - 1)
+    steps = np.sort(hists["step"].unique())
+    group = np.arange(len(steps)) * min(max_cols, len(steps)) // len(steps)
+    col_of_step = dict(zip(steps.tolist(), group.tolist(), strict=True))
+    cols = hists["step"].map(col_of_step).to_numpy()
+    matrix = np.zeros((n_bins, int(group.max()) + 1))
+    np.add.at(matrix, (rows, cols), hists["count"].to_numpy(dtype=np.float64))
+    totals = matrix.sum(axis=0, keepdims=True)
+    frac = np.divide(matrix, totals, out=np.zeros_like(matrix), where=totals > 0)
+    first_step = pd.Series(steps).groupby(group).min().to_numpy()
+    return first_step, (edges[:-1] + edges[1:]) / 2, frac
+
+
+def hist_figure(hists: pd.DataFrame) -> go.Figure | None:
+    """Heatmap of the token fraction per entropy bin and step, on a log colour scale: most tokens sit
+    near zero entropy, and a linear scale would hide the high-entropy tail that matters."""
+    if hists.empty:
+        return None
+    steps, centres, frac = hist_matrix(hists)
+    used = np.flatnonzero(frac.sum(axis=1) > 0)
+    top = int(used.max()) + 2 if len(used) else len(centres)  # drop empty bins above the highest entropy seen
+    frac, centres = frac[:top], centres[:top]
+    with np.errstate(divide="ignore"):
+        z = np.where(frac > 0, np.log10(np.maximum(frac, 1e-12)), np.nan)
+    ticks = [-4, -3, -2, -1, 0]
+    fig = go.Figure(
+        go.Heatmap(x=steps, y=centres, z=z, customdata=frac, colorscale="Viridis", zmin=-4, zmax=0,
+                   colorbar={"title": "tokens", "tickvals": ticks, "ticktext": ["0.01%", "0.1%", "1%", "10%", "100%"]},
+                   hovertemplate="step %{x}<br>H ≈ %{y:.3f}<br>%{customdata:.2%} of tokens<extra></extra>")
+    )  # fmt: skip
+    return layout(fig, "Token entropy histogram over time", "entropy_hist", y_title="entropy (nats)")
+
+
+def delta_figure(pairs: pd.DataFrame) -> go.Figure | None:
+    """Predicted vs measured entropy change per step, with their Pearson correlation in the title."""
+    if len(pairs) < 2:
+        return None
+    r = float(np.corrcoef(pairs["predicted"], pairs["measured"])[0, 1])
+    fig = go.Figure(
+        go.Scatter(x=pairs["predicted"], y=pairs["measured"], mode="markers", name="steps",
+                   marker={"size": 5, "color": pairs["step"], "colorscale": "Viridis", "showscale": True,
+                           "colorbar": {"title": "step"}},
+                   customdata=pairs["step"], hovertemplate="step %{customdata}<br>pred %{x:.3g}<br>meas %{y:.3g}")
+    )  # fmt: skip
+    corr = f"r = {r:.2f}" if np.isfinite(r) else "r undefined"
+    layout(fig, f"Predicted vs measured ΔH ({corr}, n = {len(pairs)})", "entropy_delta", y_title="measured ΔH",
+           x_title="predicted ΔH = −lr · Cov(log π, A)")  # fmt: skip
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def events_figure(events: pd.DataFrame) -> go.Figure | None:
+    """Events as markers on a step axis, one row per kind, coloured by severity."""
+    if events.empty:
+        return None
+    fig = go.Figure()
+    for severity, d in events.groupby("severity", sort=False):
+        fig.add_trace(
+            go.Scatter(x=d["step"], y=d["kind"], mode="markers", name=str(severity),
+                       marker={"size": 11, "symbol": "diamond", "color": SEVERITY_COLORS.get(str(severity), "gray")},
+                       text=d["message"], hovertemplate="step %{x}: %{text}<extra>%{y}</extra>")
+        )  # fmt: skip
+    layout(fig, "Events", "events", height=220)
+    fig.update_layout(hovermode="closest")
+    return fig

@@ -1,0 +1,135 @@
+"""Cached data loaders: the only place the app touches the store, always through analysis/.
+
+Each loader opens a fresh StoreReader (an in-memory DuckDB over Parquet segments: nothing on disk is
+locked) for one load and closes it, so no connection outlives a rerun or holds files a trainer writes.
+Loaders take plain values only, never widgets, plus a `version` fingerprint of the files they read: a
+finished run is read once, a live run again as soon as the trainer writes a segment. ttl and max_entries
+bound memory; the fingerprint, not the ttl, decides freshness.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import streamlit as st
+
+from analysis import dashboard_queries as dq
+from analysis.errors import UsageError
+from analysis.store_reader import StoreReader
+
+TTL_S = 600
+MAX_ENTRIES = 32
+# Data errors a page reports as "unavailable" instead of a traceback; anything else is a bug and surfaces.
+DATA_ERRORS = (duckdb.Error, pa.ArrowException, OSError, UsageError)
+
+
+class DataUnavailable(Exception):
+    """The store could not answer (damaged segment, vanished run, unreadable file)."""
+
+
+@contextmanager
+def _reader(store: str) -> Iterator[StoreReader]:
+    try:
+        with closing(StoreReader(store)) as reader:
+            yield reader
+    except DATA_ERRORS as err:
+        raise DataUnavailable(f"{type(err).__name__}: {err}") from err
+
+
+def version(store: str, run_ids: Sequence[str] | None, tables: Sequence[str]) -> str:
+    """Fingerprint of the files a load reads (cheap: a directory listing, not cached)."""
+    return dq.fingerprint(store, None if run_ids is None else list(run_ids), list(tables))
+
+
+@st.cache_data(ttl=TTL_S, max_entries=8, show_spinner=False)
+def runs_table(store: str, version: str) -> pd.DataFrame:
+    """StoreReader.runs() plus active alerts per run."""
+    with _reader(store) as r:
+        df = r.runs()
+        alerts = dq.active_alerts(r)
+    df["active_alerts"] = df["run_id"].map(alerts).fillna(0).astype("int64")
+    return df
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def run_info(store: str, run_id: str, version: str) -> dict[str, Any]:
+    with _reader(store) as r:
+        return r.run_info(run_id)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def metric_keys(store: str, run_ids: tuple[str, ...], version: str) -> list[str]:
+    with _reader(store) as r:
+        return r.keys(list(run_ids))
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def scalars(
+    store: str, run_ids: tuple[str, ...], keys: tuple[str, ...], max_points: int, version: str
+) -> pd.DataFrame:
+    """Traces with at most `max_points` buckets per (run, key): step, value, vmin, vmax, wall_time."""
+    with _reader(store) as r:
+        return r.scalars(list(run_ids), list(keys), max_points)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def run_starts(store: str, run_ids: tuple[str, ...], version: str) -> dict[str, float]:
+    with _reader(store) as r:
+        return dq.run_starts(r, list(run_ids))
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def tokens_seen(store: str, run_ids: tuple[str, ...], version: str) -> tuple[pd.DataFrame, list[str]]:
+    with _reader(store) as r:
+        return dq.tokens_seen(r, list(run_ids))
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def hists(store: str, run_id: str, version: str) -> pd.DataFrame:
+    with _reader(store) as r:
+        return r.hists(run_id)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def events(store: str, run_id: str, version: str) -> pd.DataFrame:
+    with _reader(store) as r:
+        return r.events(run_id)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def delta_pairs(store: str, run_id: str, version: str) -> pd.DataFrame:
+    with _reader(store) as r:
+        return dq.entropy_delta_pairs(r, run_id)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def steps_with_samples(store: str, run_id: str, version: str) -> list[int]:
+    with _reader(store) as r:
+        return r.steps_with_samples(run_id)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def step_samples(store: str, run_id: str, step: int, version: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(samples, token records) of one step."""
+    with _reader(store) as r:
+        return r.samples(run_id, step), r.tokens(run_id, step)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def forking_tokens(store: str, run_id: str, limit: int, version: str) -> pd.DataFrame:
+    with _reader(store) as r:
+        return dq.top_entropy_tokens(r, run_id, limit)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def token_texts(
+    store: str, run_id: str, token_ids: tuple[int, ...], version: str
+) -> tuple[dict[int, str], bool]:
+    """Token id -> text with the run's tokenizer (found in a checkpoint), or ⟨id⟩ when there is none."""
+    try:
+        return dq.decode_tokens(store, run_id, token_ids)
+    except DATA_ERRORS as err:
+        raise DataUnavailable(f"{type(err).__name__}: {err}") from err

@@ -1,0 +1,143 @@
+"""Compare: runs side by side on one axis (step, wall time or tokens seen), any metric keys.
+
+Every control is bound to the URL (`?runs=a&runs=b&metrics=entropy/mean&x=step&smooth=0.6&norm=true`),
+so a link reproduces the view. Traces longer than MAX_POINTS are bucketed in the store query; the band
+shows each bucket's min/max. PNG: the camera button of each chart (Plotly's own, no kaleido); CSV: the
+button under the charts, with the data as plotted.
+"""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis.schema import (
+    ENTROPY_MEAN,
+    ENTROPY_P10,
+    ENTROPY_P50,
+    ENTROPY_P90,
+    ENTROPY_PRED_DELTA,
+    ENTROPY_SEQ_MEAN,
+    ENTROPY_TARGET,
+)
+from app import charts, loaders, ui
+
+MAX_POINTS = 1000
+X_AXES = ("step", "wall time", "tokens seen")
+# Entropy levels (and the predicted change) are divided by the run's H0 when normalising.
+NORMALISABLE = {
+    ENTROPY_MEAN,
+    ENTROPY_SEQ_MEAN,
+    ENTROPY_P10,
+    ENTROPY_P50,
+    ENTROPY_P90,
+    ENTROPY_TARGET,
+    ENTROPY_PRED_DELTA,
+}
+
+
+def time_unit(seconds: float) -> tuple[str, float]:
+    for unit, size in (("h", 3600.0), ("min", 60.0)):
+        if seconds >= 2 * size:
+            return unit, size
+    return "s", 1.0
+
+
+def add_x(
+    df: pd.DataFrame, axis: str, store: str, run_ids: tuple[str, ...]
+) -> tuple[pd.DataFrame, str, list[str]]:
+    """Add column x for the chosen axis; returns (frame, axis title, runs dropped for lack of data)."""
+    if axis == "wall time":
+        starts = loaders.run_starts(store, run_ids, loaders.version(store, run_ids, ["steps"]))
+        elapsed = df["wall_time"] - df["run_id"].map(starts)
+        unit, size = time_unit(float(np.nanmax(elapsed)) if len(elapsed) else 0.0)
+        return df.assign(x=elapsed / size), f"wall time since the run's first step ({unit})", []
+    if axis == "tokens seen":
+        seen, missing = loaders.tokens_seen(store, run_ids, loaders.version(store, run_ids, ["steps"]))
+        # Bucket steps are real steps, but merge_asof also copes with a key logged on other steps.
+        parts = []
+        for run_id, d in df.groupby("run_id", sort=False):
+            s = seen[seen["run_id"] == run_id]
+            if not s.empty:
+                m = pd.merge_asof(d.sort_values("step"), s[["step", "tokens_seen"]], on="step")
+                parts.append(m.rename(columns={"tokens_seen": "x"}))
+        out = pd.concat(parts, ignore_index=True) if parts else df.assign(x=np.nan).iloc[0:0]
+        return out, "response tokens sampled (Σ response/len_mean × batch)", missing
+    return df.assign(x=df["step"]), "step", []
+
+
+def normalise(df: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Entropy keys divided by each run's H0; returns the runs without a usable H0 (left as they are)."""
+    h0 = runs.set_index("run_id")["h0"]
+    scale = df["run_id"].map(h0).astype("float64")
+    ok = df["key"].isin(NORMALISABLE) & np.isfinite(scale) & (scale != 0)
+    out = df.copy()
+    for col in ("value", "vmin", "vmax"):
+        out.loc[ok, col] = out.loc[ok, col] / scale[ok]
+    bad = sorted(set(df.loc[df["key"].isin(NORMALISABLE) & ~ok, "run_id"]))
+    return out, bad
+
+
+def controls(run_ids: list[str], store: str) -> dict | None:
+    selected = st.multiselect("Runs", run_ids, key="runs", bind="query-params", placeholder="choose runs")
+    if not selected:
+        st.info("Choose runs above, or select rows on the Runs page and press Compare.")
+        return None
+    keys = loaders.metric_keys(store, tuple(selected), loaders.version(store, selected, ["steps"]))
+    if not keys:
+        st.info("The selected runs have logged no step metrics yet.")
+        return None
+    default = [ENTROPY_MEAN] if ENTROPY_MEAN in keys else keys[:1]
+    metrics = st.multiselect("Metrics", keys, default=default, key="metrics", bind="query-params")
+    c = st.columns([2, 2, 1, 1])
+    axis = c[0].segmented_control("x axis", X_AXES, default="step", key="x", bind="query-params") or "step"
+    weight = c[1].slider("EMA smoothing", 0.0, 0.99, 0.0, 0.01, key="smooth", bind="query-params",
+                         help="TensorBoard-style weight; 0 = raw")  # fmt: skip
+    norm = c[2].toggle("Entropy ÷ H0", key="norm", bind="query-params",
+                       help="divide entropy keys by each run's first-step entropy")  # fmt: skip
+    band = c[3].toggle("min/max band", value=True, key="band", bind="query-params")
+    return {"runs": tuple(selected), "metrics": tuple(metrics), "axis": axis, "weight": weight, "norm": norm,
+            "band": band}  # fmt: skip
+
+
+def plot(view: dict, store: str, runs: pd.DataFrame, colors: dict[str, str]) -> None:
+    run_ids, metrics = view["runs"], view["metrics"]
+    if not metrics:
+        st.info("Choose at least one metric.")
+        return
+    with ui.unavailable("Traces"):
+        version = loaders.version(store, run_ids, ["steps"])
+        df = loaders.scalars(store, run_ids, metrics, MAX_POINTS, version)
+        if view["norm"]:
+            df, no_h0 = normalise(df, runs)
+            if no_h0:
+                st.caption(f"No H0 (first-step entropy) for {', '.join(no_h0)}: shown unnormalised.")
+        df, x_title, missing = add_x(df, view["axis"], store, run_ids)
+        if missing:
+            st.warning(f"Tokens seen unavailable for {', '.join(missing)} (no response/len_mean or batch size in "
+                       "its config): left out of this view.")  # fmt: skip
+        for key in metrics:
+            d = df[df["key"] == key]
+            title = f"{key} ÷ H0" if view["norm"] and key in NORMALISABLE else key
+            fig = charts.compare_figure(d, key, title, x_title, colors, view["weight"], view["band"])
+            ui.show_figure(fig if not d.empty else None, f"cmp-{key}", f"{key}: no data for these runs.")
+        csv = df.drop(columns=["wall_time"], errors="ignore").to_csv(index=False).encode()
+        st.download_button("Download CSV (data as plotted)", csv, file_name="entropyscope-compare.csv",
+                           mime="text/csv")  # fmt: skip
+        st.caption(f"≤ {MAX_POINTS} points per trace: longer runs are averaged in equal step buckets and the band "
+                   "shows each bucket's min/max. PNG: camera icon on each chart.")  # fmt: skip
+
+
+def main() -> None:
+    st.title("Compare runs")
+    store = ui.store()
+    runs = ui.load_runs(store)
+    if runs is None:
+        return
+    view = controls(runs["run_id"].tolist(), store)
+    if view is None:
+        return
+    colors = charts.run_colors(sorted(runs["run_id"]))
+    ui.live_fragment(lambda: plot(view, store, runs, colors), ui.is_live(runs, list(view["runs"])))
+
+
+main()

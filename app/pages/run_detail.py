@@ -1,0 +1,154 @@
+"""Run detail: every diagnostic panel of one run (`?run=ID`), refreshed in place while the run is live.
+
+Entropy with its percentile band and histogram heatmap; target vs measured entropy with the controller
+parameter; clipping and quadrants; predicted vs measured ΔH; precision drift; reward, pass@k and
+diversity; optimisation health; an events timeline.
+"""
+
+import json
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from analysis import schema as k
+from app import charts, loaders, ui
+
+MAX_POINTS = 1000
+ENTROPY_KEYS = {"mean": k.ENTROPY_MEAN, "p10": k.ENTROPY_P10, "p50": k.ENTROPY_P50, "p90": k.ENTROPY_P90}
+# Which controller parameter to draw against the entropy target; others fall back to the first that moves.
+CONTROLLER_PARAM = {
+    "repo_r": k.CONTROLLER_ZETA,
+    "repo_d": k.CONTROLLER_ZETA,
+    "adapo": k.CONTROLLER_EPS_HIGH,
+    "entropy_bonus": k.CONTROLLER_COEF,
+    "clip_cov": k.CONTROLLER_COEF,
+    "kl_cov": k.CONTROLLER_COEF,
+}
+PARAM_KEYS = (k.CONTROLLER_ZETA, k.CONTROLLER_EPS_HIGH, k.CONTROLLER_COEF)
+DETAIL_KEYS = (
+    *ENTROPY_KEYS.values(), k.ENTROPY_TARGET, *PARAM_KEYS, k.CONTROLLER_AT_BOUND,
+    k.CLIP_FRAC, k.CLIP_FRAC_LOW, k.CLIP_FRAC_HIGH, k.QUADRANT_E1, k.QUADRANT_E2, k.QUADRANT_E3, k.QUADRANT_E4,
+    k.RATIO_ONPOLICY_DEV, k.PRECISION_LOGP_POS_FRAC, k.PRECISION_LOGP_DIFF_MEAN, k.PRECISION_LOGP_DIFF_MAX,
+    k.PRECISION_PROB_DIFF_MEAN, k.PRECISION_PROB_DIFF_MAX,
+    k.REWARD_MEAN, k.PASS_AT_1, k.PASS_AT_K, k.DIVERSITY_DISTINCT_FRAC, k.DIVERSITY_DISTINCT_CORRECT,
+    k.GRAD_NORM, k.KL_APPROX, k.ADV_ZERO_FRAC,
+)  # fmt: skip
+
+
+def controller_param(w: pd.DataFrame, controller: object) -> str:
+    key = CONTROLLER_PARAM.get(str(controller))
+    if key:
+        return key
+    moving = [p for p in PARAM_KEYS if p in w and w[p].dropna().nunique() > 1]
+    return moving[0] if moving else k.CONTROLLER_EPS_HIGH
+
+
+def control_figure(w: pd.DataFrame, controller: object) -> go.Figure | None:
+    """Target vs measured entropy, the controller's parameter on the right axis, × where it is pinned."""
+    param = controller_param(w, controller)
+    fig = charts.lines_figure(
+        w, [(k.ENTROPY_MEAN, "measured H"), (k.ENTROPY_TARGET, "target")],
+        f"Target vs measured entropy · controller {controller}", "control",
+        secondary=[(param, param)], y_title="nats", y2_title=param,
+    )  # fmt: skip
+    if fig is not None and param in w and k.CONTROLLER_AT_BOUND in w:
+        pinned = w[w[k.CONTROLLER_AT_BOUND] > 0]
+        if not pinned.empty and len(fig.data) > 2:
+            fig.add_trace(go.Scatter(x=pinned.index, y=pinned[param], mode="markers", name="at bound",
+                                     marker={"symbol": "x", "size": 8, "color": "#d62728"}), secondary_y=True)  # fmt: skip
+    return fig
+
+
+def header(run: pd.Series, info: dict) -> None:
+    cols = st.columns(6)
+    cols[0].metric("status", ui.status_label(run["status"], run["heartbeat"]))
+    cols[1].metric("step", "–" if pd.isna(run["last_step"]) else int(run["last_step"]))
+    cols[2].metric("H0", f"{run['h0']:.3f}" if pd.notna(run["h0"]) else "–")
+    delta = f"{run['entropy_change']:+.1%} vs H0" if pd.notna(run["entropy_change"]) else None
+    cols[3].metric("entropy", f"{run['entropy']:.3f}" if pd.notna(run["entropy"]) else "–", delta)
+    cols[4].metric("reward", f"{run['reward']:.3f}" if pd.notna(run["reward"]) else "–")
+    cols[5].metric("heartbeat", ui.format_age(run["heartbeat_age_s"]) + " ago")
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    with st.expander("config and versions"):
+        st.code(
+            json.dumps({"config": config, "versions": info.get("versions")}, indent=2, default=str), "json"
+        )
+
+
+def panels(store: str, run_id: str, controller: object) -> None:
+    version = loaders.version(store, [run_id], ["steps"])
+    w = charts.wide(loaders.scalars(store, (run_id,), DETAIL_KEYS, MAX_POINTS, version))
+    hists = loaders.hists(store, run_id, loaders.version(store, [run_id], ["hists"]))
+    pairs = loaders.delta_pairs(store, run_id, version)
+    rows = [
+        (charts.entropy_figure(w, ENTROPY_KEYS, _first(w, k.ENTROPY_MEAN)), charts.hist_figure(hists)),
+        (control_figure(w, controller), charts.delta_figure(pairs)),
+        (charts.lines_figure(w, [(k.CLIP_FRAC_LOW, "low (A<0)"), (k.CLIP_FRAC_HIGH, "high (A>0)"),
+                                 (k.CLIP_FRAC, "total")], "Clip fractions", "clip"),
+         charts.lines_figure(w, [(k.QUADRANT_E1, "E1 A>0 likely (H↓)"), (k.QUADRANT_E2, "E2 A>0 unlikely (H↑)"),
+                                 (k.QUADRANT_E3, "E3 A<0 likely (H↑)"), (k.QUADRANT_E4, "E4 A<0 unlikely (H↓)")],
+                             "Token quadrants (fraction)", "quadrants")),
+        (charts.lines_figure(w, [(k.RATIO_ONPOLICY_DEV, "on-policy |r−1|")], "Precision: on-policy ratio deviation",
+                             "precision_ratio", secondary=[(k.PRECISION_LOGP_POS_FRAC, "log p > 0 fraction")]),
+         charts.lines_figure(w, [(k.PRECISION_LOGP_DIFF_MEAN, "|Δlog p| mean"), (k.PRECISION_LOGP_DIFF_MAX, "|Δlog p| max"),
+                                 (k.PRECISION_PROB_DIFF_MEAN, "|Δp| mean"), (k.PRECISION_PROB_DIFF_MAX, "|Δp| max")],
+                             "Precision: rollout vs training log-probs", "precision_diff", log_y=True)),
+        (charts.lines_figure(w, [(k.REWARD_MEAN, "reward"), (k.PASS_AT_1, "pass@1"), (k.PASS_AT_K, "pass@k"),
+                                 (k.DIVERSITY_DISTINCT_FRAC, "distinct fraction")], "Reward, pass@k, diversity",
+                             "reward", secondary=[(k.DIVERSITY_DISTINCT_CORRECT, "distinct correct / prompt")]),
+         charts.lines_figure(w, [(k.GRAD_NORM, "grad norm")], "Optimisation", "optim",
+                             secondary=[(k.KL_APPROX, "approx KL"), (k.ADV_ZERO_FRAC, "zero-advantage groups")])),
+    ]  # fmt: skip
+    for i, (left, right) in enumerate(rows):
+        c1, c2 = st.columns(2)
+        with c1:
+            ui.show_figure(left, f"detail-{i}-l", "Not logged by this run yet.")
+        with c2:
+            ui.show_figure(right, f"detail-{i}-r", "Not logged by this run yet.")
+    events(store, run_id)
+
+
+def _first(w: pd.DataFrame, key: str) -> float | None:
+    if key not in w:
+        return None
+    s = w[key].dropna()
+    return float(s.iloc[0]) if len(s) else None
+
+
+def events(store: str, run_id: str) -> None:
+    ev = loaders.events(store, run_id, loaders.version(store, [run_id], ["events"]))
+    ui.show_figure(
+        charts.events_figure(ev), "detail-events", "No events (control changes, alerts, checkpoints) yet."
+    )
+    if not ev.empty:
+        with st.expander(f"{len(ev)} events"):
+            st.dataframe(ev[["step", "kind", "severity", "message", "payload"]], hide_index=True)
+
+
+def main() -> None:
+    st.title("Run detail")
+    store = ui.store()
+    runs = ui.load_runs(store)
+    if runs is None:
+        return
+    run_id = ui.run_picker(runs)
+    live = bool((runs.loc[runs["run_id"] == run_id, "status"] == "running").any())
+
+    def body() -> None:  # the whole view refreshes while live: header numbers move with the charts
+        latest = ui.load_runs(store)
+        if latest is None or run_id not in set(latest["run_id"]):
+            st.warning(f"Run {run_id} is no longer in the store.")
+            return
+        with ui.unavailable(f"Run {run_id}"):
+            info = loaders.run_info(store, run_id, loaders.version(store, [run_id], []))
+            if live and info.get("status") != "running":
+                st.rerun(scope="app")  # it just ended: redraw once without the timer
+            run = latest.set_index("run_id").loc[run_id]
+            header(run, info)
+            panels(store, run_id, run["controller"])
+
+    ui.live_fragment(body, live)
+
+
+main()

@@ -1,0 +1,106 @@
+"""Runs: every run in the store with status, heartbeat, config headline and entropy summary.
+
+Filter by text and config; select rows to compare them or open one in Run detail / Token inspector.
+The table refreshes itself (a fragment), fast while a run is live and slowly otherwise, so new runs
+appear without a reload.
+"""
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from app import nav, ui
+
+FILTERS = ("status", "algo", "controller", "precision")
+COLUMNS = {
+    "run_id": st.column_config.TextColumn("run"),
+    "status_label": st.column_config.TextColumn("status"),
+    "heartbeat_age": st.column_config.TextColumn(
+        "heartbeat", help="time since the trainer last wrote run.json"
+    ),
+    "algo": "algo",
+    "controller": "controller",
+    "precision": "precision",
+    "model": "model",
+    "task": "task",
+    "last_step": st.column_config.NumberColumn("step"),
+    "h0": st.column_config.NumberColumn("H0", format="%.3f", help="entropy at the first step (nats)"),
+    "entropy": st.column_config.NumberColumn("entropy", format="%.3f", help="mean token entropy, last step"),
+    "entropy_change_pct": st.column_config.NumberColumn("ΔH vs H0", format="%+.1f%%"),
+    "reward": st.column_config.NumberColumn("reward", format="%.3f", help="reward/mean, last step"),
+    "active_alerts": st.column_config.NumberColumn("alerts", help="alerts fired and not yet resolved"),
+}
+
+
+def display_frame(runs: pd.DataFrame, now: float) -> pd.DataFrame:
+    """The runs table as shown: readable status and ages, change vs H0 in percent."""
+    df = runs.copy()
+    df["status_label"] = [
+        ui.status_label(s, h, now) for s, h in zip(df["status"], df["heartbeat"], strict=True)
+    ]
+    df["heartbeat_age"] = [ui.format_age(now - h) if pd.notna(h) else "–" for h in df["heartbeat"]]
+    df["entropy_change_pct"] = df["entropy_change"] * 100
+    for col in FILTERS[1:] + ("model", "task"):
+        df[col] = df[col].fillna("–").astype(str)
+    return df[list(COLUMNS)]
+
+
+def filter_widgets(runs: pd.DataFrame) -> tuple[str, dict[str, list[str]]]:
+    """Search text and per-column choices, all held in the URL so a filtered view can be shared."""
+    cols = st.columns([2, 1, 1, 1, 1])
+    text = cols[0].text_input("Search run id", key="q", bind="query-params", placeholder="substring")
+    chosen = {}
+    for col, name in zip(cols[1:], FILTERS, strict=True):
+        options = sorted(runs[name].fillna("–").astype(str).unique())
+        chosen[name] = col.multiselect(name, options, key=name, bind="query-params", placeholder="all")
+    return text, chosen
+
+
+def apply_filters(df: pd.DataFrame, text: str, chosen: dict[str, list[str]]) -> pd.DataFrame:
+    mask = (
+        df["run_id"].str.contains(text, case=False, regex=False) if text else pd.Series(True, index=df.index)
+    )
+    for name, values in chosen.items():
+        if values:
+            mask &= df[name].fillna("–").astype(str).isin(values)
+    return df[mask]
+
+
+def action_buttons(selected: list[str]) -> None:
+    cols = st.columns(3)
+    if cols[0].button(f"Compare selected ({len(selected)})", disabled=not selected, type="primary"):
+        st.switch_page(nav.page_file("compare"), query_params={"runs": selected})
+    if cols[1].button("Run detail", disabled=len(selected) != 1):
+        st.switch_page(nav.page_file("run_detail"), query_params={"run": selected[0]})
+    if cols[2].button("Token inspector", disabled=len(selected) != 1):
+        st.switch_page(nav.page_file("token_inspector"), query_params={"run": selected[0]})
+
+
+def main() -> None:
+    st.title("Runs")
+    store = ui.store()
+    runs = ui.load_runs(store)
+    if runs is None:
+        return
+    text, chosen = filter_widgets(runs)
+    live = bool((runs["status"] == "running").any())
+
+    def table() -> None:
+        latest = ui.load_runs(store)  # re-read on every refresh: cheap, cached by file fingerprint
+        if latest is None:
+            return
+        shown = apply_filters(latest, text, chosen).reset_index(drop=True)
+        n_live = int((latest["status"] == "running").sum())
+        st.caption(f"{len(shown)} of {len(latest)} runs · {n_live} running · store `{store}`")
+        event = st.dataframe(
+            display_frame(shown, time.time()), column_config=COLUMNS, hide_index=True, key="runs_table",
+            on_select="rerun", selection_mode="multi-row",
+        )  # fmt: skip
+        rows = [i for i in event.selection.rows if i < len(shown)]
+        action_buttons(shown.loc[rows, "run_id"].tolist())
+
+    st.fragment(table, run_every=ui.LIVE_REFRESH_S if live else ui.IDLE_REFRESH_S)()
+
+
+main()

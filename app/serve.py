@@ -1,0 +1,68 @@
+"""Start the dashboard as a `streamlit run` subprocess: `serve` for the CLI, `start`/`wait_ready` for tests
+and the demo.
+
+Deliberately free of a module-level Streamlit import: `entropyscope` imports this for its `dashboard`
+command, and loading Streamlit (or torch) there would slow every other command down.
+"""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+MAIN = Path(__file__).with_name("main.py")
+HEALTH_PATH = "/_stcore/health"
+
+
+def command(store: str, host: str = "127.0.0.1", port: int = 8501) -> list[str]:
+    """The `streamlit run` command line for a store (made absolute: the server may run elsewhere)."""
+    return [
+        sys.executable, "-m", "streamlit", "run", str(MAIN),
+        "--server.address", host, "--server.port", str(port),
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        # A served dashboard never edits its own source: watching the files only costs CPU.
+        "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
+        "--", "--store", os.path.abspath(store),
+    ]  # fmt: skip
+
+
+def start(store: str, host: str = "127.0.0.1", port: int = 8501, **popen: Any) -> subprocess.Popen:
+    """Start the server in the background; pair with wait_ready() and terminate() the result when done."""
+    return subprocess.Popen(command(store, host, port), **popen)
+
+
+def serve(store: str, host: str = "127.0.0.1", port: int = 8501) -> int:
+    """Run the server in the foreground until it exits or Ctrl-C; returns its exit code."""
+    print(f"entropyscope dashboard: http://{host}:{port} (store {os.path.abspath(store)}); Ctrl-C stops it")
+    proc = start(store, host, port)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # the server got the same SIGINT from the terminal; give it time to exit
+        try:
+            return proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+
+def wait_ready(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll the server's health endpoint until it answers "ok"; TimeoutError after `timeout` seconds,
+    RuntimeError at once if `proc` (the server) has exited."""
+    deadline = time.monotonic() + timeout
+    health = url.rstrip("/") + HEALTH_PATH
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"dashboard server exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(health, timeout=2) as resp:
+                if resp.status == 200 and resp.read().strip() == b"ok":
+                    return
+        except (urllib.error.URLError, OSError) as err:
+            last = err
+        time.sleep(0.2)
+    raise TimeoutError(f"dashboard at {url} not ready after {timeout:.0f} s (last error: {last})")

@@ -1,0 +1,195 @@
+"""End-to-end dashboard tests in real Chromium (Debian's /usr/bin/chromium driven by Playwright).
+
+One Streamlit server per module, over a copy of sample_runs/ (the live test adds a running trainer to
+that copy, so it runs last). Every wait is a poll with a deadline on a DOM condition, never a fixed
+sleep. Screenshots go to test-artifacts/screenshots/.
+"""
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app import serve
+
+CHROMIUM = Path("/usr/bin/chromium")
+if not CHROMIUM.exists():
+    pytest.skip(
+        f"browser tests need Debian's Chromium at {CHROMIUM} (apt-get install chromium)",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="browser tests need playwright (pip install playwright)"
+)
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+EXCEPTION = '[data-testid="stException"]'
+# Points of the mean-entropy trace of the Run detail entropy panel (found by its layout.meta, not its title).
+ENTROPY_POINTS_JS = """() => {
+  const el = [...document.querySelectorAll('.js-plotly-plot')]
+    .find(e => e.layout && e.layout.meta && e.layout.meta.panel === 'entropy');
+  const t = el && (el._fullData || []).find(d => d.name === 'mean');
+  return t ? t._length : 0;
+}"""
+PAGES = {  # name: (path, JS condition for "its main chart or table is drawn", viewport height for the shot)
+    "runs": ("/", "() => !!document.querySelector('[data-testid=\"stDataFrame\"] canvas')", 800),
+    "compare": (
+        "/compare?runs=grpo-fp32&runs=dapo-fp32&runs=grpo-bf16&metrics=entropy/mean&metrics=clip/frac_high&smooth=0.6",
+        "() => document.querySelectorAll('.js-plotly-plot g.trace.scatter').length > 0",
+        1500,
+    ),
+    "run_detail": ("/run?run=grpo-fp32", f"() => ({ENTROPY_POINTS_JS})() > 0", 2700),
+    "token_inspector": (
+        "/tokens?run=grpo-fp32&step=37",
+        "() => !!document.querySelector('table.entropyscope-tokens')",
+        1500,
+    ),
+}
+TIMEOUT_MS = 90_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("browser") / "store"
+    shutil.copytree(ROOT / "sample_runs", dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def server(store: Path) -> Iterator[str]:
+    port = free_port()
+    log = open(store.parent / "server.log", "w")  # noqa: SIM115 - open for the server's whole life
+    proc = serve.start(str(store), port=port, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        serve.wait_ready(url, timeout=120, proc=proc)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server: str) -> Iterator[object]:
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        # Streamlit answers a first session's deep link with a spurious "Page not found" dialog (while
+        # still rendering the page); open the root once so the tests see what a returning user sees.
+        page = b.new_page()
+        page.goto(server + "/")
+        page.locator(IDLE).wait_for(timeout=TIMEOUT_MS)
+        page.close()
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: object) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    yield context.new_page()
+    context.close()
+
+
+def open_page(page: object, url: str, ready_js: str) -> None:
+    """Load `url`, wait until its main element is drawn and the script has finished, check no traceback."""
+    page.goto(url)
+    page.wait_for_function(ready_js, timeout=TIMEOUT_MS)
+    page.locator(IDLE).wait_for(timeout=TIMEOUT_MS)
+    assert page.locator(EXCEPTION).count() == 0, page.locator(EXCEPTION).first.inner_text()
+
+
+def screenshot(page: object, name: str, height: int) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.set_viewport_size({"width": 1400, "height": height})  # Streamlit scrolls inside the page
+    page.locator(IDLE).wait_for(timeout=TIMEOUT_MS)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+@pytest.mark.parametrize("name", list(PAGES))
+def test_page_renders_without_exception(page: object, server: str, name: str) -> None:
+    path, ready_js, height = PAGES[name]
+    open_page(page, server + path, ready_js)
+    screenshot(page, name, height)
+    assert page.locator(EXCEPTION).count() == 0
+
+
+def test_select_two_runs_and_compare_shows_two_traces(page: object, server: str) -> None:
+    open_page(page, server + "/", PAGES["runs"][1])
+    grid = page.locator('[data-testid="stDataFrame"]').bounding_box()
+    for row in (0, 1):  # the grid is a canvas: click the row-selection column of the first two rows
+        page.mouse.click(grid["x"] + 15, grid["y"] + 35 * (row + 1) + 17)
+        page.get_by_role("button", name=f"Compare selected ({row + 1})").wait_for(timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Compare selected (2)").click()
+    page.wait_for_url("**/compare?runs=*", timeout=TIMEOUT_MS)
+    first_chart = page.locator(".js-plotly-plot").first
+    first_chart.locator("g.trace.scatter").first.wait_for(timeout=TIMEOUT_MS)
+    assert first_chart.locator("g.trace.scatter").count() == 2
+    assert page.url.count("runs=") == 2  # the selection is in the URL, so the link reproduces the view
+    assert page.locator(EXCEPTION).count() == 0
+
+
+def wait_for_steps(run_dir: Path, trainer: subprocess.Popen, log: Path, timeout_s: float = 300.0) -> None:
+    """Poll (deadline, not a fixed sleep) until the trainer has written a steps segment of its run."""
+    deadline = time.monotonic() + timeout_s
+    while not any((run_dir / "steps").glob("*.parquet")):
+        if trainer.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(
+                f"no steps from the live run (trainer exit {trainer.poll()}):\n{log.read_text()[-2000:]}"
+            )
+        time.sleep(0.2)
+
+
+@pytest.mark.timeout(600)
+def test_live_run_gains_points_while_the_page_stays_open(page: object, server: str, store: Path) -> None:
+    log_path = store.parent / "trainer.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainer.cli",
+        "train",
+        "--store",
+        str(store),
+        "--set",
+        "steps=400",
+        "--run-id",
+        "live",
+    ]
+    with open(log_path, "w") as log:
+        trainer = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_steps(store / "live", trainer, log_path)
+            open_page(page, server + "/run?run=live", PAGES["run_detail"][1])
+            before = page.evaluate(ENTROPY_POINTS_JS)
+            # Same page, no reload: the fragment's own refresh must bring the new steps in.
+            page.wait_for_function(f"() => ({ENTROPY_POINTS_JS})() > {before}", timeout=180_000)
+            assert page.locator(EXCEPTION).count() == 0
+            screenshot(page, "run_detail_live", 1400)
+        finally:
+            trainer.send_signal(signal.SIGINT)  # the CLI's clean stop: segments written so far are kept
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                trainer.wait(timeout=30)
+            if trainer.poll() is None:
+                trainer.kill()
+                trainer.wait()

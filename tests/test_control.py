@@ -1,0 +1,192 @@
+"""The control-file protocol (analysis/control.py), the `control` CLI, and a real trainer process that
+rejects malformed control files with reasons, applies a valid one, and follows a new entropy target."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.control import (
+    LIVE_KEYS,
+    ControlError,
+    ControlWatcher,
+    find_ack,
+    parse_control,
+    read_version,
+    validate_settings,
+    write_control,
+)
+from analysis.store_reader import StoreReader
+from trainer.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def doc(version, **settings):
+    return json.dumps({"version": version, "settings": settings})
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        ("{not json", "bad JSON"),
+        (doc(2, warp_speed=9), "unknown key 'warp_speed'"),
+        (doc(2, target_entropy="high"), "key 'target_entropy': input should be a valid number"),
+        (doc(2, eps_low=1.5), "key 'eps_low': input should be less than 1"),
+        (doc(1, lr=1e-4), "stale version 1"),
+        ("[1, 2]", "must be a JSON object"),
+        (json.dumps({"settings": {"lr": 0.1}}), "key 'version': field required"),
+    ],
+)
+def test_parse_rejects_with_reason(text, reason):
+    with pytest.raises(ControlError, match=reason):
+        parse_control(text, last_version=1)
+
+
+def test_parse_accepts_and_reports_only_set_keys():
+    d = parse_control(doc(3, target_entropy=1.8, schedule="od", lr=1e-4), last_version=2)
+    assert d.version == 3 and d.changes() == {"target_entropy": 1.8, "schedule": "od", "lr": 1e-4}
+    assert {"target_entropy", "schedule", "zeta_max", "eps_high", "lr"} <= set(LIVE_KEYS)
+    with pytest.raises(ControlError, match="unknown key 'steps'"):
+        validate_settings({"steps": 5})
+
+
+def test_write_increments_version_atomically_and_watcher_sees_each_content_once(tmp_path):
+    assert read_version(tmp_path) == 0
+    w = ControlWatcher(tmp_path)
+    assert w.poll() is None
+    assert write_control(tmp_path, {"target_entropy": 1.0}) == 1
+    assert write_control(tmp_path, {"target_entropy": 0.5}) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["control.json"]  # no temp files left
+    got = w.poll()
+    assert got.version == 2 and got.changes() == {"target_entropy": 0.5}
+    assert w.poll() is None  # unchanged file: judged once
+    (tmp_path / "control.json").write_text(doc(2, lr=0.1))
+    assert "stale version 2" in str(w.poll())
+    with pytest.raises(ControlError, match="out of|less than or equal"):
+        write_control(tmp_path, {"lr": 5})
+    with pytest.raises(ControlError, match="nothing to set"):
+        write_control(tmp_path, {})
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+    assert main(["control", "nope", "--store", str(tmp_path), "--set", "lr=0.1"]) == 2
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text("{}")
+    assert main(["control", "r", "--store", str(tmp_path), "--set", "bogus=1"]) == 2
+    assert main(["control", "r", "--store", str(tmp_path), "--set", "lr"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("entropyscope: error:") for line in err)
+    # A valid request nobody acknowledges times out with a non-zero code.
+    assert main(["control", "r", "--store", str(tmp_path), "--set", "lr=0.1", "--timeout", "0.5"]) == 1
+
+
+def entropy_series(store, run_id):
+    df = StoreReader(store).scalars([run_id], ["entropy/mean"], max_points=100000)
+    return df.sort_values("step")[["step", "value"]].values.tolist()
+
+
+def wait_steps(store, run_id, n, proc, timeout=240):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "trainer exited"
+        if (Path(store) / run_id / "run.json").is_file():
+            series = entropy_series(store, run_id)
+            if series and series[-1][0] >= n:
+                return series
+        time.sleep(0.3)
+    raise AssertionError(f"trainer did not reach step {n}")
+
+
+def start_trainer(store, run_id, overrides):
+    args = [sys.executable, "-m", "trainer.cli", "train", "--store", str(store), "--run-id", run_id]
+    for o in overrides:
+        args += ["--set", o]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_trainer_rejects_five_malformed_files_keeps_training_and_applies_a_valid_one(
+    tmp_path, tiny_overrides
+):
+    over = [o for o in tiny_overrides if not o.startswith(("steps", "checkpoint"))]
+    proc = start_trainer(tmp_path, "live", [*over, "steps=100000", "checkpoint_every=0", "controller=repo_r"])
+    try:
+        wait_steps(tmp_path, "live", 1, proc)
+        run_dir = tmp_path / "live"
+        bad = [
+            "{oops",
+            doc(1, frobnicate=1),
+            doc(2, target_entropy="lots"),
+            doc(3, eps_low=3.0),
+        ]
+        for text in bad:
+            (run_dir / "control.json").write_text(text)
+            n = len(StoreReader(tmp_path).events("live", ["control_rejected"]))
+            deadline = time.monotonic() + 60
+            while len(StoreReader(tmp_path).events("live", ["control_rejected"])) == n:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        # A valid change, through the CLI, which waits for the acknowledgement.
+        code = main(
+            ["control", "live", "--store", str(tmp_path), "--set", "target_entropy=0.5", "--timeout", "60"]
+        )
+        assert code == 0
+        version = read_version(run_dir)
+        ack = find_ack(tmp_path, "live", version)
+        assert ack["kind"] == "control_applied" and ack["payload"]["new"] == {"target_entropy": 0.5}
+        # Stale: rewrite an old version number.
+        (run_dir / "control.json").write_text(doc(version, lr=1e-4))
+        deadline = time.monotonic() + 60
+        while len(StoreReader(tmp_path).events("live", ["control_rejected"])) < 5:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.2)
+        events = StoreReader(tmp_path).events("live", ["control_rejected"])
+        reasons = [json.loads(p)["reason"] for p in events["payload"]]
+        for needle, reason in zip(
+            ["bad JSON", "unknown key 'frobnicate'", "valid number", "less than 1", "stale version"],
+            reasons,
+            strict=True,
+        ):
+            assert needle in reason
+        step_now = entropy_series(tmp_path, "live")[-1][0]
+        wait_steps(tmp_path, "live", step_now + 2, proc)  # still training
+        targets = StoreReader(tmp_path).scalars(["live"], ["entropy/target"], max_points=100000)
+        assert targets.sort_values("step")["value"].iloc[-1] == pytest.approx(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def scalar_series(store, run_id, key):
+    df = StoreReader(store).scalars([run_id], [key], max_points=100000)
+    return df.sort_values("step")["value"].tolist()
+
+
+def test_new_target_moves_a_running_repo_r_run_within_30_steps(tmp_path, tiny_overrides):
+    """Drive entropy down with a low target, then raise the target live: within 30 steps ζ turns positive
+    and the measured entropy climbs back toward the new target."""
+    over = [o for o in tiny_overrides if not o.startswith(("steps", "checkpoint"))]
+    over += ["steps=400", "checkpoint_every=0", "controller=repo_r", "target_entropy=0.05", "zeta_max=2"]
+    proc = start_trainer(tmp_path, "move", over)
+    try:
+        wait_steps(tmp_path, "move", 10, proc)
+        assert main(["control", "move", "--store", str(tmp_path), "--set", "target_entropy=3.0"]) == 0
+        ack = find_ack(tmp_path, "move", read_version(tmp_path / "move"))
+        applied_at = int(ack["step"])  # in force from applied_at + 1
+        wait_steps(tmp_path, "move", applied_at + 30, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    ent = scalar_series(tmp_path, "move", "entropy/mean")
+    zeta = scalar_series(tmp_path, "move", "controller/zeta")
+    before = sum(ent[applied_at - 5 : applied_at]) / 5
+    after = sum(ent[applied_at + 20 : applied_at + 30]) / 10
+    assert zeta[applied_at - 1] < 0 < zeta[applied_at + 29]
+    assert after > before  # toward the new, higher target

@@ -1,0 +1,231 @@
+"""Controllers: driven by synthetic entropy series (direction and bounds), and their tensor modifications
+checked against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from analysis import schema
+from trainer.config import TrainConfig
+from trainer.controllers import CONTROLLERS, build_controller
+from trainer.controllers.adapo import adapo_step
+from trainer.controllers.bonus import bonus_step, entropy_bonus_loss
+from trainer.controllers.cov import clip_cov_mask, kl_cov_loss, kl_cov_mask, token_cov
+from trainer.controllers.repo import entropy_drift, repo_d_advantages, repo_r_advantages, setpoint_step
+from trainer.logprobs import token_logprobs
+from trainer.objectives import clipped_surrogate
+
+
+def drive(ctrl, series, target):
+    values = []
+    for step, h in enumerate(series, 1):
+        ctrl.update(h, target, step)
+        values.append(ctrl.value)
+    return values
+
+
+def test_factory_builds_every_controller_and_rejects_unknown():
+    for name in CONTROLLERS:
+        ctrl = build_controller(TrainConfig(controller=name))
+        m = ctrl.metrics(0.2, 0.28)
+        assert set(m) == {
+            schema.CONTROLLER_ZETA,
+            schema.CONTROLLER_EPS_LOW,
+            schema.CONTROLLER_EPS_HIGH,
+            schema.CONTROLLER_COEF,
+            schema.CONTROLLER_AT_BOUND,
+        }
+
+
+# --- REPO setpoint law -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,zmin,zmax", [("repo_r", 1e-4, 1.0), ("repo_d", 1e-3, 10.0)])
+def test_repo_low_entropy_doubles_zeta_to_its_bound(name, zmin, zmax):
+    ctrl = build_controller(TrainConfig(controller=name))
+    assert ctrl.value == zmin
+    values = drive(ctrl, [0.1] * 30, target=1.0)
+    assert all(b >= a for a, b in zip(values, values[1:], strict=False))
+    assert values[0] == pytest.approx(2 * zmin) and values[-1] == zmax
+    assert ctrl.at_bound and ctrl.metrics(0.2, 0.2)[schema.CONTROLLER_AT_BOUND] == 1.0
+
+
+def test_repo_high_entropy_flips_sign_and_pushes_down():
+    ctrl = build_controller(TrainConfig(controller="repo_r", zeta_max=0.5))
+    drive(ctrl, [0.1] * 5, target=1.0)  # ζ = 1e-4 * 32
+    values = drive(ctrl, [2.0] * 40, target=1.0)
+    assert values[0] == pytest.approx(1.6e-3)  # halves first
+    assert min(values) == -0.5 and values[-1] == -0.5  # then flips below ζ_min and grows negative
+    first_negative = next(v for v in values if v < 0)
+    assert first_negative == -1e-4
+    assert all(abs(v) <= 0.5 for v in values)
+
+
+def test_setpoint_step_hand_values_and_deadband():
+    assert setpoint_step(0.01, 0.5, 1.0, 1e-4, 1.0, 0.0) == 0.02
+    assert setpoint_step(0.01, 1.5, 1.0, 1e-4, 1.0, 0.0) == 0.005
+    assert setpoint_step(1.5e-4, 1.5, 1.0, 1e-4, 1.0, 0.0) == -1e-4
+    assert setpoint_step(-1.5e-4, 0.5, 1.0, 1e-4, 1.0, 0.0) == 1e-4
+    assert setpoint_step(-0.1, 0.5, 1.0, 1e-4, 1.0, 0.0) == -0.05
+    assert setpoint_step(0.8, 0.5, 1.0, 1e-4, 1.0, 0.0) == 1.0
+    assert setpoint_step(0.3, 0.95, 1.0, 1e-4, 1.0, 0.1) == 0.3  # inside the dead band: held
+
+
+def test_repo_r_advantages_hand_computed():
+    adv = torch.tensor([[1.0, -1.0, 0.0, -0.5]])
+    logp = torch.tensor([[-2.0, -3.0, -1.0, -30.0]])
+    out = repo_r_advantages(adv, logp, zeta=0.5)
+    # 1 - 0.5*1*(-2) = 2;  -1 - 0.5*1*(-3) = 0.5 -> clamped to 0;  0 stays 0;  floor -20: -0.5 + 0.5*0.5*20 = 4.5 -> 0
+    torch.testing.assert_close(out, torch.tensor([[2.0, 0.0, 0.0, 0.0]]))
+    out = repo_r_advantages(adv, logp, zeta=-0.1)
+    # 1 + 0.1*(-2) = 0.8;  -1 + 0.1*(-3) = -1.3;  -0.5 - 0.1*0.5*20 = -1.5
+    torch.testing.assert_close(out, torch.tensor([[0.8, -1.3, 0.0, -1.5]]))
+
+
+def test_repo_d_advantages_hand_computed():
+    adv = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])
+    logp = torch.tensor([[-0.5, -1.5], [-1.0, -3.0]])
+    ent = torch.tensor([[1.0, 1.0], [2.0, 2.0]])
+    mask = torch.ones(2, 2)
+    # mean logp -1.5, mean A 0: cov = (1*1 + 0*1 + 0.5*-1 + -1.5*-1) / 4 = 0.5
+    assert entropy_drift(logp, adv, mask) == pytest.approx(0.5)
+    out = repo_d_advantages(adv, logp, ent, mask, zeta=2.0)  # β = 1; A' = A - (logp + H)
+    torch.testing.assert_close(out, torch.tensor([[0.5, 1.5], [-2.0, 0.0]]))
+
+
+# --- ADAPO ------------------------------------------------------------------------------------------
+
+
+def test_adapo_raises_eps_high_when_entropy_low_and_lowers_when_high():
+    ctrl = build_controller(TrainConfig(controller="adapo", eps_high_max=1.0, eps_high_min=0.1))
+    assert ctrl.value == 0.28
+    up = drive(ctrl, [0.5] * 20, target=1.0)
+    assert all(b >= a for a, b in zip(up, up[1:], strict=False)) and up[-1] == 1.0 and ctrl.at_bound
+    down = drive(ctrl, [1.5] * 40, target=1.0)
+    assert all(b <= a for a, b in zip(down, down[1:], strict=False)) and down[-1] == 0.1
+    assert ctrl.clip_range(0.2, 0.28) == (0.2, 0.1)
+    assert adapo_step(0.28, 0.5, 1.0, 0.5, 0.1, 2.0) == pytest.approx(0.28 * math.exp(0.25))
+    assert adapo_step(0.28, 1.0, 1.0, 0.5, 0.1, 2.0) == pytest.approx(0.28)  # on target: held
+
+
+# --- entropy bonus ------------------------------------------------------------------------------------
+
+
+def test_bonus_coefficient_tracks_sign_of_error_within_bounds():
+    ctrl = build_controller(TrainConfig(controller="entropy_bonus", bonus_coef_max=0.5))
+    up = drive(ctrl, [0.2] * 100, target=1.0)
+    assert all(b >= a for a, b in zip(up, up[1:], strict=False)) and up[-1] == 0.5 and ctrl.at_bound
+    down = drive(ctrl, [3.0] * 200, target=1.0)
+    assert down[-1] == pytest.approx(1e-6) and min(down) >= 1e-6
+    assert bonus_step(0.01, 0.5, 1.0, 0.2, 1.0) == pytest.approx(0.01 * math.exp(0.1))
+    assert ctrl.metrics(0.2, 0.2)[schema.CONTROLLER_COEF] == ctrl.value
+
+
+def test_entropy_bonus_loss_and_gradient_raise_entropy():
+    torch.manual_seed(0)
+    hidden = torch.randn(5, 4, dtype=torch.float32, requires_grad=True)
+    head = torch.nn.Linear(4, 7, bias=False)
+    targets = torch.randint(0, 7, (5,))
+    _, ent = token_logprobs(
+        hidden, head, targets, temperature=1.0, precision="fp32", chunk_size=2, entropy_grad=True
+    )
+    ref = torch.distributions.Categorical(logits=(hidden.double() @ head.weight.double().T)).entropy()
+    torch.testing.assert_close(ent.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+    loss = entropy_bonus_loss(ent[None], torch.ones(1, 5), 0.1, "token-mean")
+    torch.testing.assert_close(loss, -0.1 * ent.mean())
+    loss.backward()
+    (ref_grad,) = torch.autograd.grad(-0.1 * ref.mean(), hidden)
+    torch.testing.assert_close(hidden.grad.double(), ref_grad.double(), rtol=1e-4, atol=1e-6)
+    # Default stays detached.
+    _, ent2 = token_logprobs(hidden, head, targets, temperature=1.0, precision="fp32", chunk_size=2)
+    assert not ent2.requires_grad
+
+
+# --- Clip-Cov / KL-Cov ---------------------------------------------------------------------------------
+
+
+def test_token_cov_and_masks_hand_computed():
+    logp = torch.tensor([[-1.0, -3.0, -2.0, -2.0]])
+    adv = torch.tensor([[2.0, -2.0, 0.0, 0.0]])
+    mask = torch.ones(1, 4)
+    cov = token_cov(logp, adv, mask)  # mean logp -2, mean A 0: (1*2, -1*-2, 0, 0)
+    torch.testing.assert_close(cov, torch.tensor([[2.0, 2.0, 0.0, 0.0]]))
+    g = torch.Generator().manual_seed(0)
+    pick = clip_cov_mask(cov, mask, frac=0.25, lb=1.0, ub=5.0, generator=g)  # int(0.25*4) = 1 of the 2
+    assert pick.sum() == 1 and pick[0, :2].any() and not pick[0, 2:].any()
+    assert (
+        clip_cov_mask(cov, mask, frac=2e-4, lb=1.0, ub=5.0, generator=g).sum() == 0
+    )  # the paper's r, toy batch
+    top = kl_cov_mask(torch.tensor([[0.5, 3.0, -1.0, 2.0]]), mask, frac=0.5)
+    assert top.tolist() == [[False, True, False, True]]
+    new = torch.tensor([[-1.0, -2.5, -2.0, -2.2]], requires_grad=True)
+    loss = kl_cov_loss(new, logp, top, mask, coef=1.0, agg_mode="token-mean")
+    assert float(loss.detach()) == pytest.approx((0.5 + 0.2) / 4)
+
+
+def test_clip_cov_detaches_picked_tokens():
+    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    adv, mask = torch.tensor([[1.0, 1.0]]), torch.ones(1, 2)
+    loss, _ = clipped_surrogate(
+        logp,
+        logp.detach(),
+        adv,
+        mask,
+        eps_low=0.2,
+        eps_high=0.2,
+        agg_mode="token-mean",
+        detach_mask=torch.tensor([[True, False]]),
+    )
+    loss.backward()
+    torch.testing.assert_close(logp.grad, torch.tensor([[0.0, -0.5]]))
+
+
+# --- CE-GPPO ---------------------------------------------------------------------------------------------
+
+
+def test_gradient_preserving_clip_hand_computed():
+    old = torch.zeros(1, 3)
+    # ratios e^0.5 (A>0, above 1.2: high clip), e^-0.5 (A<0, below 0.8: low clip), 1 (unclipped)
+    adv, mask = torch.tensor([[1.0, -1.0, 1.0]]), torch.ones(1, 3)
+
+    def grads(**kw):
+        logp = torch.tensor([[0.5, -0.5, 0.0]], requires_grad=True)
+        loss, m = clipped_surrogate(
+            logp, old, adv, mask, eps_low=0.2, eps_high=0.2, agg_mode="token-mean", **kw
+        )
+        loss.backward()
+        return logp.grad, float(loss), m
+
+    g_ppo, loss_ppo, m = grads()
+    torch.testing.assert_close(g_ppo, torch.tensor([[0.0, 0.0, -1 / 3]]))
+    assert m[schema.CLIP_FRAC_HIGH] == pytest.approx(1 / 3) and m[schema.CLIP_FRAC_LOW] == pytest.approx(
+        1 / 3
+    )
+    g, loss, _ = grads(gp_beta_low=0.5, gp_beta_high=1.0)
+    # high: -β2(1+ε)A/3 = -1.2/3; low: -β1(1-ε)A/3 = +0.4/3
+    torch.testing.assert_close(g, torch.tensor([[-1.2 / 3, 0.4 / 3, -1 / 3]]))
+    # Value: β times the clipped value per token: (-1.2 + 0.5*0.8 - 1) / 3
+    assert loss == pytest.approx((-1.2 + 0.4 - 1.0) / 3)
+    g1, loss1, _ = grads(gp_beta_low=1.0, gp_beta_high=1.0)
+    assert loss1 == pytest.approx(loss_ppo)  # β = 1 keeps PPO's loss value, only the gradient differs
+
+
+def test_ce_gppo_controller_passes_betas():
+    ctrl = build_controller(TrainConfig(controller="ce_gppo", gppo_beta_low=0.25, gppo_beta_high=0.75))
+    kw = ctrl.objective_kwargs(None, None, None, None, None)
+    assert kw == {"gp_beta_low": 0.25, "gp_beta_high": 0.75}
+
+
+# --- state -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(CONTROLLERS))
+def test_state_dict_round_trip(name):
+    cfg = TrainConfig(controller=name)
+    a = build_controller(cfg)
+    drive(a, [0.3, 0.2, 0.1, 0.5], target=1.0)
+    b = build_controller(cfg)
+    b.load_state_dict(a.state_dict())
+    assert b.value == a.value and b.at_bound == a.at_bound
+    assert drive(a, [2.0, 0.1], 1.0) == drive(b, [2.0, 0.1], 1.0)
