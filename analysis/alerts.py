@@ -337,7 +337,7 @@ class DiversityLossRule(_Rule):
     """Fires when diversity/distinct_frac falls below this (None: not checked)."""
     distinct_resolve: float | None = Field(0.2, ge=0, le=1)
     gap_below: float | None = Field(0.05, ge=0, le=1)
-    """Fires when pass@k − pass@1 falls below this (None: not checked)."""
+    """Fires when pass@k − pass@1 falls below this, judged while 0 < pass@k < 1 (None: not checked)."""
     gap_resolve: float | None = Field(0.1, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -362,7 +362,9 @@ class DiversityLossRule(_Rule):
     def read(self, step: int, metrics: Metrics, h0: Metrics, memory: dict) -> Reading | None:
         p1, pk = _finite(metrics, PASS_AT_1), _finite(metrics, PASS_AT_K)
         now = {"distinct_frac": _finite(metrics, DIVERSITY_DISTINCT_FRAC)}
-        now["pass_gap"] = pk - p1 if p1 is not None and pk is not None else None
+        # The gap says nothing when no group solves the task (pass@k 0) or every group does (pass@k 1).
+        judged = p1 is not None and pk is not None and 0 < pk < 1
+        now["pass_gap"] = pk - p1 if judged else None
         seen = {name: (now[name], lo, hi) for name, lo, hi in self._checks() if now[name] is not None}
         if not seen:
             return None

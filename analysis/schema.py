@@ -70,6 +70,7 @@ EVENT_KINDS = (
     "alert_resolved",
     "checkpoint",
     "resumed",
+    "stopped",
     "error",
 )
 SEVERITIES = ("info", "warning", "critical")

@@ -173,6 +173,9 @@ def test_diversity_loss_on_distinct_frac_or_closing_pass_gap():
     assert run(r, distinct) == [("v", FIRED, 3), ("v", RESOLVED, 4)]
     gap = {PASS_AT_1: [0.2, 0.6, 0.6, 0.6, 0.3], PASS_AT_K: [0.6, 0.62, 0.62, 0.62, 0.62]}
     assert run(r, gap) == [("v", FIRED, 3), ("v", RESOLVED, 5)]
+    # A task nobody solves, or everybody does, has no gap to close: not a diversity signal.
+    extremes = {PASS_AT_1: [0.0] * 4 + [1.0] * 4, PASS_AT_K: [0.0] * 4 + [1.0] * 4}
+    assert run(r, extremes) == []
 
 
 def test_controller_pinned_needs_n_consecutive_steps():

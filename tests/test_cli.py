@@ -8,7 +8,7 @@ import pytest
 
 from trainer.cli import main
 
-COMMANDS = ["train", "demo", "runs", "export"]
+COMMANDS = ["train", "demo", "runs", "control", "watch", "dashboard", "export"]
 
 
 def entropyscope(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -35,6 +35,10 @@ def test_help(command, capsys):
         (["train", "missing.yaml"], "does not exist"),
         (["train", "--resume"], "--run-id"),
         (["export", "nope", "--to", "x.duckdb"], "nope"),
+        (["train", "--set", "alerts=/no/rules.yaml"], "cannot read rules file /no/rules.yaml"),
+        (["watch", "--rules", "/no/rules.yaml"], "no run store"),
+        (["dashboard", "--port", "0"], "no run store"),
+        (["control", "nope", "--set", "lr=0.1"], "no run 'nope'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):

@@ -1,9 +1,12 @@
-"""`entropyscope` command line: train, demo, runs, export. Each command is a thin call into the library.
+"""`entropyscope` command line: train, demo, runs, control, watch, dashboard, export. Each command is a thin
+call into the library.
 
 Bad input (config, flags, paths) prints one line `entropyscope: error: ...` and exits with code 2.
 """
 
 import argparse
+import shutil
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +15,7 @@ from analysis.errors import UsageError
 
 DEFAULT_STORE = "runs"
 DEMO_OVERRIDES = ["checkpoint_every=0"]
+SAMPLE_RUNS = Path(__file__).resolve().parents[1] / "sample_runs"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -25,16 +29,60 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def copy_sample_runs(store: Path) -> list[str]:
+    """Copy the committed sample runs into `store` (skipping ones already there), so the dashboard has
+    runs to compare the live one with."""
+    if not SAMPLE_RUNS.is_dir():
+        return []
+    copied = []
+    for run in sorted(d for d in SAMPLE_RUNS.iterdir() if (d / "run.json").is_file()):
+        if not (store / run.name).exists():
+            shutil.copytree(run, store / run.name)
+            copied.append(run.name)
+    return copied
+
+
+def check_port(host: str, port: int) -> None:
+    """UsageError unless `port` is free on `host`: Streamlit would otherwise quietly pick another one."""
+    if not 0 < port < 65536:
+        raise UsageError(f"--port {port} is not a TCP port; pass a number from 1 to 65535")
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise UsageError(f"port {port} on {host} is in use; pass a free one with --port N") from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
+    from app import serve
     from trainer.config import load_config
     from trainer.loop import train
 
     cfg = load_config(None, [*DEMO_OVERRIDES, f"steps={args.steps}"])
-    print(f"demo: GRPO on {cfg.task} with {cfg.model}, {cfg.steps} steps, CPU-friendly; store {args.store}")
-    summary = train(cfg, Path(args.store))
-    print("\n".join(summary.lines()))
-    print(f"inspect it: entropyscope runs --store {args.store}")
-    return 0
+    store = Path(args.store)
+    server = None
+    if not args.no_serve:
+        check_port(args.host, args.port)
+        store.mkdir(parents=True, exist_ok=True)
+        copy_sample_runs(store)
+        server = serve.start(str(store), args.host, args.port)
+        print(f"dashboard: http://{args.host}:{args.port} (the live run appears under Runs)")
+    print(f"demo: GRPO on {cfg.task} with {cfg.model}, {cfg.steps} steps, CPU-friendly; store {store}")
+    try:
+        summary = train(cfg, store)
+        print("\n".join(summary.lines()))
+        print(f"inspect it: entropyscope runs --store {store}")
+        if server is None:
+            return 0
+        print(f"dashboard still serving at http://{args.host}:{args.port}; Ctrl-C stops it")
+        try:
+            return server.wait()
+        except KeyboardInterrupt:
+            return 0
+    finally:
+        if server is not None and server.poll() is None:
+            server.terminate()
+            server.wait(timeout=10)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -89,12 +137,36 @@ def cmd_control(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from analysis.watch import watch
+
+    return watch(
+        args.store, once=args.once, webhook=args.webhook, rules_path=args.rules, interval_s=args.interval
+    )
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from app import serve
+
+    if not Path(args.store).is_dir():
+        raise UsageError(
+            f"no run store at {args.store!r}; pass --store DIR (train a run first, or sample_runs)"
+        )
+    check_port(args.host, args.port)
+    return serve.serve(args.store, args.host, args.port)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from analysis.export import export_run
 
     path = export_run(args.store, args.run_id, args.to)
     print(f"wrote {path}")
     return 0
+
+
+def add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
+    p.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
         "entropyscope demo --steps 60",
     )
     p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    p.add_argument("--no-serve", action="store_true", help="train only; do not start the dashboard")
+    add_server_flags(p)
 
     add("runs", cmd_runs, "table of runs with status and last entropy", "entropyscope runs --store runs")
 
@@ -148,6 +222,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a live-tunable key")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the ack (default 60)")
+
+    p = add(
+        "watch",
+        cmd_watch,
+        "evaluate alert rules over every run in the store; print transitions, POST them to a webhook",
+        "entropyscope watch --store runs --once --webhook http://127.0.0.1:9000/hook",
+    )
+    p.add_argument("--once", action="store_true", help="one cycle, then exit 1 while a critical alert fires")
+    p.add_argument("--webhook", help="URL that gets a JSON POST per transition (Slack-compatible `text`)")
+    p.add_argument("--rules", help="alert rules YAML (default: analysis/default_alerts.yaml)")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between cycles (default 30)")
+
+    p = add(
+        "dashboard",
+        cmd_dashboard,
+        "serve the Streamlit dashboard over a run store on 127.0.0.1",
+        "entropyscope dashboard --store sample_runs --port 8501",
+    )
+    add_server_flags(p)
 
     p = add(
         "export",

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from analysis.errors import UsageError
 
@@ -92,6 +92,8 @@ class TrainConfig(BaseModel):
     """Save a checkpoint every N steps (and at the end); 0 saves only at the end."""
     mlflow: str = ""
     """MLflow tracking URI (e.g. `sqlite:///mlflow.db`); empty disables MLflow."""
+    alerts: str = "default"
+    """Alert rules evaluated live each step: `default` (analysis/default_alerts.yaml), a YAML file, or `off`."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto` picks CUDA when available."""
     warmup_steps: int = Field(default=300, ge=0)
@@ -106,6 +108,12 @@ class TrainConfig(BaseModel):
     """Tokens per chunk in the full-vocabulary entropy pass (memory O(chunk x vocab))."""
     hist_bins: int = Field(default=30, ge=2)
     """Bins of the per-step entropy histogram."""
+
+    @field_validator("alerts", mode="before")
+    @classmethod
+    def _alerts_switch(cls, v: Any) -> Any:
+        # YAML reads `alerts: off` (and --set alerts=off) as the boolean false.
+        return {False: "off", True: "default"}.get(v, v) if isinstance(v, bool) else v
 
     @model_validator(mode="after")
     def _resolve_eps_high(self) -> "TrainConfig":

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from analysis import schema
+from analysis.alerts import AlertEngine, load_rules
 from analysis.control import APPLIED, REJECTED, ControlError, ControlFile, ControlWatcher
 from analysis.errors import UsageError
 from analysis.metrics import group_metrics
@@ -53,14 +54,19 @@ class RunSummary:
     reward_first: float
     reward_last: float
     pass_at_k: float
+    alerts: tuple[str, ...] = ()
+    """Alerts firing when the run ended, as `rule [severity]`."""
 
     def lines(self) -> list[str]:
         change = 100 * (self.entropy / self.h0 - 1) if self.h0 else float("nan")
-        return [
+        out = [
             f"run {self.run_id}: {self.steps} steps, store {self.run_dir}",
             f"entropy {self.h0:.3f} -> {self.entropy:.3f} nats ({change:+.0f}% vs H0)",
             f"reward {self.reward_first:.3f} -> {self.reward_last:.3f}, pass@k {self.pass_at_k:.3f}",
         ]
+        if self.alerts:
+            out.append(f"alerts firing at the end: {', '.join(self.alerts)}")
+        return out
 
 
 def pick_device(name: str) -> torch.device:
@@ -157,6 +163,27 @@ def poll_control(writer: RunWriter, p: "Policy", watcher: ControlWatcher, step: 
         f"control v{doc.version} applied from step {step + 1}: {diff}",
         payload={"version": doc.version, "old": old, "new": new},
     )
+
+
+def build_alerts(cfg: TrainConfig) -> AlertEngine | None:
+    """The live alert engine for `cfg.alerts`, or None when off."""
+    if cfg.alerts == "off":
+        return None
+    return AlertEngine(load_rules(None if cfg.alerts == "default" else cfg.alerts))
+
+
+def check_alerts(writer: RunWriter, engine: AlertEngine, step: int, metrics: dict, say) -> bool:
+    """Judge the rules on one step: record and print each transition; True when the rules stop the run."""
+    for t in engine.observe(step, metrics):
+        writer.log_event(t.step, t.kind, t.message, severity=t.severity, payload=t.payload)
+        say(f"alert: {t.line()}")
+    if not engine.should_stop:
+        return False
+    firing = ", ".join(a.rule for a in engine.active if a.severity == "critical")
+    message = f"stopped at step {step}: critical alert firing ({firing}) and the rules say on_critical: stop"
+    writer.log_event(step, "stopped", message, severity="critical", payload={"alerts": firing})
+    say(message)
+    return True
 
 
 def old_logprobs(model, rollout: Rollout, splits, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -356,6 +383,7 @@ def train(
     run_id = run_id or f"{cfg.algo}-{cfg.controller}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     run_dir = Path(store) / run_id
     device = pick_device(cfg.device)
+    alerts = build_alerts(cfg)  # a bad rules file fails here, before the model is built
     ckpt = latest_checkpoint(run_dir) if resume else None
     state = load_trainer_state(ckpt) if ckpt else {}
     model, tokenizer, task = build_policy(cfg, device, start_from=ckpt)
@@ -374,6 +402,8 @@ def train(
             group["lr"] = cfg.lr
     p = Policy(cfg, model, tokenizer, task, optimizer, device, engine, controller, h0=state.get("h0"))
     p.overrides = dict(state.get("overrides") or {})
+    if state.get("alerts") and alerts is not None:
+        alerts.load_state_dict(state["alerts"])
     start = state.get("step", 0)
     config = cfg.model_dump()
     writer = RunWriter(store, run_id, config, resume=resume)
@@ -383,6 +413,7 @@ def train(
 
         sink = MlflowSink(cfg.mlflow, run_id, config)
     history: list[dict[str, float]] = []
+    stopped = False
     bar = tqdm(range(start + 1, cfg.steps + 1), desc=run_id, disable=not progress, dynamic_ncols=True)
     try:
         with writer:
@@ -396,11 +427,16 @@ def train(
                 if sink:
                     sink.log(step, res.metrics)
                 history.append(res.metrics)
+                stopped = alerts is not None and check_alerts(writer, alerts, step, res.metrics, bar.write)
                 bar.set_postfix(
                     reward=f"{res.metrics[schema.REWARD_MEAN]:.2f}",
                     entropy=f"{res.metrics[schema.ENTROPY_MEAN]:.3f}",
                 )
-                if step == cfg.steps or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0):
+                if (
+                    stopped
+                    or step == cfg.steps
+                    or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
+                ):
                     state = {
                         "optimizer": optimizer.state_dict(),
                         "h0": p.h0,
@@ -408,17 +444,26 @@ def train(
                         "controller": p.controller.state_dict(),
                         "control": watcher.state_dict(),
                         "overrides": p.overrides,
+                        "alerts": alerts.state_dict() if alerts is not None else None,
                     }
                     path = save_checkpoint(run_dir, step, model, tokenizer, state)
                     writer.log_event(step, "checkpoint", f"saved {path.name}", payload={"path": str(path)})
+                if stopped:
+                    break
     finally:
         if sink:
-            sink.close("finished" if len(history) == cfg.steps - start else "failed")
-    return summarize(run_id, run_dir, cfg.steps, p.h0, history)
+            sink.close("finished" if stopped or len(history) == cfg.steps - start else "failed")
+    firing = tuple(f"{a.rule} [{a.severity}]" for a in alerts.active) if alerts is not None else ()
+    return summarize(run_id, run_dir, start + len(history), p.h0, history, firing)
 
 
 def summarize(
-    run_id: str, run_dir: Path, steps: int, h0: float | None, history: list[dict[str, float]]
+    run_id: str,
+    run_dir: Path,
+    steps: int,
+    h0: float | None,
+    history: list[dict[str, float]],
+    alerts: tuple[str, ...] = (),
 ) -> RunSummary:
     """First and last tenth of the run, averaged, so one noisy step does not decide the headline."""
     if not history:
@@ -438,4 +483,5 @@ def summarize(
         reward_first=avg(history[:n], schema.REWARD_MEAN),
         reward_last=avg(history[-n:], schema.REWARD_MEAN),
         pass_at_k=avg(history[-n:], schema.PASS_AT_K),
+        alerts=alerts,
     )
