@@ -1,12 +1,17 @@
 """The console script: help on every command, one-line errors with exit code 2, a real train + runs + export."""
 
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import duckdb
 import pytest
 
-from trainer.cli import main
+from analysis.store_reader import StoreReader
+from app.serve import wait_ready
+from trainer.cli import SAMPLE_RUNS, main
 
 COMMANDS = ["train", "demo", "runs", "control", "watch", "dashboard", "export"]
 
@@ -66,3 +71,44 @@ def test_train_runs_export_round_trip(tmp_path, tiny_overrides):
     assert entropyscope("export", "cli", "--to", str(out), "--store", store).returncode == 0
     con = duckdb.connect(str(out), read_only=True)
     assert con.execute("select count(distinct step) from steps").fetchone()[0] == 3
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_demo_serves_the_dashboard_over_sample_runs_and_the_live_run(tmp_path):
+    store, port, log = tmp_path / "store", free_port(), tmp_path / "demo.out"
+    args = [
+        sys.executable,
+        "-m",
+        "trainer.cli",
+        "demo",
+        "--steps",
+        "3",
+        "--store",
+        str(store),
+        "--port",
+        str(port),
+    ]
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while "still serving" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert f"http://127.0.0.1:{port}" in log.read_text()
+        wait_ready(f"http://127.0.0.1:{port}", timeout=60)
+        runs = StoreReader(store).runs().set_index("run_id")["status"]
+        samples = {d.name for d in SAMPLE_RUNS.iterdir() if (d / "run.json").is_file()}
+        assert samples < set(runs.index) and (runs == "finished").all() and len(runs) == len(samples) + 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        with pytest.raises(TimeoutError):
+            wait_ready(f"http://127.0.0.1:{port}", timeout=1)  # the server went with it
+    finally:
+        proc.kill()

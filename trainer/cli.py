@@ -65,7 +65,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         check_port(args.host, args.port)
         store.mkdir(parents=True, exist_ok=True)
         copy_sample_runs(store)
-        server = serve.start(str(store), args.host, args.port)
+        # The server's own chatter would tear the progress bar; it goes to a log in the store instead.
+        log = (store / "dashboard.log").open("ab")
+        server = serve.start(str(store), args.host, args.port, stdout=log, stderr=log)
         print(f"dashboard: http://{args.host}:{args.port} (the live run appears under Runs)")
     print(f"demo: GRPO on {cfg.task} with {cfg.model}, {cfg.steps} steps, CPU-friendly; store {store}")
     try:
