@@ -1,4 +1,5 @@
-"""Queries the dashboard needs beyond StoreReader's: change fingerprints, x axes, ΔH pairs, forking tokens.
+"""Queries the dashboard needs beyond StoreReader's: change fingerprints, x axes, ΔH pairs, forking tokens,
+latest values, the control history and settings in force, alert episodes.
 
 Torch-free and Streamlit-free, so they are tested like the rest of analysis/. Every function takes a
 StoreReader (which the caller opens for one load and closes) and returns a fresh DataFrame or value.
@@ -13,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.alerts import FIRED, RESOLVED
+from analysis.control import APPLIED, LIVE_KEYS, REJECTED, control_path
 from analysis.schema import ENTROPY_MEAN, ENTROPY_PRED_DELTA, RESPONSE_LEN_MEAN
 from analysis.store_reader import StoreReader
 from analysis.store_writer import RUN_JSON
@@ -226,3 +229,107 @@ def decode_tokens(store: str | Path, run_id: str, token_ids: Sequence[int]) -> t
         except Exception:  # a damaged or foreign tokenizer file must not break the page
             pass
     return {i: f"⟨{i}⟩" for i in ids}, False
+
+
+_LATEST_SQL = """
+SELECT "key", max(step) AS step, arg_max("value", step) AS "value" FROM steps
+WHERE list_contains(?::VARCHAR[], "key") AND isfinite("value") GROUP BY "key"
+"""
+
+
+def latest_values(reader: StoreReader, run_id: str, keys: Sequence[str]) -> dict[str, tuple[int, float]]:
+    """key -> (step, value) of the last finite value logged of each key (keys never logged are left out)."""
+    df = _query(reader, _LATEST_SQL, [list(keys)], ["steps"], [run_id])
+    return {str(k): (int(s), float(v)) for k, s, v in zip(df["key"], df["step"], df["value"], strict=True)}
+
+
+def _payload(text: object) -> dict[str, Any]:
+    try:
+        payload = json.loads(text) if isinstance(text, str) else {}
+    except ValueError:
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def control_history(reader: StoreReader, run_id: str) -> pd.DataFrame:
+    """The run's control acknowledgements, oldest first: step, wall_time, kind (control_applied or
+    control_rejected), version (None when the trainer could not read one), old and new (dicts, applied
+    only), reason (rejected only), message."""
+    ev = reader.events(run_id, kinds=[APPLIED, REJECTED])
+    rows = []
+    for step, wall, kind, message, text in zip(
+        ev["step"], ev["wall_time"], ev["kind"], ev["message"], ev["payload"], strict=True
+    ):
+        p = _payload(text)
+        version = p.get("version")
+        rows.append({
+            "step": int(step), "wall_time": float(wall), "kind": kind,
+            "version": version if isinstance(version, int) and not isinstance(version, bool) else None,
+            "old": p.get("old") if isinstance(p.get("old"), dict) else {},
+            "new": p.get("new") if isinstance(p.get("new"), dict) else {},
+            "reason": p.get("reason") or "", "message": message,
+        })  # fmt: skip
+    columns = ["step", "wall_time", "kind", "version", "old", "new", "reason", "message"]
+    df = pd.DataFrame(rows, columns=columns)
+    # object, not float: versions are ints, and an unreadable one stays None rather than NaN
+    df["version"] = pd.Series([r["version"] for r in rows], index=df.index, dtype=object)
+    return df
+
+
+def settings_in_force(config: dict[str, Any], history: pd.DataFrame) -> dict[str, Any]:
+    """The live-tunable keys as the trainer holds them now: the run's config, then each applied change."""
+    current = {key: config.get(key) for key in LIVE_KEYS}
+    for kind, new in zip(history["kind"], history["new"], strict=True):
+        if kind == APPLIED:
+            current.update({k: v for k, v in new.items() if k in current})
+    return current
+
+
+def control_request(store: str | Path, run_id: str) -> dict[str, Any] | None:
+    """The run's control.json as written (version, settings, written_at); None when absent or unreadable."""
+    try:
+        doc = json.loads(control_path(Path(store) / run_id).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) and isinstance(doc.get("version"), int) else None
+
+
+EPISODE_COLUMNS = ("run_id", "rule", "rule_kind", "severity", "state", "fired_step", "resolved_step",
+                   "fired_at", "resolved_at", "message")  # fmt: skip
+
+
+def alert_episodes(reader: StoreReader) -> pd.DataFrame:
+    """One row per alert episode of every run, from its alert_fired / alert_resolved events.
+
+    state is `active` until the rule's next `alert_resolved`; a resolution whose firing predates the
+    recorded events (a watch that first saw the run mid-episode) gives a resolved episode with no fired
+    step. message is the latest event's. Ordered active first, then newest first.
+    """
+    ev = reader.events(kinds=[FIRED, RESOLVED]).sort_values(["wall_time", "step"], kind="stable")
+    open_: dict[tuple[str, str], dict[str, Any]] = {}
+    done: list[dict[str, Any]] = []
+    for run_id, step, wall, kind, severity, message, text in zip(
+        ev["run_id"], ev["step"], ev["wall_time"], ev["kind"], ev["severity"], ev["message"], ev["payload"],
+        strict=True,
+    ):  # fmt: skip
+        p = _payload(text)
+        rule = str(p.get("rule") or message)  # the rule names an episode; an unnamed alert, its message
+        key = (str(run_id), rule)
+        if kind == FIRED:
+            if key in open_:  # fired twice without a resolution in between: the first episode stays open
+                continue
+            open_[key] = {"run_id": key[0], "rule": rule, "rule_kind": p.get("rule_kind"), "severity": severity,
+                          "state": "active", "fired_step": int(step), "resolved_step": None,
+                          "fired_at": float(wall), "resolved_at": None, "message": message}  # fmt: skip
+            continue
+        episode = open_.pop(key, None) or {
+            "run_id": key[0], "rule": rule, "rule_kind": p.get("rule_kind"), "severity": severity,
+            "fired_step": None, "fired_at": None,
+        }  # fmt: skip
+        done.append(episode | {"state": "resolved", "resolved_step": int(step), "resolved_at": float(wall),
+                               "message": message})  # fmt: skip
+    df = pd.DataFrame([*open_.values(), *done], columns=list(EPISODE_COLUMNS))
+    df = df.astype({"fired_step": "Int64", "resolved_step": "Int64", "fired_at": "float64",
+                    "resolved_at": "float64"})  # fmt: skip
+    order = df.assign(_active=df["state"] == "active", _t=df["resolved_at"].fillna(df["fired_at"]))
+    return df.loc[order.sort_values(["_active", "_t"], ascending=False).index].reset_index(drop=True)

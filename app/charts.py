@@ -13,9 +13,28 @@ from plotly.colors import hex_to_rgb, qualitative
 from plotly.subplots import make_subplots
 
 from analysis.metrics import ema
+from analysis.schema import (
+    CONTROLLER_AT_BOUND,
+    CONTROLLER_COEF,
+    CONTROLLER_EPS_HIGH,
+    CONTROLLER_ZETA,
+    ENTROPY_MEAN,
+    ENTROPY_TARGET,
+)
 
 HEIGHT = 330
 PALETTE = qualitative.Plotly + qualitative.D3
+# Which controller parameter to draw against the entropy target; others fall back to the first that moves.
+CONTROLLER_PARAM = {
+    "repo_r": CONTROLLER_ZETA,
+    "repo_d": CONTROLLER_ZETA,
+    "adapo": CONTROLLER_EPS_HIGH,
+    "entropy_bonus": CONTROLLER_COEF,
+    "clip_cov": CONTROLLER_COEF,
+    "kl_cov": CONTROLLER_COEF,
+}
+PARAM_KEYS = (CONTROLLER_ZETA, CONTROLLER_EPS_HIGH, CONTROLLER_COEF)
+CONTROLLER_KEYS = (ENTROPY_TARGET, *PARAM_KEYS, CONTROLLER_AT_BOUND)  # control_figure's, besides H
 SEVERITY_COLORS = {"info": "#1f77b4", "warning": "#ff7f0e", "critical": "#d62728"}
 # Modebar: keep Plotly's own "download as PNG" (kaleido is not needed for it), drop the logo.
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -124,6 +143,32 @@ def lines_figure(w: pd.DataFrame, series: Sequence[tuple[str, str]], title: str,
     return fig
 
 
+def controller_param(w: pd.DataFrame, controller: object) -> str | None:
+    """The controller's parameter; for another controller the first that moves, None when none does
+    (a constant ε_high on its own axis would only add noise)."""
+    key = CONTROLLER_PARAM.get(str(controller))
+    if key:
+        return key
+    moving = [p for p in PARAM_KEYS if p in w and w[p].dropna().nunique() > 1]
+    return moving[0] if moving else None
+
+
+def control_figure(w: pd.DataFrame, controller: object) -> go.Figure | None:
+    """Target vs measured entropy, the controller's parameter on the right axis, × where it is pinned."""
+    param = controller_param(w, controller)
+    fig = lines_figure(
+        w, [(ENTROPY_MEAN, "measured H"), (ENTROPY_TARGET, "target")],
+        f"Target vs measured entropy · controller {controller}", "control",
+        secondary=[(param, param)] if param else [], y_title="nats", y2_title=param,
+    )  # fmt: skip
+    if fig is not None and param and _finite(w, param) and CONTROLLER_AT_BOUND in w:  # the right axis exists
+        pinned = w[w[CONTROLLER_AT_BOUND] > 0]
+        if not pinned.empty:
+            fig.add_trace(go.Scatter(x=pinned.index, y=pinned[param], mode="markers", name="at bound",
+                                     marker={"symbol": "x", "size": 8, "color": "#d62728"}), secondary_y=True)  # fmt: skip
+    return fig
+
+
 def entropy_figure(w: pd.DataFrame, keys: dict[str, str], h0: float | None) -> go.Figure | None:
     """Mean entropy with its p10–p90 band across tokens, the median, and H0 as a reference line.
 
@@ -136,7 +181,7 @@ def entropy_figure(w: pd.DataFrame, keys: dict[str, str], h0: float | None) -> g
         band = {"x": w.index, "mode": "lines", "line": {"width": 0}, "showlegend": False, "hoverinfo": "skip"}
         fig.add_trace(go.Scatter(y=w[keys["p90"]], name="p90", **band))
         fig.add_trace(go.Scatter(y=w[keys["p10"]], name="p10–p90", fill="tonexty",
-                                 fillcolor=rgba(PALETTE[0], 0.18), **band))  # fmt: skip
+                                 fillcolor=rgba(PALETTE[0], 0.18), **{**band, "showlegend": True}))  # fmt: skip
     if _finite(w, keys["p50"]):
         fig.add_trace(go.Scatter(x=w.index, y=w[keys["p50"]], mode="lines", name="median",
                                  line={"dash": "dot", "color": PALETTE[0], "width": 1}))  # fmt: skip

@@ -100,6 +100,32 @@ def events(store: str, run_id: str, version: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def latest_values(
+    store: str, run_id: str, keys: tuple[str, ...], version: str
+) -> dict[str, tuple[int, float]]:
+    """key -> (step, value) of each key's last finite value."""
+    with _reader(store) as r:
+        return dq.latest_values(r, run_id, keys)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def control_history(store: str, run_id: str, version: str) -> pd.DataFrame:
+    with _reader(store) as r:
+        return dq.control_history(r, run_id)
+
+
+def control_request(store: str, run_id: str) -> dict[str, Any] | None:
+    """The run's control.json; not cached: one small file, read on every refresh of the Control page."""
+    return dq.control_request(store, run_id)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=8, show_spinner=False)
+def alert_episodes(store: str, version: str) -> pd.DataFrame:
+    with _reader(store) as r:
+        return dq.alert_episodes(r)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
 def delta_pairs(store: str, run_id: str, version: str) -> pd.DataFrame:
     with _reader(store) as r:
         return dq.entropy_delta_pairs(r, run_id)

@@ -22,6 +22,8 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("compare", "Compare", ":material/stacked_line_chart:", "compare"),
     PageSpec("run_detail", "Run detail", ":material/monitoring:", "run"),
     PageSpec("token_inspector", "Token inspector", ":material/text_fields:", "tokens"),
+    PageSpec("control", "Control", ":material/tune:", "control"),
+    PageSpec("alerts", "Alerts", ":material/notifications:", "alerts"),
 )
 
 

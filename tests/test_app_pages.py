@@ -1,4 +1,5 @@
-"""AppTest of every dashboard page over sample_runs/, an empty store, a failed run and a truncated segment.
+"""AppTest of every dashboard page over sample_runs/, an empty store, a failed run and a truncated segment;
+the Control page over a run that is still open (status running), the Alerts page over recorded alerts.
 
 Pages run in-process (streamlit.testing.v1.AppTest), so these are fast and need no browser; the real
 browser checks are in test_browser.py.
@@ -7,20 +8,31 @@ browser checks are in test_browser.py.
 import base64
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from analysis.schema import CLIP_FRAC, ENTROPY_MEAN, ENTROPY_P10, ENTROPY_P90, REWARD_MEAN
+from analysis.control import APPLIED, REJECTED, read_version, write_control
+from analysis.schema import (
+    CLIP_FRAC,
+    CONTROLLER_AT_BOUND,
+    CONTROLLER_ZETA,
+    ENTROPY_MEAN,
+    ENTROPY_P10,
+    ENTROPY_P90,
+    ENTROPY_TARGET,
+    REWARD_MEAN,
+)
 from analysis.store_writer import RunWriter
 from app.store import STORE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / "app" / "main.py")
 SAMPLE_RUNS = ROOT / "sample_runs"
-PAGES = ("runs", "compare", "run_detail", "token_inspector")
+PAGES = ("runs", "compare", "run_detail", "token_inspector", "control", "alerts")
 TIMEOUT_S = 60
 
 
@@ -175,7 +187,7 @@ def test_no_page_shows_a_traceback(
 ) -> None:
     store = STORES[kind](tmp_path)
     runs = sorted(p.name for p in store.iterdir()) if store.is_dir() else []
-    params = {"runs": runs} if page == "compare" and runs else {}
+    params = {"runs": runs} if page in ("compare", "alerts") and runs else {}
     at = open_page(store, page, monkeypatch, **params)
     assert_clean(at)
     assert at.title, "page did not render"
@@ -201,3 +213,151 @@ def test_failed_run_is_shown_failed_with_its_error(tmp_path: Path, monkeypatch: 
     at = open_page(store, "run_detail", monkeypatch)
     events = next(f for f in figures(at) if f["layout"]["meta"]["panel"] == "events")
     assert events["data"][0]["y"] == ["error"]
+
+
+# ---- Control -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_run(tmp_path: Path) -> Iterator[tuple[Path, RunWriter]]:
+    """A repo_r run left open (status running) with 3 steps, one applied and one rejected control change."""
+    store = tmp_path / "store"
+    config = {"controller": "repo_r", "lr": 0.001, "target_entropy": None, "eps_low": 0.2, "zeta_max": None}
+    with RunWriter(store, "open", config) as w:
+        for s in (1, 2, 3):
+            w.log_scalars(s, {ENTROPY_MEAN: 1.0 - 0.1 * s, ENTROPY_TARGET: 0.9, CONTROLLER_ZETA: 0.01 * s,
+                              CONTROLLER_AT_BOUND: float(s == 3)})  # fmt: skip
+        w.flush()
+        run_dir = store / "open"
+        write_control(run_dir, {"lr": 5e-4})
+        w.log_event(2, APPLIED, "control v1 applied", payload={"version": 1, "old": {"lr": 0.001},
+                                                                "new": {"lr": 5e-4}})  # fmt: skip
+        write_control(run_dir, {"eps_low": 0.9})
+        w.log_event(3, REJECTED, "control rejected", severity="warning",
+                    payload={"version": 2, "reason": "eps_low 0.9 exceeds eps_high"})  # fmt: skip
+        yield store, w
+
+
+def text_box(at: AppTest, label: str):  # noqa: ANN201 - AppTest's element type is private
+    return next(t for t in at.text_input if t.label == label)
+
+
+def apply_button(at: AppTest):  # noqa: ANN201
+    return next(b for b in at.button if b.label == "Apply")
+
+
+def test_control_shows_state_history_and_settings_in_force(
+    open_run: tuple[Path, RunWriter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = open_run
+    at = open_page(store, "control", monkeypatch, run="open")
+    assert_clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["entropy"] == "0.700" and metrics["ζ"] == "0.03" and metrics["at a bound"] == "yes"
+    assert at.error and "Version 2 rejected at step 3: eps_low 0.9 exceeds eps_high" in at.error[0].value
+    history = at.dataframe[0].value
+    assert history["version"].tolist() == [2, 1] and history["result"].tolist() == ["rejected", "applied"]
+    assert history["change"].tolist()[1] == "lr 0.001 → 0.0005"
+    assert text_box(at, "learning rate").value == "0.0005"  # the applied change, not the config's 0.001
+    assert text_box(at, "ζ max").value == ""  # None in the config: the trainer's own default
+    assert not apply_button(at).disabled
+    panels = [json.loads(el.proto.spec)["layout"]["meta"]["panel"] for el in at.get("plotly_chart")]
+    assert panels == ["control"]
+
+
+def test_control_apply_sends_only_changed_keys(
+    open_run: tuple[Path, RunWriter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = open_run
+    at = open_page(store, "control", monkeypatch, run="open")
+    text_box(at, "learning rate").input("5e-4")  # the value in force, written differently: not a change
+    text_box(at, "target entropy (nats)").input("0.8")
+    text_box(at, "ζ max").input("0.5")
+    apply_button(at).click().run()
+    assert_clean(at)
+    doc = json.loads((store / "open" / "control.json").read_text())
+    assert doc["version"] == 3 and doc["settings"] == {"target_entropy": 0.8, "zeta_max": 0.5}
+    assert at.info and at.info[0].value.startswith("Version 3 pending (target_entropy=0.8, zeta_max=0.5)")
+
+
+def test_control_rejects_bad_input_in_one_line(
+    open_run: tuple[Path, RunWriter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = open_run
+    at = open_page(store, "control", monkeypatch, run="open")
+    apply_button(at).click().run()
+    assert [i.value for i in at.info] == ["Nothing changed: edit a value, then Apply."]
+    text_box(at, "ε low").input("1.5")
+    apply_button(at).click().run()
+    assert_clean(at)
+    (message,) = [e.value for e in at.error if e.value.startswith("Not sent")]
+    assert "eps_low" in message and "\n" not in message
+    assert read_version(store / "open") == 2  # nothing written
+
+
+def test_control_of_a_finished_run_is_read_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_page(SAMPLE_RUNS, "control", monkeypatch, run="grpo-bf16")
+    assert_clean(at)
+    assert "only running runs can be tuned" in at.info[0].value
+    assert apply_button(at).disabled and all(t.disabled for t in at.text_input)
+    assert {m.label: m.value for m in at.metric}["entropy"] == "0.286"  # the runs table's last entropy
+
+
+def test_control_lists_running_runs_first(
+    open_run: tuple[Path, RunWriter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = open_run
+    with RunWriter(store, "zz-newer-finished", {}) as w:
+        w.log_scalars(1, {ENTROPY_MEAN: 1.0})
+    at = open_page(store, "control", monkeypatch)
+    assert at.selectbox(key="run").options == ["open", "zz-newer-finished"]
+    assert at.selectbox(key="run").value == "open"
+
+
+# ---- Alerts ------------------------------------------------------------------------------------------------
+
+
+def test_alerts_lists_active_and_resolved_by_severity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    with RunWriter(store, "a", {}) as w:
+        w.log_event(5, "alert_fired", "collapse firing", severity="critical", payload={"rule": "collapse"})
+        w.log_event(6, "alert_fired", "clip firing", severity="warning", payload={"rule": "clip_spike"})
+        w.log_event(9, "alert_resolved", "clip resolved", severity="warning", payload={"rule": "clip_spike"})
+    at = open_page(store, "alerts", monkeypatch)
+    assert_clean(at)
+    assert {m.label: m.value for m in at.metric} == {
+        "active critical": "1",
+        "active warning": "0",
+        "resolved": "1",
+    }
+    active, resolved = (d.value for d in at.dataframe)
+    assert active[["rule", "fired_step"]].values.tolist() == [["collapse", 5]]
+    assert resolved[["rule", "fired_step", "resolved_step", "message"]].values.tolist() == [
+        ["clip_spike", 6, 9, "clip resolved"]
+    ]
+    at = open_page(store, "alerts", monkeypatch, severity="warning")
+    assert [m.value for m in at.metric] == ["0", "0", "1"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_alerts_evaluate_now_records_the_sample_runs_collapse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(SAMPLE_RUNS, store, ignore=shutil.ignore_patterns("checkpoints"))
+    at = open_page(store, "alerts", monkeypatch)
+    assert any("No alert events recorded" in i.value for i in at.info)
+    next(b for b in at.button if b.label == "Evaluate rules now").click().run()
+    assert_clean(at)
+    active = at.dataframe[0].value
+    # Every sample run ends below half its initial entropy: the critical collapse rule fires for each.
+    assert sorted(active.loc[active["rule"] == "collapse", "run_id"]) == [
+        "dapo-fp32",
+        "grpo-bf16",
+        "grpo-fp32",
+    ]
+    assert "3 runs checked" in at.code[0].value
+    at = open_page(store, "runs", monkeypatch)
+    assert at.dataframe[0].value["active_alerts"].ge(1).all()

@@ -1,5 +1,5 @@
 """Unit tests of the dashboard's pure parts: token HTML escaping, chart helpers, the store argument,
-the server command, and the queries in analysis/dashboard_queries.py."""
+the server command, the Control page's form model, and the queries in analysis/dashboard_queries.py."""
 
 import subprocess
 import sys
@@ -11,10 +11,19 @@ import pandas as pd
 import pytest
 
 from analysis import dashboard_queries as dq
-from analysis.schema import ENTROPY_MEAN, ENTROPY_PRED_DELTA, RESPONSE_LEN_MEAN
+from analysis.control import APPLIED, LIVE_KEYS, REJECTED, write_control
+from analysis.schema import (
+    CONTROLLER_AT_BOUND,
+    CONTROLLER_EPS_HIGH,
+    CONTROLLER_ZETA,
+    ENTROPY_MEAN,
+    ENTROPY_PRED_DELTA,
+    ENTROPY_TARGET,
+    RESPONSE_LEN_MEAN,
+)
 from analysis.store_reader import StoreReader
 from analysis.store_writer import RunWriter
-from app import charts, serve, token_html
+from app import charts, controls, serve, token_html
 from app.store import DEFAULT_STORE, STORE_ENV, store_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +70,17 @@ def test_hist_matrix_rebins_and_downsamples() -> None:
     assert steps.tolist() == [1, 3, 5, 7, 9]
     assert centres.tolist() == [0.5, 1.5]
     assert np.allclose(frac[:, 0], [0.75, 0.25])
+
+
+def test_control_figure_draws_the_controller_parameter_and_its_bound() -> None:
+    w = pd.DataFrame({ENTROPY_MEAN: [1.0, 0.9, 0.8], ENTROPY_TARGET: [0.9] * 3, CONTROLLER_ZETA: [0.01, 0.02, 0.04],
+                      CONTROLLER_EPS_HIGH: [0.2] * 3, CONTROLLER_AT_BOUND: [0.0, 0.0, 1.0]}, index=[1, 2, 3])  # fmt: skip
+    fig = charts.control_figure(w, "repo_r")
+    assert [t.name for t in fig.data] == ["measured H", "target", CONTROLLER_ZETA, "at bound"]
+    assert list(fig.data[-1].x) == [3] and fig.data[-1].yaxis == "y2"
+    # No controller and no parameter moving: no right-hand axis for a constant ε_high.
+    fig = charts.control_figure(w.drop(columns=[CONTROLLER_ZETA]), "none")
+    assert [t.name for t in fig.data] == ["measured H", "target"]
 
 
 def test_store_path_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -135,3 +155,80 @@ def test_top_tokens_and_decoding() -> None:
     assert found and texts == {1: "<eos>", 5: "1"}
     texts, found = dq.decode_tokens(SAMPLE_RUNS / "nowhere", "x", [5])
     assert not found and texts == {5: "⟨5⟩"}
+
+
+def test_latest_values_skip_non_finite(tmp_path: Path) -> None:
+    with RunWriter(tmp_path, "r", {}) as w:
+        w.log_scalars(1, {ENTROPY_MEAN: 0.9, CONTROLLER_ZETA: 0.1})
+        w.log_scalars(2, {ENTROPY_MEAN: 0.8, CONTROLLER_ZETA: float("nan")})
+    with closing(StoreReader(tmp_path)) as r:
+        assert dq.latest_values(r, "r", [ENTROPY_MEAN, CONTROLLER_ZETA, "never/logged"]) == {
+            ENTROPY_MEAN: (2, 0.8),
+            CONTROLLER_ZETA: (1, 0.1),
+        }
+
+
+def test_control_history_settings_and_request(tmp_path: Path) -> None:
+    config = {"lr": 1e-3, "eps_low": 0.2, "controller": "repo_r"}
+    with RunWriter(tmp_path, "r", config) as w:
+        w.log_event(3, APPLIED, "v1", payload={"version": 1, "old": {"lr": 1e-3}, "new": {"lr": 5e-4}})
+        w.log_event(
+            4, REJECTED, "bad json", severity="warning", payload={"version": None, "reason": "bad JSON"}
+        )
+        w.log_event(
+            5, APPLIED, "v3", payload={"version": 3, "old": {"lr": 5e-4}, "new": {"lr": 2e-4, "eps_low": 0.3}}
+        )
+    with closing(StoreReader(tmp_path)) as r:
+        history = dq.control_history(r, "r")
+    assert history["version"].tolist() == [1, None, 3]
+    assert history["reason"].tolist() == ["", "bad JSON", ""]
+    current = dq.settings_in_force(config, history)
+    assert set(current) == set(LIVE_KEYS) and current["lr"] == 2e-4 and current["eps_low"] == 0.3
+    assert current["target_entropy"] is None
+    assert controls.last_acknowledged(history) == 3
+    assert dq.control_request(tmp_path, "r") is None
+    write_control(tmp_path / "r", {"lr": 1e-4})
+    assert dq.control_request(tmp_path, "r")["settings"] == {"lr": 1e-4}
+
+
+def test_alert_episodes_pair_fired_and_resolved(tmp_path: Path) -> None:
+    with RunWriter(tmp_path, "r", {}) as w:
+        w.log_event(1, "alert_resolved", "old resolved", severity="warning", payload={"rule": "clip"})
+        w.log_event(2, "alert_fired", "collapse 1", severity="critical", payload={"rule": "collapse"})
+        w.log_event(3, "alert_fired", "collapse again", severity="critical", payload={"rule": "collapse"})
+        w.log_event(4, "alert_resolved", "collapse ok", severity="critical", payload={"rule": "collapse"})
+        w.log_event(6, "alert_fired", "collapse 2", severity="critical", payload={"rule": "collapse"})
+        w.log_event(7, "alert_fired", "no rule name", severity="info")
+    with closing(StoreReader(tmp_path)) as r:
+        ep = dq.alert_episodes(r)
+        active = dq.active_alerts(r)
+    rows = ep[["rule", "state", "fired_step", "resolved_step", "message"]].astype(object)
+    assert rows.where(rows.notna(), None).values.tolist() == [
+        ["no rule name", "active", 7, None, "no rule name"],  # active first, newest first
+        ["collapse", "active", 6, None, "collapse 2"],
+        ["collapse", "resolved", 2, 4, "collapse ok"],
+        ["clip", "resolved", None, 1, "old resolved"],  # its firing predates the recorded events
+    ]
+    assert active == {"r": int((ep["state"] == "active").sum())}  # the Runs page count agrees
+
+
+def test_control_form_sends_only_changes() -> None:
+    current = {"lr": 1e-3, "target_entropy": None, "schedule": "constant", "schedule_cycles": 3}
+    entries = {"lr": " 1e-3 ", "target_entropy": "", "schedule": "od", "schedule_cycles": "x"}
+    assert controls.changed(entries, current) == {"schedule": "od", "schedule_cycles": "x"}
+    assert controls.changed({"target_entropy": "0.7", "schedule": None}, current) == {"target_entropy": "0.7"}
+    assert [controls.shown(v) for v in (None, 1e-4, 0.5, 3, "od")] == ["", "0.0001", "0.5", "3", "od"]
+    knobs = {k.key for group in (controls.SETPOINT, controls.CLIPPING, *controls.CONTROLLER_KNOBS.values())
+             for k in group}  # fmt: skip
+    assert knobs == set(LIVE_KEYS)  # every live-tunable key has a box, and only those
+
+
+def test_control_outcome_follows_the_acknowledgement() -> None:
+    history = pd.DataFrame({"version": [1, 2], "kind": [APPLIED, REJECTED], "step": [4, 9], "reason": ["", "no"],
+                            "old": [{"lr": 0.1}, {}], "new": [{"lr": 0.2}, {}]})  # fmt: skip
+    assert controls.outcome(None, history) == ("none", None)
+    assert controls.outcome({"version": 3}, history) == ("pending", None)
+    state, ack = controls.outcome({"version": 2}, history)
+    assert state == "rejected" and ack["reason"] == "no"
+    state, ack = controls.outcome({"version": 1}, history)
+    assert state == "applied" and controls.change_text(ack["old"], ack["new"]) == "lr 0.1 → 0.2"

@@ -1,11 +1,12 @@
 """End-to-end dashboard tests in real Chromium (Debian's /usr/bin/chromium driven by Playwright).
 
-One Streamlit server per module, over a copy of sample_runs/ (the live test adds a running trainer to
-that copy, so it runs last). Every wait is a poll with a deadline on a DOM condition, never a fixed
-sleep. Screenshots go to test-artifacts/screenshots/.
+One Streamlit server per module, over a copy of sample_runs/ (the live tests add a running trainer to
+that copy, so they run last, and "Evaluate rules now" adds alert events to it). Every wait is a poll with
+a deadline on a DOM condition, never a fixed sleep. Screenshots go to test-artifacts/screenshots/.
 """
 
 import contextlib
+import json
 import shutil
 import signal
 import socket
@@ -37,12 +38,13 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
 EXCEPTION = '[data-testid="stException"]'
 # Points of the mean-entropy trace of the Run detail entropy panel (found by its layout.meta, not its title).
-ENTROPY_POINTS_JS = """() => {
-  const el = [...document.querySelectorAll('.js-plotly-plot')]
-    .find(e => e.layout && e.layout.meta && e.layout.meta.panel === 'entropy');
+PANEL_JS = """(panel) => [...document.querySelectorAll('.js-plotly-plot')]
+  .find(e => e.layout && e.layout.meta && e.layout.meta.panel === panel)"""
+ENTROPY_POINTS_JS = f"""() => {{
+  const el = ({PANEL_JS})('entropy');
   const t = el && (el._fullData || []).find(d => d.name === 'mean');
   return t ? t._length : 0;
-}"""
+}}"""
 PAGES = {  # name: (path, JS condition for "its main chart or table is drawn", viewport height for the shot)
     "runs": ("/", "() => !!document.querySelector('[data-testid=\"stDataFrame\"] canvas')", 800),
     "compare": (
@@ -55,6 +57,12 @@ PAGES = {  # name: (path, JS condition for "its main chart or table is drawn", v
         "/tokens?run=grpo-fp32&step=37",
         "() => !!document.querySelector('table.entropyscope-tokens')",
         1500,
+    ),
+    "control": ("/control?run=grpo-fp32", f"() => !!({PANEL_JS})('control')", 1100),
+    "alerts": (
+        "/alerts",
+        "() => [...document.querySelectorAll('h1')].some(h => h.textContent === 'Alerts')",
+        800,
     ),
 }
 TIMEOUT_MS = 90_000
@@ -123,6 +131,7 @@ def open_page(page: object, url: str, ready_js: str) -> None:
 def screenshot(page: object, name: str, height: int) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.set_viewport_size({"width": 1400, "height": height})  # Streamlit scrolls inside the page
+    page.mouse.move(900, 40)  # off every control, so no tooltip or hover state is in the picture
     page.locator(IDLE).wait_for(timeout=TIMEOUT_MS)
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
@@ -150,6 +159,46 @@ def test_select_two_runs_and_compare_shows_two_traces(page: object, server: str)
     assert page.locator(EXCEPTION).count() == 0
 
 
+def test_alerts_evaluate_rules_now_lists_the_collapse(page: object, server: str) -> None:
+    open_page(page, server + "/alerts", PAGES["alerts"][1])
+    page.get_by_role("button", name="Evaluate rules now").click()
+    # Every sample run ends below half its H0: the active table appears with a critical alert per run.
+    page.get_by_text("active critical").wait_for(timeout=TIMEOUT_MS)
+    page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=TIMEOUT_MS)
+    assert page.locator('[data-testid="stMetricValue"]').first.inner_text() == "3"
+    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+    assert page.locator(EXCEPTION).count() == 0
+    screenshot(page, "alerts", 1100)
+
+
+# ---- a live run: a real trainer process writing into the server's store ---------------------------------
+
+LIVE_RUN = "live"
+
+
+@pytest.fixture(scope="module")
+def trainer(store: Path) -> Iterator[str]:
+    """A small repo_r run that goes on until the module ends; yields its run id once it has logged steps."""
+    log_path = store.parent / "trainer.log"
+    cmd = [sys.executable, "-m", "trainer.cli", "train", "--store", str(store), "--run-id", LIVE_RUN,
+           "--set", "steps=100000", "--set", "checkpoint_every=0", "--set", "controller=repo_r",
+           "--set", "prompts_per_step=4", "--set", "group_size=4", "--set", "warmup_steps=40",
+           "--set", "minibatches=2"]  # fmt: skip
+    # ENTROPYSCOPE_CACHE (set by conftest.py) reaches the trainer through the environment: warm-up is cached.
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_steps(store / LIVE_RUN, proc, log_path)
+            yield LIVE_RUN
+        finally:
+            proc.send_signal(signal.SIGINT)  # the CLI's clean stop: segments written so far are kept
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=30)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 def wait_for_steps(run_dir: Path, trainer: subprocess.Popen, log: Path, timeout_s: float = 300.0) -> None:
     """Poll (deadline, not a fixed sleep) until the trainer has written a steps segment of its run."""
     deadline = time.monotonic() + timeout_s
@@ -162,34 +211,32 @@ def wait_for_steps(run_dir: Path, trainer: subprocess.Popen, log: Path, timeout_
 
 
 @pytest.mark.timeout(600)
-def test_live_run_gains_points_while_the_page_stays_open(page: object, server: str, store: Path) -> None:
-    log_path = store.parent / "trainer.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "trainer.cli",
-        "train",
-        "--store",
-        str(store),
-        "--set",
-        "steps=400",
-        "--run-id",
-        "live",
-    ]
-    with open(log_path, "w") as log:
-        trainer = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_steps(store / "live", trainer, log_path)
-            open_page(page, server + "/run?run=live", PAGES["run_detail"][1])
-            before = page.evaluate(ENTROPY_POINTS_JS)
-            # Same page, no reload: the fragment's own refresh must bring the new steps in.
-            page.wait_for_function(f"() => ({ENTROPY_POINTS_JS})() > {before}", timeout=180_000)
-            assert page.locator(EXCEPTION).count() == 0
-            screenshot(page, "run_detail_live", 1400)
-        finally:
-            trainer.send_signal(signal.SIGINT)  # the CLI's clean stop: segments written so far are kept
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                trainer.wait(timeout=30)
-            if trainer.poll() is None:
-                trainer.kill()
-                trainer.wait()
+def test_live_run_gains_points_while_the_page_stays_open(page: object, server: str, trainer: str) -> None:
+    open_page(page, f"{server}/run?run={trainer}", PAGES["run_detail"][1])
+    before = page.evaluate(ENTROPY_POINTS_JS)
+    # Same page, no reload: the fragment's own refresh must bring the new steps in.
+    page.wait_for_function(f"() => ({ENTROPY_POINTS_JS})() > {before}", timeout=180_000)
+    assert page.locator(EXCEPTION).count() == 0
+    screenshot(page, "run_detail_live", 1400)
+
+
+@pytest.mark.timeout(600)
+def test_control_apply_is_acknowledged_by_the_trainer(
+    page: object, server: str, trainer: str, store: Path
+) -> None:
+    open_page(page, f"{server}/control?run={trainer}", f"() => !!({PANEL_JS})('control')")
+    page.get_by_role("textbox", name="target entropy (nats)", exact=True).fill("1.25")
+    page.get_by_role("textbox", name="learning rate", exact=True).fill("0.0005")
+    page.get_by_role("button", name="Apply").click()
+    # The trainer reads control.json at its next step; the status fragment polls the events for the ack.
+    status = page.locator('[data-testid="stAlertContentSuccess"]').filter(has_text="Version 1 acknowledged")
+    status.wait_for(timeout=180_000)
+    text = status.inner_text()
+    assert "target_entropy default → 1.25" in text and "lr 0.001 → 0.0005" in text, text
+    assert json.loads((store / trainer / "control.json").read_text())["settings"] == {
+        "target_entropy": 1.25,
+        "lr": 0.0005,
+    }
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=TIMEOUT_MS)  # the control history
+    assert page.locator(EXCEPTION).count() == 0
+    screenshot(page, "control_live", 1100)

@@ -120,9 +120,13 @@ def plot(view: dict, store: str, runs: pd.DataFrame, colors: dict[str, str]) -> 
             title = f"{key} ÷ H0" if view["norm"] and key in NORMALISABLE else key
             fig = charts.compare_figure(d, key, title, x_title, colors, view["weight"], view["band"])
             ui.show_figure(fig if not d.empty else None, f"cmp-{key}", f"{key}: no data for these runs.")
-        csv = df.drop(columns=["wall_time"], errors="ignore").to_csv(index=False).encode()
-        st.download_button("Download CSV (data as plotted)", csv, file_name="entropyscope-compare.csv",
-                           mime="text/csv")  # fmt: skip
+
+        def csv() -> str:  # built on click, not sent to the browser with every (live) refresh
+            return df.drop(columns=["wall_time"], errors="ignore").to_csv(index=False)
+
+        st.download_button(
+            "Download CSV (data as plotted)", csv, file_name="entropyscope-compare.csv", mime="text/csv"
+        )
         st.caption(f"≤ {MAX_POINTS} points per trace: longer runs are averaged in equal step buckets and the band "
                    "shows each bucket's min/max. PNG: camera icon on each chart.")  # fmt: skip
 

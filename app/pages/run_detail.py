@@ -8,7 +8,6 @@ diversity; optimisation health; an events timeline.
 import json
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from analysis import schema as k
@@ -16,48 +15,14 @@ from app import charts, loaders, ui
 
 MAX_POINTS = 1000
 ENTROPY_KEYS = {"mean": k.ENTROPY_MEAN, "p10": k.ENTROPY_P10, "p50": k.ENTROPY_P50, "p90": k.ENTROPY_P90}
-# Which controller parameter to draw against the entropy target; others fall back to the first that moves.
-CONTROLLER_PARAM = {
-    "repo_r": k.CONTROLLER_ZETA,
-    "repo_d": k.CONTROLLER_ZETA,
-    "adapo": k.CONTROLLER_EPS_HIGH,
-    "entropy_bonus": k.CONTROLLER_COEF,
-    "clip_cov": k.CONTROLLER_COEF,
-    "kl_cov": k.CONTROLLER_COEF,
-}
-PARAM_KEYS = (k.CONTROLLER_ZETA, k.CONTROLLER_EPS_HIGH, k.CONTROLLER_COEF)
 DETAIL_KEYS = (
-    *ENTROPY_KEYS.values(), k.ENTROPY_TARGET, *PARAM_KEYS, k.CONTROLLER_AT_BOUND,
+    *ENTROPY_KEYS.values(), *charts.CONTROLLER_KEYS,
     k.CLIP_FRAC, k.CLIP_FRAC_LOW, k.CLIP_FRAC_HIGH, k.QUADRANT_E1, k.QUADRANT_E2, k.QUADRANT_E3, k.QUADRANT_E4,
     k.RATIO_ONPOLICY_DEV, k.PRECISION_LOGP_POS_FRAC, k.PRECISION_LOGP_DIFF_MEAN, k.PRECISION_LOGP_DIFF_MAX,
     k.PRECISION_PROB_DIFF_MEAN, k.PRECISION_PROB_DIFF_MAX,
     k.REWARD_MEAN, k.PASS_AT_1, k.PASS_AT_K, k.DIVERSITY_DISTINCT_FRAC, k.DIVERSITY_DISTINCT_CORRECT,
     k.GRAD_NORM, k.KL_APPROX, k.ADV_ZERO_FRAC,
 )  # fmt: skip
-
-
-def controller_param(w: pd.DataFrame, controller: object) -> str:
-    key = CONTROLLER_PARAM.get(str(controller))
-    if key:
-        return key
-    moving = [p for p in PARAM_KEYS if p in w and w[p].dropna().nunique() > 1]
-    return moving[0] if moving else k.CONTROLLER_EPS_HIGH
-
-
-def control_figure(w: pd.DataFrame, controller: object) -> go.Figure | None:
-    """Target vs measured entropy, the controller's parameter on the right axis, × where it is pinned."""
-    param = controller_param(w, controller)
-    fig = charts.lines_figure(
-        w, [(k.ENTROPY_MEAN, "measured H"), (k.ENTROPY_TARGET, "target")],
-        f"Target vs measured entropy · controller {controller}", "control",
-        secondary=[(param, param)], y_title="nats", y2_title=param,
-    )  # fmt: skip
-    if fig is not None and param in w and k.CONTROLLER_AT_BOUND in w:
-        pinned = w[w[k.CONTROLLER_AT_BOUND] > 0]
-        if not pinned.empty and len(fig.data) > 2:
-            fig.add_trace(go.Scatter(x=pinned.index, y=pinned[param], mode="markers", name="at bound",
-                                     marker={"symbol": "x", "size": 8, "color": "#d62728"}), secondary_y=True)  # fmt: skip
-    return fig
 
 
 def header(run: pd.Series, info: dict) -> None:
@@ -83,7 +48,7 @@ def panels(store: str, run_id: str, controller: object) -> None:
     pairs = loaders.delta_pairs(store, run_id, version)
     rows = [
         (charts.entropy_figure(w, ENTROPY_KEYS, _first(w, k.ENTROPY_MEAN)), charts.hist_figure(hists)),
-        (control_figure(w, controller), charts.delta_figure(pairs)),
+        (charts.control_figure(w, controller), charts.delta_figure(pairs)),
         (charts.lines_figure(w, [(k.CLIP_FRAC_LOW, "low (A<0)"), (k.CLIP_FRAC_HIGH, "high (A>0)"),
                                  (k.CLIP_FRAC, "total")], "Clip fractions", "clip"),
          charts.lines_figure(w, [(k.QUADRANT_E1, "E1 A>0 likely (H↓)"), (k.QUADRANT_E2, "E2 A>0 unlikely (H↑)"),

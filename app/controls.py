@@ -1,0 +1,113 @@
+"""The Control page's form model, free of Streamlit: which live keys it offers for a controller, how a
+value is shown in a text box, which entries the user changed, and how an acknowledgement reads.
+
+Numbers are typed as text (so `1e-4` works and nothing is rounded by a spinner) and sent as typed:
+analysis.control.write_control validates and converts them, and its ControlError is the one-line reason
+the page shows.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import pandas as pd
+
+from analysis.control import APPLIED
+
+SCHEDULES = ("constant", "id", "did", "od")
+
+
+@dataclass(frozen=True)
+class Knob:
+    key: str  # a live-tunable config key (analysis.control.LIVE_KEYS)
+    label: str
+    help: str
+
+
+SETPOINT = (
+    Knob("target_entropy", "target entropy (nats)", "Entropy setpoint; empty in the config means H0."),
+    Knob(
+        "schedule",
+        "schedule",
+        "id: increase-decrease, did: decrease-increase-decrease, od: oscillatory decay",
+    ),
+    Knob("schedule_amplitude", "schedule amplitude", "relative: the target stays in target × [1-a, 1+a]"),
+    Knob("schedule_cycles", "schedule cycles", "oscillation periods over the run (od)"),
+)
+CLIPPING = (
+    Knob("eps_low", "ε low", "the ratio is clipped at 1 - ε_low"),
+    Knob("eps_high", "ε high", "the ratio is clipped at 1 + ε_high"),
+    Knob("lr", "learning rate", "AdamW learning rate"),
+)
+_REPO = (
+    Knob("zeta_min", "ζ min", "smallest |ζ| before the sign flips"),
+    Knob("zeta_max", "ζ max", "largest |ζ|"),
+    Knob("control_deadband", "deadband", "relative band around the target where ζ is held; 0 disables"),
+)
+# The gains and bounds each controller reads; the others have none worth tuning live.
+CONTROLLER_KNOBS: dict[str, tuple[Knob, ...]] = {
+    "repo_r": _REPO,
+    "repo_d": _REPO,
+    "adapo": (
+        Knob("adapo_gain", "gain", "ε_high ← ε_high · exp(gain · (target − H) / target) per step"),
+        Knob("eps_high_min", "ε high min", "lower bound of the adapted ε_high"),
+        Knob("eps_high_max", "ε high max", "upper bound of the adapted ε_high"),
+    ),
+    "entropy_bonus": (
+        Knob("bonus_gain", "gain", "log α ← log α + gain · (target − H) / target per step"),
+        Knob("bonus_coef_max", "α max", "upper bound of the bonus coefficient"),
+    ),
+}
+
+
+def shown(value: Any) -> str:
+    """A setting as its text box shows it: empty for None (a default the trainer resolves itself)."""
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _same(text: str, current: Any) -> bool:
+    if current is None:
+        return False
+    try:
+        return float(text) == float(current)
+    except (TypeError, ValueError):
+        return text == str(current)
+
+
+def changed(entries: dict[str, str | None], current: dict[str, Any]) -> dict[str, str]:
+    """The entries to send: non-empty and different from the setting in force (`1e-3` equals 0.001)."""
+    out = {}
+    for key, entry in entries.items():
+        text = (entry or "").strip()
+        if text and not _same(text, current.get(key)):
+            out[key] = text
+    return out
+
+
+Outcome = Literal["none", "pending", "applied", "rejected"]
+
+
+def outcome(request: dict[str, Any] | None, history: pd.DataFrame) -> tuple[Outcome, dict[str, Any] | None]:
+    """Where the latest control.json stands: (outcome, its acknowledgement row or None)."""
+    if request is None:
+        return "none", None
+    acks = history[history["version"] == request["version"]]
+    if acks.empty:
+        return "pending", None
+    ack = acks.iloc[-1].to_dict()
+    return ("applied" if ack["kind"] == APPLIED else "rejected"), ack
+
+
+def change_text(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """`key old → new` for each key of an applied change."""
+    return ", ".join(
+        f"{key} {shown(old.get(key)) or 'default'} → {shown(value) or 'default'}"
+        for key, value in new.items()
+    )
+
+
+def last_acknowledged(history: pd.DataFrame) -> int:
+    """Newest version the trainer acknowledged (0 for none): the form is rebuilt when it changes."""
+    versions = history["version"].dropna()
+    return int(versions.max()) if len(versions) else 0
