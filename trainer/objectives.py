@@ -1,13 +1,14 @@
-"""Policy-gradient objectives: one pure function per algorithm, registered by name (as verl's policy losses).
+"""Policy-gradient objectives: the PPO clipped surrogate with each algorithm's token aggregation, by name.
 
 Each maps per-token log-probs under the current policy `logp` (B, T, with grad), the behaviour policy's
 `old_logp` (B, T), advantages (B, T) and the response mask (B, T) to `(loss, metrics)`, on the PPO clipped
 surrogate  -min(r A, clip(r, 1 - eps_low, 1 + eps_high) A),  r = exp(logp - old_logp).
-They differ in how tokens are aggregated (trainer.aggregation) and in the eps they are given; `**mods` are a
-controller's surrogate modifications (see clipped_surrogate). OBJECTIVE_AGG names each one's aggregation,
-so a controller's extra loss term is aggregated the same way.
+They differ only in how tokens are aggregated (trainer.aggregation, OBJECTIVE_AGG) and in the eps they are
+given; keyword arguments beyond eps are a controller's surrogate modifications (see clipped_surrogate). A
+controller's extra loss term uses OBJECTIVE_AGG too, so it is aggregated like the surrogate.
 """
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -17,32 +18,24 @@ from analysis.errors import UsageError
 from trainer.aggregation import agg_loss, masked_mean
 
 ObjectiveFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
-OBJECTIVES: dict[str, ObjectiveFn] = {}
 
-
-def register_objective(name: str) -> Callable[[ObjectiveFn], ObjectiveFn]:
-    """Decorator: register an objective under `name`."""
-
-    def deco(fn: ObjectiveFn) -> ObjectiveFn:
-        OBJECTIVES[name] = fn
-        return fn
-
-    return deco
+OBJECTIVE_AGG = {
+    # GRPO (Shao et al. 2024): token mean within each sequence, then mean over sequences.
+    "grpo": "seq-mean-token-mean",
+    # DAPO (Yu et al. 2025): token-level mean over the batch; its decoupled clip comes in through eps_high.
+    "dapo": "token-mean",
+    # Dr. GRPO (Liu et al. 2025): token sums divided by a constant length, removing the length bias.
+    "dr_grpo": "seq-mean-token-sum-norm",
+    # RLOO (Ahmadian et al. 2024): leave-one-out advantages on the clipped surrogate, token-level mean.
+    "rloo": "token-mean",
+}
 
 
 def get_objective(name: str) -> ObjectiveFn:
-    """The objective registered as `name`; UsageError listing the valid names otherwise."""
-    if name not in OBJECTIVES:
-        raise UsageError(f"unknown objective {name!r}; valid: {', '.join(sorted(OBJECTIVES))}")
-    return OBJECTIVES[name]
-
-
-OBJECTIVE_AGG = {
-    "grpo": "seq-mean-token-mean",
-    "dapo": "token-mean",
-    "dr_grpo": "seq-mean-token-sum-norm",
-    "rloo": "token-mean",
-}
+    """`clipped_surrogate` with `name`'s aggregation; UsageError listing the valid names otherwise."""
+    if name not in OBJECTIVE_AGG:
+        raise UsageError(f"unknown objective {name!r}; valid: {', '.join(sorted(OBJECTIVE_AGG))}")
+    return functools.partial(clipped_surrogate, agg_mode=OBJECTIVE_AGG[name])
 
 
 def clipped_surrogate(
@@ -92,85 +85,3 @@ def clipped_surrogate(
             schema.CLIP_FRAC_HIGH: float(masked_mean(high.float(), mask)),
         }
     return loss, metrics
-
-
-@register_objective("grpo")
-def grpo_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    eps_low: float,
-    eps_high: float,
-    **mods,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """GRPO (Shao et al. 2024): token mean within each sequence, then mean over sequences."""
-    return clipped_surrogate(
-        logp,
-        old_logp,
-        advantages,
-        mask,
-        eps_low=eps_low,
-        eps_high=eps_high,
-        agg_mode="seq-mean-token-mean",
-        **mods,
-    )
-
-
-@register_objective("dapo")
-def dapo_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    eps_low: float,
-    eps_high: float,
-    **mods,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """DAPO (Yu et al. 2025): token-level mean over the batch with decoupled clip (eps_high > eps_low)."""
-    return clipped_surrogate(
-        logp, old_logp, advantages, mask, eps_low=eps_low, eps_high=eps_high, agg_mode="token-mean", **mods
-    )
-
-
-@register_objective("dr_grpo")
-def dr_grpo_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    eps_low: float,
-    eps_high: float,
-    **mods,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Dr. GRPO (Liu et al. 2025): token sums divided by a constant length, removing the length bias."""
-    return clipped_surrogate(
-        logp,
-        old_logp,
-        advantages,
-        mask,
-        eps_low=eps_low,
-        eps_high=eps_high,
-        agg_mode="seq-mean-token-sum-norm",
-        **mods,
-    )
-
-
-@register_objective("rloo")
-def rloo_loss(
-    logp: torch.Tensor,
-    old_logp: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    eps_low: float,
-    eps_high: float,
-    **mods,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """RLOO (Ahmadian et al. 2024) advantages on the clipped surrogate, token-level mean."""
-    return clipped_surrogate(
-        logp, old_logp, advantages, mask, eps_low=eps_low, eps_high=eps_high, agg_mode="token-mean", **mods
-    )
