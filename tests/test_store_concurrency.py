@@ -57,24 +57,28 @@ def poll_until_exit(proc: subprocess.Popen, reader: StoreReader, run_id: str) ->
     return errors, seen, [str(w.message) for w in caught]
 
 
-@pytest.mark.slow
-def test_reader_while_writer_runs(tmp_path):
+def read_while_running(args: list[str], reader: StoreReader, env: dict | None = None):
+    """Start the writer process `args`, poll the store until it exits, and check that it exited cleanly."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(tmp_path), str(STEPS)],
-        cwd=ROOT,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    reader = StoreReader(tmp_path)
     try:
-        errors, seen, caught = poll_until_exit(proc, reader, "live")
+        result = poll_until_exit(proc, reader, "live")
     finally:
         if proc.poll() is None:
             proc.kill()
         _, stderr = proc.communicate()
-    assert proc.returncode == 0, stderr
+    assert proc.returncode == 0, stderr[-2000:]
+    return result
+
+
+@pytest.mark.slow
+def test_reader_while_writer_runs(tmp_path):
+    reader = StoreReader(tmp_path)
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    errors, seen, caught = read_while_running(
+        [sys.executable, "-c", WRITER, str(tmp_path), str(STEPS)], reader, env
+    )
     assert errors == []
     assert caught == []
     assert seen == sorted(seen) and len(set(seen)) >= 5, seen
@@ -88,21 +92,9 @@ def test_reader_while_writer_runs(tmp_path):
 def test_reader_while_real_trainer_runs(tmp_path, tiny_overrides):
     """The same polling against `entropyscope train` itself, a real model training in another process."""
     sets = [a for o in [*tiny_overrides, "steps=40", "checkpoint_every=10"] for a in ("--set", o)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "trainer.cli", "train", *sets, "--store", str(tmp_path), "--run-id", "live"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
     reader = StoreReader(tmp_path)
-    try:
-        errors, seen, caught = poll_until_exit(proc, reader, "live")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        _, stderr = proc.communicate()
-    assert proc.returncode == 0, stderr[-2000:]
+    args = [sys.executable, "-m", "trainer.cli", "train", *sets, "--store", str(tmp_path), "--run-id", "live"]
+    errors, seen, caught = read_while_running(args, reader)
     assert errors == [] and caught == []
     assert seen == sorted(seen) and len(set(seen)) >= 3, seen
     assert reader.runs().set_index("run_id").loc["live", "last_step"] == 40
