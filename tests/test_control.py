@@ -85,6 +85,13 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert main(["control", "r", "--store", str(tmp_path), "--set", "lr=0.1", "--timeout", "0.5"]) == 1
 
 
+def write_json_text(path: Path, text: str) -> None:
+    """Replace the file in one rename, as write_control does: a reader never sees it half-written."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 def entropy_series(store, run_id):
     df = StoreReader(store).scalars([run_id], ["entropy/mean"], max_points=100000)
     return df.sort_values("step")[["step", "value"]].values.tolist()
@@ -127,8 +134,8 @@ def test_trainer_rejects_five_malformed_files_keeps_training_and_applies_a_valid
             doc(3, eps_low=3.0),
         ]
         for text in bad:
-            (run_dir / "control.json").write_text(text)
-            n = len(StoreReader(tmp_path).events("live", ["control_rejected"]))
+            n = len(StoreReader(tmp_path).events("live", ["control_rejected"]))  # before: the trainer is quick
+            write_json_text(run_dir / "control.json", text)
             deadline = time.monotonic() + 60
             while len(StoreReader(tmp_path).events("live", ["control_rejected"])) == n:
                 assert time.monotonic() < deadline and proc.poll() is None
@@ -142,7 +149,7 @@ def test_trainer_rejects_five_malformed_files_keeps_training_and_applies_a_valid
         ack = find_ack(tmp_path, "live", version)
         assert ack["kind"] == "control_applied" and ack["payload"]["new"] == {"target_entropy": 0.5}
         # Stale: rewrite an old version number.
-        (run_dir / "control.json").write_text(doc(version, lr=1e-4))
+        write_json_text(run_dir / "control.json", doc(version, lr=1e-4))
         deadline = time.monotonic() + 60
         while len(StoreReader(tmp_path).events("live", ["control_rejected"])) < 5:
             assert time.monotonic() < deadline and proc.poll() is None

@@ -8,11 +8,21 @@ import torch
 
 from analysis import schema
 from trainer.config import TrainConfig
-from trainer.controllers import CONTROLLERS, build_controller
+from trainer.controllers import CONTROLLERS, build_controller, repo
 from trainer.controllers.adapo import adapo_step
+from trainer.controllers.bonus import KP as BONUS_KP
 from trainer.controllers.bonus import bonus_step, entropy_bonus_loss
 from trainer.controllers.cov import clip_cov_mask, kl_cov_loss, kl_cov_mask, token_cov
-from trainer.controllers.repo import entropy_drift, repo_d_advantages, repo_r_advantages, setpoint_step
+from trainer.controllers.repo import (
+    KI,
+    KP,
+    entropy_drift,
+    ladder_pos,
+    ladder_zeta,
+    repo_d_advantages,
+    repo_r_advantages,
+    setpoint_step,
+)
 from trainer.logprobs import token_logprobs
 from trainer.objectives import clipped_surrogate
 
@@ -41,35 +51,70 @@ def test_factory_builds_every_controller_and_rejects_unknown():
 # --- REPO setpoint law -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,zmin,zmax", [("repo_r", 1e-4, 1.0), ("repo_d", 1e-3, 10.0)])
-def test_repo_low_entropy_doubles_zeta_to_its_bound(name, zmin, zmax):
+@pytest.mark.parametrize("name,zmin,zmax", [("repo_r", 0.01, 1.0), ("repo_d", 1e-3, 10.0)])
+def test_repo_low_entropy_raises_zeta_to_its_bound(name, zmin, zmax):
     ctrl = build_controller(TrainConfig(controller=name))
     assert ctrl.value == zmin
     values = drive(ctrl, [0.1] * 30, target=1.0)
     assert all(b >= a for a, b in zip(values, values[1:], strict=False))
-    assert values[0] == pytest.approx(2 * zmin) and values[-1] == zmax
+    # e = 0.9: the integral climbs one rung (a doubling) per step, the proportional term adds KP * 0.9 rungs
+    assert values[0] == pytest.approx(zmin * 2 ** (1 + KP * 0.9))
+    assert values[-1] == pytest.approx(zmax)
     assert ctrl.at_bound and ctrl.metrics(0.2, 0.2)[schema.CONTROLLER_AT_BOUND] == 1.0
 
 
 def test_repo_high_entropy_flips_sign_and_pushes_down():
     ctrl = build_controller(TrainConfig(controller="repo_r", zeta_max=0.5))
-    drive(ctrl, [0.1] * 5, target=1.0)  # ζ = 1e-4 * 32
+    drive(ctrl, [0.1] * 5, target=1.0)
     values = drive(ctrl, [2.0] * 40, target=1.0)
-    assert values[0] == pytest.approx(1.6e-3)  # halves first
-    assert min(values) == -0.5 and values[-1] == -0.5  # then flips below ζ_min and grows negative
-    first_negative = next(v for v in values if v < 0)
-    assert first_negative == -1e-4
-    assert all(abs(v) <= 0.5 for v in values)
+    assert all(b <= a for a, b in zip(values, values[1:], strict=False))
+    assert values[-1] == pytest.approx(-0.5) and ctrl.at_bound  # flipped below ζ_min and grew negative
+    assert all(abs(v) <= 0.5 + 1e-12 for v in values)
 
 
-def test_setpoint_step_hand_values_and_deadband():
-    assert setpoint_step(0.01, 0.5, 1.0, 1e-4, 1.0, 0.0) == 0.02
-    assert setpoint_step(0.01, 1.5, 1.0, 1e-4, 1.0, 0.0) == 0.005
-    assert setpoint_step(1.5e-4, 1.5, 1.0, 1e-4, 1.0, 0.0) == -1e-4
-    assert setpoint_step(-1.5e-4, 0.5, 1.0, 1e-4, 1.0, 0.0) == 1e-4
-    assert setpoint_step(-0.1, 0.5, 1.0, 1e-4, 1.0, 0.0) == -0.05
-    assert setpoint_step(0.8, 0.5, 1.0, 1e-4, 1.0, 0.0) == 1.0
-    assert setpoint_step(0.3, 0.95, 1.0, 1e-4, 1.0, 0.1) == 0.3  # inside the dead band: held
+def test_ladder_and_setpoint_step_hand_values_and_deadband():
+    assert ladder_zeta(1.0, 1e-4) == 1e-4 and ladder_zeta(3.0, 1e-4) == pytest.approx(4e-4)
+    assert ladder_zeta(-2.0, 1e-4) == pytest.approx(-2e-4) and ladder_zeta(0.5, 1e-4) == 5e-5
+    for z in (3e-3, -0.7, 5e-5, 0.0):
+        assert ladder_zeta(ladder_pos(z, 1e-4), 1e-4) == pytest.approx(z)
+    # e = +0.2: integral +KI*0.2 rungs; output KP*0.2 rungs above it
+    u_i, z = setpoint_step(5.0, 0.8, 1.0, 1e-4, 1.0, 0.0)
+    assert u_i == pytest.approx(5.0 + KI * 0.2) and z == pytest.approx(1e-4 * 2 ** (4.0 + (KI + KP) * 0.2))
+    # a large error moves the integral at most one rung (the paper's doubling) per step
+    assert setpoint_step(5.0, 0.0, 1.0, 1e-4, 1.0, 0.0)[0] == 6.0
+    assert setpoint_step(5.0, 9.0, 1.0, 1e-4, 1.0, 0.0)[0] == 4.0
+    # inside the dead band the integral is held; the output still has the proportional term
+    u_i, z = setpoint_step(5.0, 0.95, 1.0, 1e-4, 1.0, 0.1)
+    assert u_i == 5.0 and z == pytest.approx(1e-4 * 2 ** (4.0 + KP * 0.05))
+    # |ζ| <= ζ_max, on both sides
+    assert setpoint_step(100.0, 0.0, 1.0, 1e-4, 1.0, 0.0)[1] == pytest.approx(1.0)
+    assert setpoint_step(-100.0, 9.0, 1.0, 1e-4, 1.0, 0.0)[1] == pytest.approx(-1.0)
+
+
+def _track(ctrl, steps=300, h=1.0, target=0.5):
+    """A lagged toy plant: ζ sets (through a first-order lag) the entropy's rate of change against a
+    constant collapse pressure."""
+    trace, rate = [], 0.0
+    for step in range(1, steps + 1):
+        rate = 0.5 * rate + 0.5 * (0.05 * ctrl.value - 0.02)  # equilibrium at ζ = 0.4
+        h = max(0.0, h + rate)
+        ctrl.update(h, target, step)
+        trace.append(h)
+    return trace
+
+
+def test_damped_law_settles_on_a_lagged_plant():
+    ctrl = build_controller(TrainConfig(controller="repo_r", zeta_min=0.01))
+    trace = _track(ctrl)
+    assert max(abs(h - 0.5) / 0.5 for h in trace[150:]) < 0.08
+
+
+def test_undamped_doubling_law_keeps_oscillating(monkeypatch):
+    """The REPO paper's law (KP = 0, one full rung per step) on the same plant: a limit cycle."""
+    monkeypatch.setattr(repo, "KP", 0.0)
+    monkeypatch.setattr(repo, "KI", 1e9)
+    trace = _track(build_controller(TrainConfig(controller="repo_r", zeta_min=0.01)))
+    assert max(abs(h - 0.5) / 0.5 for h in trace[150:]) > 0.15
 
 
 def test_repo_r_advantages_hand_computed():
@@ -112,13 +157,19 @@ def test_adapo_raises_eps_high_when_entropy_low_and_lowers_when_high():
 # --- entropy bonus ------------------------------------------------------------------------------------
 
 
-def test_bonus_coefficient_tracks_sign_of_error_within_bounds():
+def test_bonus_coefficient_is_a_signed_multiplier_within_bounds():
     ctrl = build_controller(TrainConfig(controller="entropy_bonus", bonus_coef_max=0.5))
     up = drive(ctrl, [0.2] * 100, target=1.0)
-    assert all(b >= a for a, b in zip(up, up[1:], strict=False)) and up[-1] == 0.5 and ctrl.at_bound
-    down = drive(ctrl, [3.0] * 200, target=1.0)
-    assert down[-1] == pytest.approx(1e-6) and min(down) >= 1e-6
-    assert bonus_step(0.01, 0.5, 1.0, 0.2, 1.0) == pytest.approx(0.01 * math.exp(0.1))
+    assert all(b >= a for a, b in zip(up, up[1:], strict=False)) and up[-1] == pytest.approx(0.5)
+    assert ctrl.at_bound
+    down = drive(ctrl, [3.0] * 200, target=1.0)  # above target: the bonus turns into a penalty
+    assert all(b <= a for a, b in zip(down, down[1:], strict=False)) and down[-1] == pytest.approx(-0.5)
+    assert min(down) >= -0.5 and ctrl.at_bound
+    # e = 0.5: the integral moves by gain * α_max * e, the output KP * α_max * e beyond it
+    integral, coef = bonus_step(0.01, 0.5, 1.0, 0.2, 1.0)
+    assert integral == pytest.approx(0.01 + 0.1)
+    assert coef == pytest.approx(0.11 + BONUS_KP * 0.5)
+    assert bonus_step(0.01, 1.0, 1.0, 0.2, 1.0) == pytest.approx((0.01, 0.01))  # on target: held
     assert ctrl.metrics(0.2, 0.2)[schema.CONTROLLER_COEF] == ctrl.value
 
 

@@ -33,35 +33,35 @@ class TrainConfig(BaseModel):
     schedule_cycles: int = Field(default=3, ge=1, le=100)
     """Oscillation periods over the run for the `od` schedule."""
     zeta_min: float | None = Field(default=None, gt=0)
-    """REPO setpoint controller: smallest abs(ζ) before the sign flips; None: 1e-4 (repo_r), 1e-3 (repo_d), as the REPO paper."""
+    """REPO setpoint controller: smallest abs(ζ) before the sign flips; None: 0.01 (repo_r; the paper's 1e-4 adds ~7 ineffective doublings of dead time at toy scale), 1e-3 (repo_d, paper)."""
     zeta_max: float | None = Field(default=None, gt=0)
-    """REPO: largest abs(ζ); None: 1.0 for repo_r (the paper's 0.05 does nothing at toy scale, measured), 10 for repo_d (paper)."""
+    """REPO: largest abs(ζ); None: 1.0 for repo_r (the paper's 0.05 does nothing at toy scale; above 1 the sign clamp zeroes most negative advantages and entropy falls again, measured), 10 for repo_d (paper)."""
     control_deadband: float = Field(default=0.0, ge=0, lt=1)
-    """REPO: relative band around the target within which ζ is held (damps the doubling law); 0 disables."""
+    """REPO: relative band around the target within which the integral part of the damped ζ law is held; 0 disables."""
     adapo_gain: float = Field(default=0.5, gt=0)
     """ADAPO: eps_high <- eps_high * exp(gain * (target - H) / target) once per step."""
     eps_high_min: float = Field(default=0.1, gt=0)
     """ADAPO: lower bound of the adapted eps_high."""
     eps_high_max: float = Field(default=2.0, gt=0)
     """ADAPO: upper bound of the adapted eps_high."""
-    bonus_coef_init: float = Field(default=0.01, gt=0)
+    bonus_coef_init: float = Field(default=0.005, gt=0)
     """Entropy bonus: initial coefficient α (auto-tuned as SAC's temperature, Haarnoja et al. 2018)."""
-    bonus_gain: float = Field(default=0.2, gt=0)
-    """Entropy bonus: log α <- log α + gain * (target - H) / target once per step."""
-    bonus_coef_max: float = Field(default=1.0, gt=0)
-    """Entropy bonus: upper bound of α."""
-    clip_cov_frac: float = Field(default=0.02, ge=0, le=1)
-    """Clip-Cov (Cui et al. 2025): fraction r of tokens whose gradient is detached; paper 2e-4 (0 tokens at toy batch sizes)."""
-    clip_cov_lb: float = 1.0
-    """Clip-Cov: lower bound of the centred covariance of candidate tokens (paper: 1)."""
+    bonus_gain: float = Field(default=0.3, gt=0)
+    """Entropy bonus: integral I <- I + gain * bonus_coef_max * (target - H) / target once per step (plus a P term)."""
+    bonus_coef_max: float = Field(default=0.05, gt=0)
+    """Entropy bonus: bound on abs(α); α < 0 penalises entropy while it is above the target."""
+    clip_cov_frac: float = Field(default=0.2, ge=0, le=1)
+    """Clip-Cov (Cui et al. 2025): fraction r of tokens whose gradient is detached; paper 2e-4 (0 tokens at toy batch sizes; 0.02 had no effect, measured)."""
+    clip_cov_lb: float = 0.1
+    """Clip-Cov: lower bound of the centred covariance of candidate tokens (paper: 1, which at toy scale admits almost only A<0 unlikely tokens)."""
     clip_cov_ub: float = 5.0
     """Clip-Cov: upper bound of the centred covariance of candidate tokens (paper: 5)."""
-    kl_cov_frac: float = Field(default=0.02, ge=0, le=1)
-    """KL-Cov (Cui et al. 2025): fraction k of tokens, largest covariance first, under the KL penalty; paper 2e-3."""
-    kl_cov_coef: float = Field(default=1.0, ge=0)
+    kl_cov_frac: float = Field(default=0.2, ge=0, le=1)
+    """KL-Cov (Cui et al. 2025): fraction k of tokens, largest covariance first, under the KL penalty; paper 2e-3 (0.02 had no effect at toy scale, measured)."""
+    kl_cov_coef: float = Field(default=2.0, ge=0)
     """KL-Cov: coefficient λ of abs(log π - log π_old) on the selected tokens (paper: 1)."""
-    gppo_beta_low: float = Field(default=0.5, ge=0)
-    """CE-GPPO (Su et al. 2025): gradient weight β1 kept on low-side clipped tokens (A < 0, r < 1 - eps_low)."""
+    gppo_beta_low: float = Field(default=0.0, ge=0)
+    """CE-GPPO (Su et al. 2025): gradient weight β1 kept on low-side clipped tokens (A < 0, r < 1 - eps_low); 0.5 drove every group all-wrong at toy scale (measured)."""
     gppo_beta_high: float = Field(default=1.0, ge=0)
     """CE-GPPO: gradient weight β2 kept on high-side clipped tokens (A > 0, r > 1 + eps_high)."""
     precision: Literal["fp32", "bf16", "bf16_fixed"] = "fp32"

@@ -4,6 +4,13 @@ Law (multiplicative integral): ε_high <- clip(ε_high · exp(g · (target - H) 
 The step is proportional to the relative error, so it is scale-free in nats, slows down near the target
 (no bang-bang oscillation as with a fixed ×1.1 step), moves ε_high on a log scale (ε_high > 0 always) and
 accumulates the error (integral action: a persistent deficit keeps widening the clip until it binds).
+
+Authority: widening ε_high can only give back the entropy-raising updates that the high clip removes (A > 0
+on unlikely tokens, quadrant E2), so ADAPO raises entropy only as far as the high clip binds. On the demo
+task (2 epochs x 2 minibatches per rollout) GRPO's high clip binds on ~2% of tokens; ADAPO pins ε_high at
+ε_max (controller/at_bound ~0.9) and ends at GRPO's entropy (bench/controllers.py). Moving ε_low the
+other way too (ε_low · ε_high fixed) was measured and rejected: more entropy mid-run, but the reward
+collapsed (every group all-wrong) late in the run.
 """
 
 import math

@@ -1,10 +1,17 @@
-"""Entropy bonus with an auto-tuned coefficient, as SAC tunes its temperature (Haarnoja et al. 2018).
+"""Entropy bonus with an auto-tuned coefficient: SAC's temperature tuning (Haarnoja et al. 2018) read as a
+Lagrange multiplier.
 
-Loss += -α · H (H with gradient, aggregated like the policy loss). log α follows the SAC temperature
-gradient, normalised by the target: log α <- log α + g · (target - H) / target, α in [1e-6, α_max].
+Loss += -α · H (H with gradient, aggregated like the policy loss). Holding H at the target is an equality
+constraint, so its multiplier may take either sign: α > 0 rewards entropy, α < 0 penalises it. α follows
+dual ascent on the constraint, as SAC's temperature update, plus a proportional term for damping:
+    e = (target - H) / target
+    integral  I <- clip(I + gain · α_max · e, -α_max, α_max)
+    output    α = clip(I + KP · α_max · e, -α_max, α_max)
+Linear and signed because a log-scale α >= α_min comes down too slowly: measured on the demo task, once the
+entropy crossed the target the bonus kept pushing for tens of steps (Adam normalises the step, so when most
+groups have zero advantage the bonus alone drives the update) and the entropy ran away to twice the target.
 """
 
-import math
 from typing import Any
 
 import torch
@@ -13,13 +20,16 @@ from analysis import schema
 from trainer.aggregation import agg_loss
 from trainer.controllers.base import Controller, register_controller
 
-COEF_MIN = 1e-6
+KP = 1.0  # proportional gain, in units of α_max per unit relative error
 
 
-def bonus_step(coef: float, measured: float, target: float, gain: float, coef_max: float) -> float:
-    """The next coefficient α."""
-    log_a = math.log(max(coef, COEF_MIN)) + gain * (target - measured) / max(target, 1e-8)
-    return min(coef_max, max(COEF_MIN, math.exp(log_a)))
+def bonus_step(
+    integral: float, measured: float, target: float, gain: float, coef_max: float
+) -> tuple[float, float]:
+    """(new integral, new α) after observing one step's entropy."""
+    err = (target - measured) / max(target, 1e-8)
+    integral = min(coef_max, max(-coef_max, integral + gain * coef_max * err))
+    return integral, min(coef_max, max(-coef_max, integral + KP * coef_max * err))
 
 
 def entropy_bonus_loss(entropy: torch.Tensor, mask: torch.Tensor, coef: float, agg_mode: str) -> torch.Tensor:
@@ -34,14 +44,24 @@ class EntropyBonus(Controller):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.gain, self.coef_max = cfg.bonus_gain, cfg.bonus_coef_max
-        self.value = cfg.bonus_coef_init
+        self.value = self.integral = self._clamp(cfg.bonus_coef_init)
+
+    def _clamp(self, coef: float) -> float:
+        return min(self.coef_max, max(-self.coef_max, coef))
 
     def update(self, measured: float, target: float, step: int) -> None:
-        self.value = bonus_step(self.value, measured, target, self.gain, self.coef_max)
-        self.at_bound = self.value >= self.coef_max or self.value <= COEF_MIN
+        self.integral, self.value = bonus_step(self.integral, measured, target, self.gain, self.coef_max)
+        self.at_bound = abs(self.value) >= self.coef_max * (1 - 1e-9)
 
     def retune(self, cfg: Any, changed: set[str]) -> None:
-        self.value = min(self.coef_max, self.value)
+        self.value, self.integral = self._clamp(self.value), self._clamp(self.integral)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "integral": float(self.integral)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.integral = float(state.get("integral", self.value))
 
     def metrics(self, eps_low: float, eps_high: float) -> dict[str, float]:
         return {**super().metrics(eps_low, eps_high), schema.CONTROLLER_COEF: self.value}

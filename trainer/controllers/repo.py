@@ -3,11 +3,19 @@
 REPO-R: A' = A - ζ·|A|·log π (log π of the behaviour policy, detached, floored at -20), clamped so that A'
 keeps A's sign (a zero advantage stays zero). REPO-D: β = ζ·cov(log π, A), the batch estimate of the
 entropy-drift term, and A' = A - β·(log π + H) with H the full-vocabulary entropy.
-Setpoint law, once per step: entropy below target -> |ζ| doubles toward more entropy, above -> halves;
-crossing |ζ| < ζ_min flips the sign, so a negative ζ pushes entropy down; |ζ| <= ζ_max. Within a relative
-dead band around the target ζ is held, which damps the bang-bang oscillation of the doubling law.
+
+Setpoint law, once per step, on the signed doubling ladder: position u maps to ζ = ±ζ_min·2^(|u|-1)
+(|u| >= 1; linear through 0 in between, so crossing |ζ| < ζ_min flips the sign and a negative ζ pushes
+entropy down), |ζ| <= ζ_max. The REPO paper's law moves u by one rung per step (entropy below target:
+|ζ| doubles toward more entropy; above: halves). Entropy responds to ζ with a lag (ζ sets the rate at which
+entropy changes), so that pure integral bang-bang law keeps oscillating around the target (measured ±25% on
+the demo task). The damped law here is a PI controller on u with the relative error e = (target - H)/target:
+    integral  u_I <- u_I + clip(KI·e, -1, 1)   (at most the paper's one rung per step; held inside the
+                                                relative dead band `control_deadband`)
+    output    u = u_I + KP·e                   (proportional term: damping)
 """
 
+import math
 from typing import Any
 
 import torch
@@ -45,19 +53,34 @@ def repo_d_advantages(
     return adv - beta * (old_logp.detach().float() + entropy.detach().float())
 
 
+KI = 2.0  # integral gain: rungs per step per unit relative error (a 50% error moves one full rung)
+KP = 3.0  # proportional gain: rungs of immediate offset per unit relative error
+
+
+def ladder_zeta(u: float, zmin: float) -> float:
+    """ζ at ladder position u: ±ζ_min·2^(|u|-1) for |u| >= 1, u·ζ_min in between."""
+    if abs(u) < 1:
+        return u * zmin
+    return (1.0 if u > 0 else -1.0) * zmin * 2.0 ** (abs(u) - 1)
+
+
+def ladder_pos(zeta: float, zmin: float) -> float:
+    """The inverse of ladder_zeta."""
+    if abs(zeta) < zmin:
+        return zeta / zmin
+    return (1.0 if zeta > 0 else -1.0) * (1 + math.log2(abs(zeta) / zmin))
+
+
 def setpoint_step(
-    zeta: float, measured: float, target: float, zmin: float, zmax: float, deadband: float
-) -> float:
-    """One step of the doubling/halving law with sign flip below zmin; the new signed ζ, |ζ| <= zmax."""
-    if abs(measured - target) <= deadband * target:
-        return zeta
-    if measured < target:  # more entropy: ζ up the signed ladder
-        z = zeta * 2 if zeta > 0 else zeta / 2
-        z = zmin if z <= 0 and -z < zmin else z
-    else:
-        z = zeta / 2 if zeta > 0 else zeta * 2
-        z = -zmin if z >= 0 and z < zmin else z
-    return max(-zmax, min(zmax, z))
+    u_i: float, measured: float, target: float, zmin: float, zmax: float, deadband: float
+) -> tuple[float, float]:
+    """One step of the damped law: (new integral position u_I, new signed ζ with |ζ| <= zmax)."""
+    top = ladder_pos(zmax, zmin)
+    err = (target - measured) / max(target, 1e-8)
+    if abs(err) > deadband:
+        u_i = max(-top, min(top, u_i + max(-1.0, min(1.0, KI * err))))
+    u = max(-top, min(top, u_i + KP * err))
+    return u_i, ladder_zeta(u, zmin)
 
 
 class _Setpoint(Controller):
@@ -70,15 +93,24 @@ class _Setpoint(Controller):
         self.zmax = cfg.zeta_max if cfg.zeta_max is not None else self.default_zmax
         self.deadband = cfg.control_deadband
         self.value = self.zmin
+        self.u_i = 1.0  # integral ladder position of ζ = ζ_min
 
     def update(self, measured: float, target: float, step: int) -> None:
-        self.value = setpoint_step(self.value, measured, target, self.zmin, self.zmax, self.deadband)
-        self.at_bound = abs(self.value) >= self.zmax
+        self.u_i, self.value = setpoint_step(self.u_i, measured, target, self.zmin, self.zmax, self.deadband)
+        self.at_bound = abs(self.value) >= self.zmax * (1 - 1e-9)
 
     def retune(self, cfg: Any, changed: set[str]) -> None:
         sign = -1.0 if self.value < 0 else 1.0
         self.value = sign * min(self.zmax, max(self.zmin, abs(self.value)))
-        self.at_bound = abs(self.value) >= self.zmax
+        self.u_i = ladder_pos(self.value, self.zmin)  # on the new ladder (ζ_min may have changed)
+        self.at_bound = abs(self.value) >= self.zmax * (1 - 1e-9)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "u_i": float(self.u_i)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.u_i = float(state.get("u_i", ladder_pos(self.value, self.zmin)))  # older checkpoints: from ζ
 
     def metrics(self, eps_low: float, eps_high: float) -> dict[str, float]:
         return {**super().metrics(eps_low, eps_high), schema.CONTROLLER_ZETA: self.value}
@@ -86,9 +118,11 @@ class _Setpoint(Controller):
 
 @register_controller("repo_r")
 class RepoR(_Setpoint):
-    """REPO-R; toy bounds |ζ| in [1e-4, 1.0] (the paper's 0.05 has no effect at this scale)."""
+    """REPO-R; toy bounds |ζ| in [0.01, 1.0]: the paper's 0.05 has no effect at this scale, and above 1 the
+    sign clamp zeroes the negative advantage of most tokens (p < e^(-1/ζ)), the policy learns from positives
+    only and entropy falls again (measured: ζ_max 2 or 4 end below ζ_max 1)."""
 
-    default_zmin, default_zmax = 1e-4, 1.0
+    default_zmin, default_zmax = 0.01, 1.0
 
     def advantages(self, adv, old_logp, entropy, mask):
         return repo_r_advantages(adv, old_logp, self.value)

@@ -1,0 +1,241 @@
+"""Controllers bench: GRPO and every entropy controller on one demo config and seed, with pass/fail marks.
+
+    .venv/bin/python bench/controllers.py [--steps N] [--only NAME ...] [--store DIR] [--set key=value ...]
+
+Runs, in order: `grpo` (no controller, the collapse baseline), one run per controller with the default
+target (H0, the first step's entropy), and two tracking runs with target_entropy = H0/2 (`track-repo_r`,
+`track-bonus`). H0 is measured from the GRPO run's first step (every run shares the seed and the
+warm-started model, so the first rollout is the same); without `grpo` in the set, pass `--target`.
+The demo config is trainer.sample_runs.COMMON, the one the sample runs use; `--set` overrides it.
+
+Columns (over the store's per-step scalars): wall s; H0; final entropy = mean of the last 10% of steps;
+change vs H0; ratio to GRPO's final entropy; reward, pass@1, pass@k = means of the last 10%; adv/zero_frac,
+clip/frac_high, controller/at_bound = means over the run; track = max |smoothed entropy - target| / target
+over the second half (smoothed: centred 11-step moving mean, which removes the per-step sampling noise
+of a few hundred tokens but no controller oscillation slower than ~10 steps); raw = the same on the
+unsmoothed per-step entropy, for reference.
+
+Acceptance marks: GRPO entropy falls >= 40%; every controller ends >= 2x GRPO's final entropy;
+REPO-R and ADAPO keep reward >= 0.9x and pass@k >= GRPO's; tracking runs within 15%; each run <= 180 s.
+Torch is imported only when a run starts.
+"""
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from analysis import schema  # noqa: E402
+
+CONTROLLER_RUNS = ["repo_r", "repo_d", "adapo", "entropy_bonus", "clip_cov", "kl_cov", "ce_gppo"]
+TRACK_RUNS = {"track-repo_r": "repo_r", "track-bonus": "entropy_bonus", "track-adapo": "adapo"}
+DEFAULT_RUNS = ["grpo", *CONTROLLER_RUNS, "track-repo_r", "track-bonus"]
+ALL_RUNS = ["grpo", *CONTROLLER_RUNS, *TRACK_RUNS]
+
+GRPO_DROP = 0.40  # GRPO entropy must fall by at least this fraction of H0
+ENTROPY_RATIO = 2.0  # controllers end with >= this x GRPO's final entropy
+REWARD_RATIO = 0.9  # REPO-R and ADAPO keep reward >= this x GRPO's
+TRACK_TOL = 0.15  # tracking runs within this relative band over the second half
+WALL_LIMIT = 180.0  # seconds per run
+SMOOTH = 11  # centred moving-mean window for the tracking deviation
+KEYS = [
+    schema.ENTROPY_MEAN,
+    schema.ENTROPY_TARGET,
+    schema.REWARD_MEAN,
+    schema.PASS_AT_1,
+    schema.PASS_AT_K,
+    schema.ADV_ZERO_FRAC,
+    schema.CLIP_FRAC_HIGH,
+    schema.CLIP_FRAC_LOW,
+    schema.CONTROLLER_AT_BOUND,
+]
+
+
+@dataclass
+class Row:
+    run: str
+    wall_s: float
+    h0: float
+    final: float
+    change: float
+    reward: float
+    pass1: float
+    passk: float
+    zero_frac: float
+    clip_high: float
+    clip_low: float
+    at_bound: float
+    track: float = math.nan
+    track_raw: float = math.nan
+    ratio: float = math.nan
+    marks: list[str] = field(default_factory=list)
+
+
+def run_overrides(name: str, target: float | None) -> list[str]:
+    """The `--set` overrides of a bench run, on top of the demo config."""
+    if name == "grpo":
+        return ["controller=none"]
+    if name in TRACK_RUNS:
+        return [f"controller={TRACK_RUNS[name]}", f"target_entropy={target:.6f}"]
+    return [f"controller={name}"]
+
+
+def train_run(store: Path, name: str, overrides: list[str]) -> float:
+    """Train one run in-process; its wall time in seconds."""
+    from trainer.config import load_config
+    from trainer.loop import train
+    from trainer.sample_runs import COMMON
+
+    cfg = load_config(None, [*COMMON, "alerts=off", *overrides])  # alert lines would flood the output
+    t0 = time.perf_counter()
+    train(cfg, store, run_id=name, progress=False)
+    return time.perf_counter() - t0
+
+
+def moving_mean(xs: list[float], k: int) -> list[float]:
+    """Centred moving mean, the window shrunk at the ends."""
+    h = k // 2
+    return [sum(xs[max(0, i - h) : i + h + 1]) / len(xs[max(0, i - h) : i + h + 1]) for i in range(len(xs))]
+
+
+def measure(store: Path, name: str, wall: float, tracking: bool) -> Row:
+    from analysis.store_reader import StoreReader
+
+    df = StoreReader(store).scalars([name], KEYS, max_points=100_000)
+    series = {k: g.sort_values("step")["value"].astype(float).tolist() for k, g in df.groupby("key")}
+    ent = series[schema.ENTROPY_MEAN]
+    n = len(ent)
+    tail = max(1, n // 10)
+
+    def last(key: str) -> float:
+        xs = series.get(key, [])
+        return sum(xs[-tail:]) / len(xs[-tail:]) if xs else math.nan
+
+    def mean(key: str) -> float:
+        xs = series.get(key, [])
+        return sum(xs) / len(xs) if xs else math.nan
+
+    h0 = ent[0]
+    final = last(schema.ENTROPY_MEAN)
+    row = Row(
+        run=name,
+        wall_s=wall,
+        h0=h0,
+        final=final,
+        change=final / h0 - 1,
+        reward=last(schema.REWARD_MEAN),
+        pass1=last(schema.PASS_AT_1),
+        passk=last(schema.PASS_AT_K),
+        zero_frac=mean(schema.ADV_ZERO_FRAC),
+        clip_high=mean(schema.CLIP_FRAC_HIGH),
+        clip_low=mean(schema.CLIP_FRAC_LOW),
+        at_bound=mean(schema.CONTROLLER_AT_BOUND),
+    )
+    if tracking:
+        target = series[schema.ENTROPY_TARGET]
+        smooth = moving_mean(ent, SMOOTH)
+        half = range(n // 2, n)
+        row.track = max(abs(smooth[i] - target[i]) / target[i] for i in half)
+        row.track_raw = max(abs(ent[i] - target[i]) / target[i] for i in half)
+    return row
+
+
+def judge(rows: dict[str, Row]) -> bool:
+    """Set each row's marks; True when every checked point holds."""
+    ok = True
+
+    def mark(row: Row, cond: bool, what: str) -> None:
+        nonlocal ok
+        ok &= cond
+        row.marks.append(("PASS " if cond else "FAIL ") + what)
+
+    grpo = rows.get("grpo")
+    for row in rows.values():
+        mark(row, row.wall_s <= WALL_LIMIT, f"wall<={WALL_LIMIT:.0f}s")
+        if grpo:
+            row.ratio = row.final / grpo.final
+    if grpo:
+        mark(grpo, -grpo.change >= GRPO_DROP, f"drop>={GRPO_DROP:.0%}")
+    for name, row in rows.items():
+        if name in CONTROLLER_RUNS and grpo:
+            mark(row, row.ratio >= ENTROPY_RATIO, f"H>={ENTROPY_RATIO:g}xGRPO")
+        if name in ("repo_r", "adapo") and grpo:
+            mark(row, row.reward >= REWARD_RATIO * grpo.reward, f"reward>={REWARD_RATIO:g}xGRPO")
+            mark(row, row.passk >= grpo.passk, "pass@k>=GRPO")
+        if name in TRACK_RUNS:
+            mark(row, row.track <= TRACK_TOL, f"track<={TRACK_TOL:.0%}")
+    return ok
+
+
+def table(rows: dict[str, Row]) -> str:
+    head = (
+        f"{'run':<14}{'wall s':>7}{'H0':>7}{'final H':>8}{'vs H0':>7}{'xGRPO':>6}{'reward':>7}{'pass@1':>7}"
+        f"{'pass@k':>7}{'zero':>6}{'clipHi':>7}{'clipLo':>7}{'bound':>6}{'track':>7}{'raw':>6}  marks"
+    )
+    lines = [head, "-" * len(head)]
+
+    def f(x: float, spec: str) -> str:
+        return "-" if math.isnan(x) else format(x, spec)
+
+    for r in rows.values():
+        lines.append(
+            f"{r.run:<14}{r.wall_s:>7.0f}{r.h0:>7.3f}{r.final:>8.3f}{f(r.change, '+.0%'):>7}"
+            f"{f(r.ratio, '.2f'):>6}{r.reward:>7.3f}{r.pass1:>7.3f}{r.passk:>7.3f}{r.zero_frac:>6.2f}"
+            f"{r.clip_high:>7.3f}{r.clip_low:>7.3f}{r.at_bound:>6.2f}{f(r.track, '.0%'):>7}"
+            f"{f(r.track_raw, '.0%'):>6}  {'; '.join(m for m in r.marks if m.startswith('FAIL')) or 'ok'}"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=None, help="override the demo config's steps")
+    parser.add_argument(
+        "--only", nargs="*", choices=ALL_RUNS, help=f"runs to do (default: {' '.join(DEFAULT_RUNS)})"
+    )
+    parser.add_argument("--store", default=None, help="run store (default: a temporary directory)")
+    parser.add_argument("--target", type=float, default=None, help="absolute tracking target (default: H0/2)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="key=value for every run")
+    parser.add_argument("--json", default=None, help="also write the rows as JSON to this file")
+    args = parser.parse_args(argv)
+    names = args.only or DEFAULT_RUNS
+    names = sorted(names, key=ALL_RUNS.index)
+    extra = [*args.sets, *([f"steps={args.steps}"] if args.steps else [])]
+    if any(n in TRACK_RUNS for n in names) and args.target is None and "grpo" not in names:
+        parser.error("tracking runs need H0: include grpo in --only, or pass --target")
+
+    tmp = None if args.store else tempfile.TemporaryDirectory(prefix="ctl-bench-")
+    store = Path(args.store or tmp.name)
+    rows: dict[str, Row] = {}
+    target = args.target
+    for name in names:
+        if name in TRACK_RUNS and target is None:
+            target = rows["grpo"].h0 / 2
+        wall = train_run(store, name, [*extra, *run_overrides(name, target)])
+        rows[name] = measure(store, name, wall, tracking=name in TRACK_RUNS)
+        r = rows[name]
+        print(f"[{name}] {wall:.0f} s  H0 {r.h0:.3f} -> {r.final:.3f}  reward {r.reward:.3f}", flush=True)
+    ok = judge(rows)
+    print()
+    print(f"demo config: {' '.join(extra) or '(trainer.sample_runs.COMMON)'}; tracking target {target}")
+    print(table(rows))
+    print()
+    for r in rows.values():
+        for m in r.marks:
+            print(f"  {r.run:<14} {m}")
+    print("ALL PASS" if ok else "SOME FAIL")
+    if args.json:
+        Path(args.json).write_text(json.dumps([asdict(r) for r in rows.values()], indent=1))
+    if tmp:
+        tmp.cleanup()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
