@@ -48,8 +48,8 @@ class TrainConfig(BaseModel):
     """Entropy bonus: initial coefficient α (auto-tuned as SAC's temperature, Haarnoja et al. 2018)."""
     bonus_gain: float = Field(default=0.3, gt=0)
     """Entropy bonus: integral I <- I + gain * bonus_coef_max * (target - H) / target once per step (plus a P term)."""
-    bonus_coef_max: float = Field(default=0.05, gt=0)
-    """Entropy bonus: bound on abs(α); α < 0 penalises entropy while it is above the target."""
+    bonus_coef_max: float = Field(default=0.2, gt=0)
+    """Entropy bonus: upper bound of α (the lower bound is 0)."""
     clip_cov_frac: float = Field(default=0.2, ge=0, le=1)
     """Clip-Cov (Cui et al. 2025): fraction r of tokens whose gradient is detached; paper 2e-4 (0 tokens at toy batch sizes; 0.02 had no effect, measured)."""
     clip_cov_lb: float = 0.1

@@ -1,15 +1,15 @@
-"""Entropy bonus with an auto-tuned coefficient: SAC's temperature tuning (Haarnoja et al. 2018) read as a
-Lagrange multiplier.
+"""Entropy bonus with an auto-tuned coefficient: SAC's temperature tuning (Haarnoja et al. 2018) read as
+projected dual ascent on the constraint H >= target.
 
-Loss += -α · H (H with gradient, aggregated like the policy loss). Holding H at the target is an equality
-constraint, so its multiplier may take either sign: α > 0 rewards entropy, α < 0 penalises it. α follows
-dual ascent on the constraint, as SAC's temperature update, plus a proportional term for damping:
+Loss += -α · H (H with gradient, aggregated like the policy loss), with the multiplier α in [0, α_max]
+following the constraint's violation, plus a proportional term for damping:
     e = (target - H) / target
-    integral  I <- clip(I + gain · α_max · e, -α_max, α_max)
-    output    α = clip(I + KP · α_max · e, -α_max, α_max)
-Linear and signed because a log-scale α >= α_min comes down too slowly: measured on the demo task, once the
-entropy crossed the target the bonus kept pushing for tens of steps (Adam normalises the step, so when most
-groups have zero advantage the bonus alone drives the update) and the entropy ran away to twice the target.
+    integral  I <- clip(I + gain · α_max · e, 0, α_max)
+    output    α = clip(I + KP · α_max · e, 0, α_max)
+Linear in α, not in log α: measured on the demo task, a log-scale α (floor α_max/100) came down too slowly
+once the entropy crossed the target, and the bonus, which drives the whole update when most groups have zero
+advantage (Adam normalises the step), ran the entropy away to twice the target. A signed α (a penalty above
+the target) was worse: starting at H0 = 2 x target it drove the policy into collapse and the reward to 0.
 """
 
 from typing import Any
@@ -28,8 +28,8 @@ def bonus_step(
 ) -> tuple[float, float]:
     """(new integral, new α) after observing one step's entropy."""
     err = (target - measured) / max(target, 1e-8)
-    integral = min(coef_max, max(-coef_max, integral + gain * coef_max * err))
-    return integral, min(coef_max, max(-coef_max, integral + KP * coef_max * err))
+    integral = min(coef_max, max(0.0, integral + gain * coef_max * err))
+    return integral, min(coef_max, max(0.0, integral + KP * coef_max * err))
 
 
 def entropy_bonus_loss(entropy: torch.Tensor, mask: torch.Tensor, coef: float, agg_mode: str) -> torch.Tensor:
@@ -47,11 +47,11 @@ class EntropyBonus(Controller):
         self.value = self.integral = self._clamp(cfg.bonus_coef_init)
 
     def _clamp(self, coef: float) -> float:
-        return min(self.coef_max, max(-self.coef_max, coef))
+        return min(self.coef_max, max(0.0, coef))
 
     def update(self, measured: float, target: float, step: int) -> None:
         self.integral, self.value = bonus_step(self.integral, measured, target, self.gain, self.coef_max)
-        self.at_bound = abs(self.value) >= self.coef_max * (1 - 1e-9)
+        self.at_bound = self.value >= self.coef_max * (1 - 1e-9)  # pushing as hard as it may
 
     def retune(self, cfg: Any, changed: set[str]) -> None:
         self.value, self.integral = self._clamp(self.value), self._clamp(self.integral)
