@@ -134,7 +134,8 @@ def test_trainer_rejects_five_malformed_files_keeps_training_and_applies_a_valid
             doc(3, eps_low=3.0),
         ]
         for text in bad:
-            n = len(StoreReader(tmp_path).events("live", ["control_rejected"]))  # before: the trainer is quick
+            # Counted before writing: the trainer may answer before this loop looks.
+            n = len(StoreReader(tmp_path).events("live", ["control_rejected"]))
             write_json_text(run_dir / "control.json", text)
             deadline = time.monotonic() + 60
             while len(StoreReader(tmp_path).events("live", ["control_rejected"])) == n:
