@@ -19,9 +19,9 @@ HEALTH_PATH = "/_stcore/health"
 
 
 def command(store: str, host: str = "127.0.0.1", port: int = 8501) -> list[str]:
-    """The `streamlit run` command line for a store (made absolute: the server may run elsewhere)."""
+    """The `streamlit run` command line (through app.launch) for a store, made absolute."""
     return [
-        sys.executable, "-m", "streamlit", "run", str(MAIN),
+        sys.executable, "-m", "app.launch", str(MAIN),
         "--server.address", host, "--server.port", str(port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
         # A served dashboard never edits its own source: watching the files only costs CPU.
