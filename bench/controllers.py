@@ -210,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(n in TRACK_RUNS for n in names) and args.target is None and "grpo" not in names:
         parser.error("tracking runs need H0: include grpo in --only, or pass --target")
 
+    taken = [n for n in names if args.store and (Path(args.store) / n).exists()]
+    if taken:
+        parser.error(f"{args.store} already holds run(s) {', '.join(taken)}; pass an empty or new --store")
     tmp = None if args.store else tempfile.TemporaryDirectory(prefix="ctl-bench-")
     store = Path(args.store or tmp.name)
     rows: dict[str, Row] = {}

@@ -93,7 +93,7 @@ def test_store_path_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
 
 def test_serve_command_and_lazy_import(tmp_path: Path) -> None:
     cmd = serve.command(str(tmp_path), "0.0.0.0", 9999)
-    assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"]
+    assert cmd[:4] == [sys.executable, "-m", "app.launch", str(serve.MAIN)]
     assert (
         cmd[cmd.index("--server.port") + 1] == "9999" and cmd[cmd.index("--server.address") + 1] == "0.0.0.0"
     )

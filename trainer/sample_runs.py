@@ -18,8 +18,18 @@ from analysis.plots import entropy_curves_png, summary_markdown, summary_rows
 from trainer.config import load_config
 
 # The demo config of bench/controllers.py too. Two epochs per rollout: the ratio moves, clipping binds (on
-# ~2% high, ~4% low of tokens), GRPO collapses ~80% in 200 steps, each run under a minute on 2 free cores.
-COMMON = ["task=digit_sum", "steps=200", "seed=0", "epochs_per_step=2", "minibatches=2", "checkpoint_every=0"]
+# ~1% high, ~3% low of tokens), GRPO collapses ~80% in 200 steps, each run under a minute on 2 free cores.
+# lr 5e-4, not the default 1e-3: measured, GRPO then learns better (reward 0.63 vs 0.30) and REPO-R keeps
+# 3.4x GRPO's final entropy (1.65x at 1e-3, where it collapses with GRPO before ζ has ramped up).
+COMMON = [
+    "task=digit_sum",
+    "steps=200",
+    "seed=0",
+    "lr=5e-4",
+    "epochs_per_step=2",
+    "minibatches=2",
+    "checkpoint_every=0",
+]
 SAMPLE_RUNS: dict[str, list[str]] = {
     "grpo-fp32": [*COMMON, "algo=grpo"],
     "dapo-fp32": [*COMMON, "algo=dapo"],
