@@ -1,10 +1,11 @@
-"""Start the dashboard as a `streamlit run` subprocess: `serve` for the CLI, `start`/`wait_ready` for tests
-and the demo.
+"""Start the dashboard as a `streamlit run` process: `start`/`wait_ready` for tests and benchmarks, and
+`python -m app.serve --store DIR [--host H] [--port N]`, which becomes the server (exec), for the
+`entropyscope dashboard` and `demo` commands: the trainer's CLI starts it as a process and never imports app/.
 
-Deliberately free of a module-level Streamlit import: `entropyscope` imports this for its `dashboard`
-command, and loading Streamlit (or torch) there would slow every other command down.
+Free of a module-level Streamlit import, so starting it costs nothing before the server itself starts.
 """
 
+import argparse
 import os
 import subprocess
 import sys
@@ -35,20 +36,6 @@ def start(store: str, host: str = "127.0.0.1", port: int = 8501, **popen: Any) -
     return subprocess.Popen(command(store, host, port), **popen)
 
 
-def serve(store: str, host: str = "127.0.0.1", port: int = 8501) -> int:
-    """Run the server in the foreground until it exits or Ctrl-C; returns its exit code."""
-    print(f"entropyscope dashboard: http://{host}:{port} (store {os.path.abspath(store)}); Ctrl-C stops it")
-    proc = start(store, host, port)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:  # the server got the same SIGINT from the terminal; give it time to exit
-        try:
-            return proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait()
-
-
 def wait_ready(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
     """Poll the server's health endpoint until it answers "ok"; TimeoutError after `timeout` seconds,
     RuntimeError at once if `proc` (the server) has exited."""
@@ -66,3 +53,20 @@ def wait_ready(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = 
             last = err
         time.sleep(0.2)
     raise TimeoutError(f"dashboard at {url} not ready after {timeout:.0f} s (last error: {last})")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m app.serve", description="serve the entropyscope dashboard"
+    )
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8501)
+    args = parser.parse_args(argv)
+    cmd = command(args.store, args.host, args.port)
+    # Become the server: whoever started this process can stop the server by stopping this pid.
+    os.execv(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main()

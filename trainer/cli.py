@@ -5,11 +5,14 @@ Bad input (config, flags, paths) prints one line `entropyscope: error: ...` and 
 """
 
 import argparse
+import os
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from analysis.errors import UsageError
 
@@ -53,8 +56,43 @@ def check_port(host: str, port: int) -> None:
             raise UsageError(f"port {port} on {host} is in use; pass a free one with --port N") from None
 
 
+def start_dashboard(store: str, host: str, port: int, **popen: Any) -> subprocess.Popen:
+    """The dashboard server as its own process (`python -m app.serve`): the trainer never imports app/."""
+    check_port(host, port)
+    cmd = [
+        sys.executable,
+        "-m",
+        "app.serve",
+        "--store",
+        os.path.abspath(store),
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    return subprocess.Popen(cmd, **popen)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def wait_server(proc: subprocess.Popen) -> int:
+    """Serve until the server exits or Ctrl-C; the server is gone either way."""
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        stop_server(proc)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    from app import serve
     from trainer.config import load_config
     from trainer.loop import train
 
@@ -62,12 +100,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     store = Path(args.store)
     server = None
     if not args.no_serve:
-        check_port(args.host, args.port)
         store.mkdir(parents=True, exist_ok=True)
         copy_sample_runs(store)
         # The server's own chatter would tear the progress bar; it goes to a log in the store instead.
-        log = (store / "dashboard.log").open("ab")
-        server = serve.start(str(store), args.host, args.port, stdout=log, stderr=log)
+        with (store / "dashboard.log").open("ab") as log:
+            server = start_dashboard(str(store), args.host, args.port, stdout=log, stderr=log)
         print(f"dashboard: http://{args.host}:{args.port} (the live run appears under Runs)")
     print(f"demo: GRPO on {cfg.task} with {cfg.model}, {cfg.steps} steps, CPU-friendly; store {store}")
     try:
@@ -77,14 +114,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if server is None:
             return 0
         print(f"dashboard still serving at http://{args.host}:{args.port}; Ctrl-C stops it")
-        try:
-            return server.wait()
-        except KeyboardInterrupt:
-            return 0
+        return wait_server(server)
     finally:
-        if server is not None and server.poll() is None:
-            server.terminate()
-            server.wait(timeout=10)
+        if server is not None:
+            stop_server(server)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -148,14 +181,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from app import serve
-
     if not Path(args.store).is_dir():
         raise UsageError(
             f"no run store at {args.store!r}; pass --store DIR (train a run first, or sample_runs)"
         )
-    check_port(args.host, args.port)
-    return serve.serve(args.store, args.host, args.port)
+    server = start_dashboard(args.store, args.host, args.port)
+    print(f"entropyscope dashboard: http://{args.host}:{args.port} (store {args.store}); Ctrl-C stops it")
+    return wait_server(server)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
