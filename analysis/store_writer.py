@@ -52,7 +52,7 @@ def _validate_run_id(run_id: str) -> None:
         )
 
 
-def _next_seq(run_dir: Path) -> int:
+def next_seq(run_dir: Path) -> int:
     """One past the highest segment number in the run, so a resumed run's segments sort after the old ones."""
     seqs = [
         int(m.group(1))
@@ -61,6 +61,38 @@ def _next_seq(run_dir: Path) -> int:
         if (m := _SEGMENT_NAME.match(p.name))
     ]
     return max(seqs, default=0) + 1
+
+
+def segment_name(seq: int) -> str:
+    """Sequence first (readers order segments by name), then pid and a random tag: unique beside any writer."""
+    return f"{seq:08d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+def event_columns(
+    events: Sequence[tuple[int, str, str, str, dict[str, Any] | None]], wall_time: float
+) -> dict[str, list[Any]]:
+    """Columns of the events table (run_id aside) for (step, kind, severity, message, payload) rows; events of
+    one call get wall times a microsecond apart, so readers keep their order."""
+    for _, kind, severity, _, _ in events:
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}; valid kinds: {', '.join(EVENT_KINDS)}")
+        if severity not in SEVERITIES:
+            raise ValueError(f"unknown severity {severity!r}; valid: {', '.join(SEVERITIES)}")
+    return {
+        "step": [int(e[0]) for e in events],
+        "wall_time": [wall_time + i * 1e-6 for i in range(len(events))],
+        "kind": [e[1] for e in events],
+        "severity": [e[2] for e in events],
+        "message": [str(e[3]) for e in events],
+        "payload": [json.dumps(e[4] or {}, default=str) for e in events],
+    }
+
+
+def write_events(run_dir: Path, events: Sequence[tuple[int, str, str, str, dict[str, Any] | None]]) -> Path:
+    """Append events to a run as one new segment, from outside its writer (`watch` records alerts so)."""
+    columns = {"run_id": [run_dir.name] * len(events), **event_columns(events, time.time())}
+    table = pa.table(columns, schema=TABLES["events"])
+    return write_parquet_atomic(run_dir / "events" / segment_name(next_seq(run_dir)), table)
 
 
 class RunWriter:
@@ -110,7 +142,7 @@ class RunWriter:
         self._last_flush = time.monotonic()
         self._last_heartbeat_write = -math.inf
         self._max_step: int | None = previous.get("last_step")
-        self._seq = _next_seq(self.run_dir)
+        self._seq = next_seq(self.run_dir)
         self._closed = False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_meta()
@@ -188,18 +220,7 @@ class RunWriter:
         payload: dict[str, Any] | None = None,
     ) -> None:
         """Record an event and write it at once: readers (dashboard, `control`) wait on acks and errors."""
-        if kind not in EVENT_KINDS:
-            raise ValueError(f"unknown event kind {kind!r}; valid kinds: {', '.join(EVENT_KINDS)}")
-        if severity not in SEVERITIES:
-            raise ValueError(f"unknown severity {severity!r}; valid: {', '.join(SEVERITIES)}")
-        row = {
-            "step": [int(step)],
-            "wall_time": [time.time()],
-            "kind": [kind],
-            "severity": [severity],
-            "message": [str(message)],
-            "payload": [json.dumps(payload or {}, default=str)],
-        }
+        row = event_columns([(step, kind, severity, message, payload)], time.time())
         self._append("events", row)
         self._flush_table("events")
 
@@ -284,8 +305,7 @@ class RunWriter:
         if not chunks:
             return
         data = pa.concat_tables(chunks)
-        name = f"{self._seq:08d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
-        write_parquet_atomic(self.run_dir / table / name, data)
+        write_parquet_atomic(self.run_dir / table / segment_name(self._seq), data)
         self._seq += 1
         self._buffers[table] = []
         self._buffered_rows -= data.num_rows

@@ -14,12 +14,9 @@ H0 is the first finite value in the run's first segment.
 
 import json
 import math
-import os
-import re
 import time
 import urllib.error
 import urllib.request
-import uuid
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,17 +30,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.alerts import FIRED, RESOLVED, AlertState, RuleSet, Transition, evaluate, load_rules
-from analysis.atomic import write_parquet_atomic
 from analysis.errors import UsageError
-from analysis.schema import TABLES
 from analysis.store_reader import StoreReader
-from analysis.store_writer import RUN_JSON
+from analysis.store_writer import RUN_JSON, write_events
 
 WINDOW_STEPS = 200
 """Steps of each run read per cycle (at least twice the rules' lookback); a transition that starts and ends
 within one cycle is still seen when a run makes fewer steps than this between two cycles."""
 WEBHOOK_TIMEOUT_S = 5.0
-_SEGMENT_SEQ = re.compile(r"^(\d+)-")
 
 
 @dataclass
@@ -262,26 +256,9 @@ class Watcher:
 # ---- recording and notifying ------------------------------------------------------------------------------
 
 
-def _next_seq(events_dir: Path) -> int:
-    seqs = [int(m.group(1)) for p in events_dir.glob("*.parquet") if (m := _SEGMENT_SEQ.match(p.name))]
-    return max(seqs, default=0) + 1
-
-
 def record_events(run_dir: Path, transitions: list[Transition]) -> Path:
     """Append transitions to the run's events as one new segment (unique name: safe beside its writer)."""
-    now = time.time()
-    columns: dict[str, list[Any]] = {
-        "run_id": [run_dir.name] * len(transitions),
-        "step": [t.step for t in transitions],
-        "wall_time": [now + i * 1e-6 for i in range(len(transitions))],  # keeps their order for readers
-        "kind": [t.kind for t in transitions],
-        "severity": [t.severity for t in transitions],
-        "message": [t.message for t in transitions],
-        "payload": [json.dumps(t.payload) for t in transitions],
-    }
-    events_dir = run_dir / "events"
-    name = f"{_next_seq(events_dir):08d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
-    return write_parquet_atomic(events_dir / name, pa.table(columns, schema=TABLES["events"]))
+    return write_events(run_dir, [(t.step, t.kind, t.severity, t.message, t.payload) for t in transitions])
 
 
 def post_webhook(url: str, body: dict[str, Any], timeout_s: float = WEBHOOK_TIMEOUT_S) -> None:

@@ -217,6 +217,7 @@ def collect_metrics(
     entropy: torch.Tensor,
     upd: UpdateResult,
     target: float,
+    ent_stats: dict[str, float],
     controller_metrics: dict[str, float],
 ) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
     """All step metrics from the Contract, plus per-token clip sides and quadrants (B, R).
@@ -235,7 +236,7 @@ def collect_metrics(
     all_mask = torch.cat([mask[rows].flatten() for rows in upd.all_rows]).bool()
     m[schema.RATIO_MEAN] = float(all_ratio[all_mask].mean())
     m[schema.RATIO_MAX] = float(all_ratio[all_mask].max())
-    m.update(entropy_stats(entropy, mask))
+    m.update(ent_stats)
     m.update(entropy_dynamics(train_logp, adv, mask, cfg.lr))
     m.update(precision_metrics(rollout.rollout_logp, train_logp, mask))
     m.update(group_metrics(rollout.group_ids.tolist(), rollout.responses, correct))
@@ -306,7 +307,8 @@ def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Gen
     # Naive bf16 trusts the rollout engine's log-probs as the old policy; the other modes recompute them
     # on the training path, so old and new log-probs share one code path.
     old_logp = rollout.rollout_logp if cfg.precision == "bf16" else train_logp
-    measured = entropy_stats(entropy, rollout.response_mask)[schema.ENTROPY_MEAN]
+    ent_stats = entropy_stats(entropy, rollout.response_mask)
+    measured = ent_stats[schema.ENTROPY_MEAN]
     if p.h0 is None:
         p.h0 = measured
     target = step_target(cfg, step, p.h0)
@@ -334,7 +336,7 @@ def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Gen
     ctrl.update(measured, target, step)  # sets the next step's parameters
     t_update = time.perf_counter()
     metrics, clip_side, quadrant = collect_metrics(
-        cfg, rollout, rewards, correct, seq_adv, train_logp, entropy, upd, target, ctrl_metrics
+        cfg, rollout, rewards, correct, seq_adv, train_logp, entropy, upd, target, ent_stats, ctrl_metrics
     )
     t_end = time.perf_counter()
     metrics[schema.TIME_ROLLOUT] = t_rollout - t0
