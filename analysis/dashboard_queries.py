@@ -17,18 +17,10 @@ import pandas as pd
 from analysis.alerts import FIRED, RESOLVED
 from analysis.control import APPLIED, LIVE_KEYS, REJECTED, control_path
 from analysis.schema import ENTROPY_MEAN, ENTROPY_PRED_DELTA, RESPONSE_LEN_MEAN
-from analysis.store_reader import StoreReader
+from analysis.store_reader import StoreReader, read_run_json
 from analysis.store_writer import RUN_JSON
 
 TOKENIZER_FILE = "tokenizer.json"
-
-
-def _query(
-    reader: StoreReader, sql: str, params: list[Any], tables: list[str], run_ids: list[str] | None
-) -> pd.DataFrame:
-    # StoreReader's runner registers the segment views on a fresh cursor and retries without segments that
-    # turn out unreadable, which a query over a live store needs as much as the reader's own queries do.
-    return reader._query(sql, params, tables, run_ids)
 
 
 def fingerprint(store: str | Path, run_ids: Sequence[str] | None, tables: Sequence[str]) -> str:
@@ -80,7 +72,7 @@ def _stat_path(path: Path) -> int:
 def run_starts(reader: StoreReader, run_ids: Sequence[str]) -> dict[str, float]:
     """First logged wall time of each run (unix seconds), the origin of the dashboard's wall-time axis."""
     sql = "SELECT run_id, min(wall_time) AS t0 FROM seg_steps GROUP BY run_id"
-    df = _query(reader, sql, [], ["steps"], list(run_ids))
+    df = reader.query(sql, [], ["steps"], list(run_ids))
     return {str(r): float(t) for r, t in zip(df["run_id"], df["t0"], strict=True)}
 
 
@@ -106,21 +98,12 @@ def tokens_seen(reader: StoreReader, run_ids: Sequence[str]) -> tuple[pd.DataFra
     Returns (frame with run_id, step, tokens_seen; run ids for which it cannot be computed because the
     run logged no response/len_mean or its config has no batch size).
     """
-    df = _query(reader, _TOKENS_SEEN_SQL, [RESPONSE_LEN_MEAN], ["steps"], list(run_ids))
-    batches = {r: batch_size(_config(reader, r)) for r in run_ids}
+    df = reader.query(_TOKENS_SEEN_SQL, [RESPONSE_LEN_MEAN], ["steps"], list(run_ids))
+    batches = {r: batch_size(_config_at(reader.store / r)) for r in run_ids}
     df["tokens_seen"] = df["len_cum"] * df["run_id"].map(batches).astype("float64")
     df = df.dropna(subset=["tokens_seen"])
     missing = [r for r in run_ids if r not in set(df["run_id"])]
     return df[["run_id", "step", "tokens_seen"]].reset_index(drop=True), missing
-
-
-def _config(reader: StoreReader, run_id: str) -> dict[str, Any]:
-    path = reader.store / run_id / RUN_JSON
-    try:
-        config = json.loads(path.read_text()).get("config")
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return config if isinstance(config, dict) else {}
 
 
 # The prediction logged at step t is for the update made at t, which shows in the next step's rollout:
@@ -145,7 +128,7 @@ ORDER BY step
 def entropy_delta_pairs(reader: StoreReader, run_id: str) -> pd.DataFrame:
     """Per step: predicted ΔH (entropy/pred_delta) and measured ΔH = H(t+1) - H(t)."""
     params = [ENTROPY_MEAN, ENTROPY_PRED_DELTA, ENTROPY_MEAN, ENTROPY_PRED_DELTA]
-    return _query(reader, _DELTA_SQL, params, ["steps"], [run_id])
+    return reader.query(_DELTA_SQL, params, ["steps"], [run_id])
 
 
 _TOP_TOKENS_SQL = """
@@ -160,7 +143,7 @@ LIMIT ?
 
 def top_entropy_tokens(reader: StoreReader, run_id: str, limit: int = 50) -> pd.DataFrame:
     """The highest-entropy ("forking") token records of a run across all steps, with their sample."""
-    return _query(reader, _TOP_TOKENS_SQL, [int(limit)], ["tokens", "samples"], [run_id])
+    return reader.query(_TOP_TOKENS_SQL, [int(limit)], ["tokens", "samples"], [run_id])
 
 
 _ALERTS_SQL = """
@@ -175,7 +158,7 @@ SELECT run_id, count(*) FILTER (WHERE kind = 'alert_fired') AS active_alerts FRO
 
 def active_alerts(reader: StoreReader) -> dict[str, int]:
     """Alerts per run whose latest event is `alert_fired` (per payload rule, else per message)."""
-    df = _query(reader, _ALERTS_SQL, [], ["events"], None)
+    df = reader.query(_ALERTS_SQL, [], ["events"], None)
     return {str(r): int(n) for r, n in zip(df["run_id"], df["active_alerts"], strict=True)}
 
 
@@ -200,10 +183,7 @@ def find_tokenizer(store: str | Path, run_id: str) -> Path | None:
 
 
 def _config_at(run_dir: Path) -> dict[str, Any]:
-    try:
-        config = json.loads((run_dir / RUN_JSON).read_text()).get("config")
-    except (OSError, ValueError, AttributeError):
-        return {}
+    config = (read_run_json(run_dir) or {}).get("config")
     return config if isinstance(config, dict) else {}
 
 
@@ -239,7 +219,7 @@ WHERE list_contains(?::VARCHAR[], "key") AND isfinite("value") GROUP BY "key"
 
 def latest_values(reader: StoreReader, run_id: str, keys: Sequence[str]) -> dict[str, tuple[int, float]]:
     """key -> (step, value) of the last finite value logged of each key (keys never logged are left out)."""
-    df = _query(reader, _LATEST_SQL, [list(keys)], ["steps"], [run_id])
+    df = reader.query(_LATEST_SQL, [list(keys)], ["steps"], [run_id])
     return {str(k): (int(s), float(v)) for k, s, v in zip(df["key"], df["step"], df["value"], strict=True)}
 
 

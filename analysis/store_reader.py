@@ -71,7 +71,8 @@ def register_views(con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) 
         con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS {clean_view_sql(table, raw)}")
 
 
-def _read_run_json(run_dir: Path) -> dict[str, Any] | None:
+def read_run_json(run_dir: Path) -> dict[str, Any] | None:
+    """A run's run.json as a dict; None when it is missing, unreadable or not an object."""
     try:
         info = json.loads((run_dir / RUN_JSON).read_text())
     except (OSError, ValueError):
@@ -159,7 +160,7 @@ class StoreReader:
                 changed = True
         return changed
 
-    def _query(
+    def query(
         self, sql: str, params: list[Any], tables: list[str], run_ids: list[str] | None
     ) -> pd.DataFrame:
         """Run `sql` over views of `tables`, retrying without segments found unreadable."""
@@ -185,7 +186,7 @@ class StoreReader:
         now = time.time()
         rows = []
         for d in self.run_dirs():
-            info = _read_run_json(d) or {"status": "unknown"}
+            info = read_run_json(d) or {"status": "unknown"}
             config = info.get("config") if isinstance(info.get("config"), dict) else {}
             row = {
                 "run_id": d.name,
@@ -195,7 +196,7 @@ class StoreReader:
         meta = pd.DataFrame(
             rows, columns=["run_id", "status", "created", "heartbeat", "last_step", *CONFIG_COLUMNS]
         )
-        stats = self._query(_RUNS_SQL, [ENTROPY_MEAN, REWARD_MEAN, ENTROPY_MEAN, ENTROPY_MEAN, REWARD_MEAN],
+        stats = self.query(_RUNS_SQL, [ENTROPY_MEAN, REWARD_MEAN, ENTROPY_MEAN, ENTROPY_MEAN, REWARD_MEAN],
                             ["steps"], None)  # fmt: skip
         df = meta.merge(stats, on="run_id", how="left")
         for col in ("created", "heartbeat", "h0", "entropy", "reward"):
@@ -214,7 +215,7 @@ class StoreReader:
         if run_id not in known:
             listing = ", ".join(known) if known else "none"
             raise UsageError(f"unknown run '{run_id}' in {self.store}; known runs: {listing}")
-        return _read_run_json(self.store / run_id) or {"run_id": run_id, "status": "unknown"}
+        return read_run_json(self.store / run_id) or {"run_id": run_id, "status": "unknown"}
 
     # ---- per-run data --------------------------------------------------------------------------------
 
@@ -222,11 +223,11 @@ class StoreReader:
         """A whole store table for some runs (all when None), repeated keys removed, ordered by step."""
         if table not in TABLES:
             raise UsageError(f"unknown table {table!r}; tables: {', '.join(TABLES)}")
-        return self._query(_select(table) + " ORDER BY run_id, step", [], [table], run_ids)
+        return self.query(_select(table) + " ORDER BY run_id, step", [], [table], run_ids)
 
     def keys(self, run_ids: list[str]) -> list[str]:
         """Sorted metric keys logged by any of the runs."""
-        df = self._query('SELECT DISTINCT "key" FROM seg_steps ORDER BY "key"', [], ["steps"], list(run_ids))
+        df = self.query('SELECT DISTINCT "key" FROM seg_steps ORDER BY "key"', [], ["steps"], list(run_ids))
         return df["key"].tolist()
 
     def scalars(self, run_ids: list[str], keys: list[str], max_points: int = 1000) -> pd.DataFrame:
@@ -237,30 +238,30 @@ class StoreReader:
         if max_points < 1:
             raise ValueError(f"max_points must be >= 1, got {max_points}")
         params = [list(keys), max_points, max_points, max_points, max_points]
-        return self._query(_SCALARS_SQL, params, ["steps"], list(run_ids))
+        return self.query(_SCALARS_SQL, params, ["steps"], list(run_ids))
 
     def tokens(self, run_id: str, step: int) -> pd.DataFrame:
         sql = _select("tokens") + " WHERE step = ? ORDER BY sample_id, position"
-        return self._query(sql, [int(step)], ["tokens"], [run_id])
+        return self.query(sql, [int(step)], ["tokens"], [run_id])
 
     def samples(self, run_id: str, step: int) -> pd.DataFrame:
         sql = _select("samples") + " WHERE step = ? ORDER BY sample_id"
-        return self._query(sql, [int(step)], ["samples"], [run_id])
+        return self.query(sql, [int(step)], ["samples"], [run_id])
 
     def steps_with_samples(self, run_id: str) -> list[int]:
-        df = self._query("SELECT DISTINCT step FROM seg_samples ORDER BY step", [], ["samples"], [run_id])
+        df = self.query("SELECT DISTINCT step FROM seg_samples ORDER BY step", [], ["samples"], [run_id])
         return [int(s) for s in df["step"]]
 
     def hists(self, run_id: str) -> pd.DataFrame:
         """Entropy histograms of every step, one row per bin."""
-        return self._query(_select("hists") + " ORDER BY step, bin_lo", [], ["hists"], [run_id])
+        return self.query(_select("hists") + " ORDER BY step, bin_lo", [], ["hists"], [run_id])
 
     def events(self, run_id: str | None = None, kinds: list[str] | None = None) -> pd.DataFrame:
         """Events of one run (all runs when None), optionally of some kinds, oldest first."""
         where = "" if kinds is None else " WHERE list_contains(?::VARCHAR[], kind)"
         params = [] if kinds is None else [list(kinds)]
         sql = _select("events") + where + " ORDER BY wall_time, run_id"
-        return self._query(sql, params, ["events"], None if run_id is None else [run_id])
+        return self.query(sql, params, ["events"], None if run_id is None else [run_id])
 
 
 def _select(table: str) -> str:

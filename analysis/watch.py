@@ -31,8 +31,8 @@ import pyarrow.parquet as pq
 
 from analysis.alerts import FIRED, RESOLVED, AlertState, RuleSet, Transition, evaluate, load_rules
 from analysis.errors import UsageError
-from analysis.store_reader import StoreReader
-from analysis.store_writer import RUN_JSON, write_events
+from analysis.store_reader import StoreReader, read_run_json
+from analysis.store_writer import write_events
 
 WINDOW_STEPS = 200
 """Steps of each run read per cycle (at least twice the rules' lookback); a transition that starts and ends
@@ -171,11 +171,8 @@ def _recorded(reader: StoreReader) -> dict[str, dict[str, tuple[bool, int]]]:
 
 def _liveness(run_dir: Path) -> tuple[str | None, float | None, int | None]:
     """(status, heartbeat, last_step) from run.json; Nones when it cannot be read."""
-    try:
-        info = json.loads((run_dir / RUN_JSON).read_text())
-    except (OSError, ValueError):
-        return None, None, None
-    if not isinstance(info, dict):
+    info = read_run_json(run_dir)
+    if info is None:
         return None, None, None
     hb, last = info.get("heartbeat"), info.get("last_step")
     return (
