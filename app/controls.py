@@ -42,6 +42,8 @@ _REPO = (
     Knob("zeta_min", "ζ min", "smallest |ζ| before the sign flips"),
     Knob("zeta_max", "ζ max", "largest |ζ|"),
     Knob("control_deadband", "deadband", "relative band around the target where ζ is held; 0 disables"),
+    Knob("zeta_ki", "KI", "integral gain: ladder rungs (doublings of ζ) per step per unit relative error"),
+    Knob("zeta_kp", "KP", "proportional gain: rungs of immediate offset per unit relative error"),
 )
 # The gains and bounds each controller reads; the others have none worth tuning live.
 CONTROLLER_KNOBS: dict[str, tuple[Knob, ...]] = {
@@ -53,7 +55,8 @@ CONTROLLER_KNOBS: dict[str, tuple[Knob, ...]] = {
         Knob("eps_high_max", "ε high max", "upper bound of the adapted ε_high"),
     ),
     "entropy_bonus": (
-        Knob("bonus_gain", "gain", "log α ← log α + gain · (target − H) / target per step"),
+        Knob("bonus_gain", "gain", "integral I ← I + gain · α max · (target − H) / target per step"),
+        Knob("bonus_kp", "KP", "α = I + KP · α max · (target − H) / target, within [0, α max]"),
         Knob("bonus_coef_max", "α max", "upper bound of the bonus coefficient"),
     ),
 }

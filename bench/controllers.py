@@ -1,19 +1,22 @@
 """Controllers bench: GRPO and every entropy controller on one demo config and seed, with pass/fail marks.
 
-    .venv/bin/python bench/controllers.py [--steps N] [--only NAME ...] [--store DIR] [--set key=value ...]
+    .venv/bin/python bench/controllers.py [--jobs N] [--steps N] [--only NAME ...] [--store DIR] [--set key=value ...]
 
-Runs, in order: `grpo` (no controller, the collapse baseline), one run per controller with the default
-target (H0, the first step's entropy), and two tracking runs with target_entropy = H0/2 (`track-repo_r`,
-`track-bonus`). H0 is measured from the GRPO run's first step (every run shares the seed and the
-warm-started model, so the first rollout is the same); without `grpo` in the set, pass `--target`.
-The demo config is trainer.sample_runs.COMMON, the one the sample runs use; `--set` overrides it.
+Runs: `grpo` (no controller, the collapse baseline), one run per controller with the default target (H0,
+the first step's entropy), and two tracking runs with target_entropy = H0/2 (`track-repo_r`,
+`track-bonus`). H0 comes from a one-step probe run with lr 0 (every run shares the seed and the
+warm-started model, so the first rollout is the same), or from `--target`. The demo config is
+trainer.sample_runs.COMMON, the one the sample runs use; `--set` overrides it. `--jobs 2` (the default)
+trains two runs at a time, each in its own process on one torch thread: two multi-threaded torch processes
+on the same cores slow each other ~7x, two single-threaded ones do not.
 
 Columns (over the store's per-step scalars): wall s; H0; final entropy = mean of the last 10% of steps;
 change vs H0; ratio to GRPO's final entropy; reward, pass@1, pass@k = means of the last 10%; adv/zero_frac,
 clip/frac_high, controller/at_bound = means over the run; track = max |smoothed entropy - target| / target
-over the second half (smoothed: centred 11-step moving mean, which removes the per-step sampling noise
-of a few hundred tokens but no controller oscillation slower than ~10 steps); raw = the same on the
-unsmoothed per-step entropy, for reference.
+over the second half (smoothed: centred 11-step moving mean, which removes per-step sampling noise but no
+controller oscillation slower than ~10 steps); bias = mean (entropy - target) / target over the second half;
+floor = the same max deviation for the run's final policy frozen (lr 0, 100 steps, same batch shape) around
+its own mean: what the entropy estimate's sampling noise alone gives, the best any controller can score.
 
 Acceptance marks: GRPO entropy falls >= 40%; every controller ends >= 2x GRPO's final entropy;
 REPO-R and ADAPO keep reward >= 0.9x and pass@k >= GRPO's; tracking runs within 15%; each run <= 180 s.
@@ -23,9 +26,11 @@ Torch is imported only when a run starts.
 import argparse
 import json
 import math
+import multiprocessing
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,6 +49,7 @@ REWARD_RATIO = 0.9  # REPO-R and ADAPO keep reward >= this x GRPO's
 TRACK_TOL = 0.15  # tracking runs within this relative band over the second half
 WALL_LIMIT = 180.0  # seconds per run
 SMOOTH = 11  # centred moving-mean window for the tracking deviation
+FLOOR_STEPS = 100  # steps of the frozen-policy run that measures the noise floor
 KEYS = [
     schema.ENTROPY_MEAN,
     schema.ENTROPY_TARGET,
@@ -72,7 +78,8 @@ class Row:
     clip_low: float
     at_bound: float
     track: float = math.nan
-    track_raw: float = math.nan
+    bias: float = math.nan
+    floor: float = math.nan
     ratio: float = math.nan
     marks: list[str] = field(default_factory=list)
 
@@ -104,11 +111,48 @@ def moving_mean(xs: list[float], k: int) -> list[float]:
     return [sum(xs[max(0, i - h) : i + h + 1]) / len(xs[max(0, i - h) : i + h + 1]) for i in range(len(xs))]
 
 
-def measure(store: Path, name: str, wall: float, tracking: bool) -> Row:
+def read_series(store: Path, name: str, keys: list[str]) -> dict[str, list[float]]:
     from analysis.store_reader import StoreReader
 
-    df = StoreReader(store).scalars([name], KEYS, max_points=100_000)
-    series = {k: g.sort_values("step")["value"].astype(float).tolist() for k, g in df.groupby("key")}
+    df = StoreReader(store).scalars([name], keys, max_points=100_000)
+    return {k: g.sort_values("step")["value"].astype(float).tolist() for k, g in df.groupby("key")}
+
+
+def probe_h0(store: Path, extra: list[str]) -> float:
+    """H0: the first step's entropy, from a one-step run with lr 0."""
+    train_run(store, "h0-probe", [*extra, "steps=1", "lr=0", "controller=none"])
+    return read_series(store, "h0-probe", [schema.ENTROPY_MEAN])[schema.ENTROPY_MEAN][0]
+
+
+def noise_floor(store: Path, name: str, extra: list[str]) -> float:
+    """Max deviation of the smoothed entropy from its mean for run `name`'s final policy, frozen."""
+    from trainer.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(store / name)
+    frozen = f"{name}-frozen"
+    train_run(store, frozen, [*extra, f"model={ckpt}", "lr=0", f"steps={FLOOR_STEPS}", "controller=none"])
+    ent = read_series(store, frozen, [schema.ENTROPY_MEAN])[schema.ENTROPY_MEAN]
+    mean = sum(ent) / len(ent)
+    return max(abs(x - mean) / mean for x in moving_mean(ent, SMOOTH))
+
+
+def bench_run(store: Path, name: str, overrides: list[str], extra: list[str], threads: int) -> Row:
+    """Train, measure and (for a tracking run) measure the noise floor of one bench run."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    wall = train_run(store, name, [*extra, *overrides])
+    tracking = name in TRACK_RUNS
+    row = measure(store, name, wall, tracking)
+    if tracking:
+        row.floor = noise_floor(store, name, extra)
+    print(f"[{name}] {wall:.0f} s  H0 {row.h0:.3f} -> {row.final:.3f}  reward {row.reward:.3f}", flush=True)
+    return row
+
+
+def measure(store: Path, name: str, wall: float, tracking: bool) -> Row:
+    series = read_series(store, name, KEYS)
     ent = series[schema.ENTROPY_MEAN]
     n = len(ent)
     tail = max(1, n // 10)
@@ -142,7 +186,7 @@ def measure(store: Path, name: str, wall: float, tracking: bool) -> Row:
         smooth = moving_mean(ent, SMOOTH)
         half = range(n // 2, n)
         row.track = max(abs(smooth[i] - target[i]) / target[i] for i in half)
-        row.track_raw = max(abs(ent[i] - target[i]) / target[i] for i in half)
+        row.bias = sum((ent[i] - target[i]) / target[i] for i in half) / len(half)
     return row
 
 
@@ -176,7 +220,7 @@ def judge(rows: dict[str, Row]) -> bool:
 def table(rows: dict[str, Row]) -> str:
     head = (
         f"{'run':<14}{'wall s':>7}{'H0':>7}{'final H':>8}{'vs H0':>7}{'xGRPO':>6}{'reward':>7}{'pass@1':>7}"
-        f"{'pass@k':>7}{'zero':>6}{'clipHi':>7}{'clipLo':>7}{'bound':>6}{'track':>7}{'raw':>6}  marks"
+        f"{'pass@k':>7}{'zero':>6}{'clipHi':>7}{'clipLo':>7}{'bound':>6}{'track':>7}{'bias':>6}{'floor':>7}  marks"
     )
     lines = [head, "-" * len(head)]
 
@@ -188,7 +232,8 @@ def table(rows: dict[str, Row]) -> str:
             f"{r.run:<14}{r.wall_s:>7.0f}{r.h0:>7.3f}{r.final:>8.3f}{f(r.change, '+.0%'):>7}"
             f"{f(r.ratio, '.2f'):>6}{r.reward:>7.3f}{r.pass1:>7.3f}{r.passk:>7.3f}{r.zero_frac:>6.2f}"
             f"{r.clip_high:>7.3f}{r.clip_low:>7.3f}{r.at_bound:>6.2f}{f(r.track, '.0%'):>7}"
-            f"{f(r.track_raw, '.0%'):>6}  {'; '.join(m for m in r.marks if m.startswith('FAIL')) or 'ok'}"
+            f"{f(r.bias, '+.0%'):>6}{f(r.floor, '.0%'):>7}"
+            f"  {'; '.join(m for m in r.marks if m.startswith('FAIL')) or 'ok'}"
         )
     return "\n".join(lines)
 
@@ -203,29 +248,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=None, help="absolute tracking target (default: H0/2)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="key=value for every run")
     parser.add_argument("--json", default=None, help="also write the rows as JSON to this file")
+    parser.add_argument("--jobs", type=int, default=2, help="runs trained at a time, one torch thread each")
     args = parser.parse_args(argv)
-    names = args.only or DEFAULT_RUNS
-    names = sorted(names, key=ALL_RUNS.index)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    names = sorted(args.only or DEFAULT_RUNS, key=ALL_RUNS.index)
     extra = [*args.sets, *([f"steps={args.steps}"] if args.steps else [])]
-    if any(n in TRACK_RUNS for n in names) and args.target is None and "grpo" not in names:
-        parser.error("tracking runs need H0: include grpo in --only, or pass --target")
-
     taken = [n for n in names if args.store and (Path(args.store) / n).exists()]
     if taken:
         parser.error(f"{args.store} already holds run(s) {', '.join(taken)}; pass an empty or new --store")
     tmp = None if args.store else tempfile.TemporaryDirectory(prefix="ctl-bench-")
     store = Path(args.store or tmp.name)
-    rows: dict[str, Row] = {}
     target = args.target
-    for name in names:
-        if name in TRACK_RUNS and target is None:
-            target = rows["grpo"].h0 / 2
-        wall = train_run(store, name, [*extra, *run_overrides(name, target)])
-        rows[name] = measure(store, name, wall, tracking=name in TRACK_RUNS)
-        r = rows[name]
-        print(f"[{name}] {wall:.0f} s  H0 {r.h0:.3f} -> {r.final:.3f}  reward {r.reward:.3f}", flush=True)
+    if target is None and any(n in TRACK_RUNS for n in names):
+        target = probe_h0(store, extra) / 2
+    jobs = [(store, n, run_overrides(n, target), extra, 1 if args.jobs > 1 else 0) for n in names]
+    if args.jobs == 1:
+        done = [bench_run(*job) for job in jobs]
+    else:
+        # spawn, not fork: a forked child would inherit this process's torch thread pool state.
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
+            done = list(pool.map(bench_run, *zip(*jobs, strict=True)))
+    rows = {r.run: r for r in done}
     ok = judge(rows)
-    print()
     print(f"demo config: {' '.join(extra) or '(trainer.sample_runs.COMMON)'}; tracking target {target}")
     print(table(rows))
     print()

@@ -8,14 +8,11 @@ import torch
 
 from analysis import schema
 from trainer.config import TrainConfig
-from trainer.controllers import CONTROLLERS, build_controller, repo
+from trainer.controllers import CONTROLLERS, build_controller
 from trainer.controllers.adapo import adapo_step
-from trainer.controllers.bonus import KP as BONUS_KP
 from trainer.controllers.bonus import bonus_step, entropy_bonus_loss
 from trainer.controllers.cov import clip_cov_mask, kl_cov_loss, kl_cov_mask, token_cov
 from trainer.controllers.repo import (
-    KI,
-    KP,
     entropy_drift,
     ladder_pos,
     ladder_zeta,
@@ -25,6 +22,9 @@ from trainer.controllers.repo import (
 )
 from trainer.logprobs import token_logprobs
 from trainer.objectives import clipped_surrogate
+
+DEFAULTS = TrainConfig()
+KI, KP, BONUS_KP = DEFAULTS.zeta_ki, DEFAULTS.zeta_kp, DEFAULTS.bonus_kp
 
 
 def drive(ctrl, series, target):
@@ -78,17 +78,17 @@ def test_ladder_and_setpoint_step_hand_values_and_deadband():
     for z in (3e-3, -0.7, 5e-5, 0.0):
         assert ladder_zeta(ladder_pos(z, 1e-4), 1e-4) == pytest.approx(z)
     # e = +0.2: integral +KI*0.2 rungs; output KP*0.2 rungs above it
-    u_i, z = setpoint_step(5.0, 0.8, 1.0, 1e-4, 1.0, 0.0)
+    u_i, z = setpoint_step(5.0, 0.8, 1.0, 1e-4, 1.0, 0.0, KI, KP)
     assert u_i == pytest.approx(5.0 + KI * 0.2) and z == pytest.approx(1e-4 * 2 ** (4.0 + (KI + KP) * 0.2))
     # a large error moves the integral at most one rung (the paper's doubling) per step
-    assert setpoint_step(5.0, 0.0, 1.0, 1e-4, 1.0, 0.0)[0] == 6.0
-    assert setpoint_step(5.0, 9.0, 1.0, 1e-4, 1.0, 0.0)[0] == 4.0
+    assert setpoint_step(5.0, 0.0, 1.0, 1e-4, 1.0, 0.0, KI, KP)[0] == 6.0
+    assert setpoint_step(5.0, 9.0, 1.0, 1e-4, 1.0, 0.0, KI, KP)[0] == 4.0
     # inside the dead band the integral is held; the output still has the proportional term
-    u_i, z = setpoint_step(5.0, 0.95, 1.0, 1e-4, 1.0, 0.1)
+    u_i, z = setpoint_step(5.0, 0.95, 1.0, 1e-4, 1.0, 0.1, KI, KP)
     assert u_i == 5.0 and z == pytest.approx(1e-4 * 2 ** (4.0 + KP * 0.05))
     # |ζ| <= ζ_max, on both sides
-    assert setpoint_step(100.0, 0.0, 1.0, 1e-4, 1.0, 0.0)[1] == pytest.approx(1.0)
-    assert setpoint_step(-100.0, 9.0, 1.0, 1e-4, 1.0, 0.0)[1] == pytest.approx(-1.0)
+    assert setpoint_step(100.0, 0.0, 1.0, 1e-4, 1.0, 0.0, KI, KP)[1] == pytest.approx(1.0)
+    assert setpoint_step(-100.0, 9.0, 1.0, 1e-4, 1.0, 0.0, KI, KP)[1] == pytest.approx(-1.0)
 
 
 def _track(ctrl, steps=300, h=1.0, target=0.5):
@@ -109,11 +109,9 @@ def test_damped_law_settles_on_a_lagged_plant():
     assert max(abs(h - 0.5) / 0.5 for h in trace[150:]) < 0.08
 
 
-def test_undamped_doubling_law_keeps_oscillating(monkeypatch):
+def test_undamped_doubling_law_keeps_oscillating():
     """The REPO paper's law (KP = 0, one full rung per step) on the same plant: a limit cycle."""
-    monkeypatch.setattr(repo, "KP", 0.0)
-    monkeypatch.setattr(repo, "KI", 1e9)
-    trace = _track(build_controller(TrainConfig(controller="repo_r", zeta_min=0.01)))
+    trace = _track(build_controller(TrainConfig(controller="repo_r", zeta_min=0.01, zeta_kp=0, zeta_ki=1e9)))
     assert max(abs(h - 0.5) / 0.5 for h in trace[150:]) > 0.15
 
 
@@ -166,10 +164,10 @@ def test_bonus_coefficient_is_a_projected_multiplier_within_bounds():
     assert all(b <= a for a, b in zip(down, down[1:], strict=False)) and down[-1] == 0.0 and min(down) == 0.0
     assert not ctrl.at_bound
     # e = 0.5: the integral moves by gain * α_max * e, the output KP * α_max * e beyond it
-    integral, coef = bonus_step(0.01, 0.5, 1.0, 0.2, 1.0)
+    integral, coef = bonus_step(0.01, 0.5, 1.0, 0.2, BONUS_KP, 1.0)
     assert integral == pytest.approx(0.01 + 0.1)
     assert coef == pytest.approx(0.11 + BONUS_KP * 0.5)
-    assert bonus_step(0.01, 1.0, 1.0, 0.2, 1.0) == pytest.approx((0.01, 0.01))  # on target: held
+    assert bonus_step(0.01, 1.0, 1.0, 0.2, BONUS_KP, 1.0) == pytest.approx((0.01, 0.01))  # on target: held
     assert ctrl.metrics(0.2, 0.2)[schema.CONTROLLER_COEF] == ctrl.value
 
 

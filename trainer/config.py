@@ -38,6 +38,10 @@ class TrainConfig(BaseModel):
     """REPO: largest abs(ζ); None: 1.0 for repo_r (the paper's 0.05 does nothing at toy scale; above 1 the sign clamp zeroes most negative advantages and entropy falls again, measured), 10 for repo_d (paper)."""
     control_deadband: float = Field(default=0.0, ge=0, lt=1)
     """REPO: relative band around the target within which the integral part of the damped ζ law is held; 0 disables."""
+    zeta_ki: float = Field(default=2.0, gt=0)
+    """REPO: integral gain of the damped ζ law, in ladder rungs (doublings) per step per unit relative error (capped at one rung per step)."""
+    zeta_kp: float = Field(default=3.0, ge=0)
+    """REPO: proportional gain of the damped ζ law, in rungs of immediate offset per unit relative error; 0 gives the paper's pure doubling law."""
     adapo_gain: float = Field(default=0.5, gt=0)
     """ADAPO: eps_high <- eps_high * exp(gain * (target - H) / target) once per step."""
     eps_high_min: float = Field(default=0.1, gt=0)
@@ -48,10 +52,12 @@ class TrainConfig(BaseModel):
     """Entropy bonus: initial coefficient α (auto-tuned as SAC's temperature, Haarnoja et al. 2018)."""
     bonus_gain: float = Field(default=0.3, gt=0)
     """Entropy bonus: integral I <- I + gain * bonus_coef_max * (target - H) / target once per step (plus a P term)."""
+    bonus_kp: float = Field(default=1.0, ge=0)
+    """Entropy bonus: proportional gain, α = I + kp * bonus_coef_max * (target - H) / target (clipped to [0, bonus_coef_max])."""
     bonus_coef_max: float = Field(default=0.2, gt=0)
     """Entropy bonus: upper bound of α (the lower bound is 0)."""
-    clip_cov_frac: float = Field(default=0.2, ge=0, le=1)
-    """Clip-Cov (Cui et al. 2025): fraction r of tokens whose gradient is detached; paper 2e-4 (0 tokens at toy batch sizes; 0.02 had no effect, measured)."""
+    clip_cov_frac: float = Field(default=0.23, ge=0, le=1)
+    """Clip-Cov (Cui et al. 2025): fraction r of tokens whose gradient is detached; paper 2e-4 (0 tokens at toy batch sizes). Measured on the demo config: 0.22 collapses as GRPO, 0.24 runs entropy away above H0."""
     clip_cov_lb: float = 0.1
     """Clip-Cov: lower bound of the centred covariance of candidate tokens (paper: 1, which at toy scale admits almost only A<0 unlikely tokens)."""
     clip_cov_ub: float = 5.0
@@ -62,8 +68,8 @@ class TrainConfig(BaseModel):
     """KL-Cov: coefficient λ of abs(log π - log π_old) on the selected tokens (paper: 1)."""
     gppo_beta_low: float = Field(default=0.0, ge=0)
     """CE-GPPO (Su et al. 2025): gradient weight β1 kept on low-side clipped tokens (A < 0, r < 1 - eps_low); 0.5 drove every group all-wrong at toy scale (measured)."""
-    gppo_beta_high: float = Field(default=1.0, ge=0)
-    """CE-GPPO: gradient weight β2 kept on high-side clipped tokens (A > 0, r > 1 + eps_high)."""
+    gppo_beta_high: float = Field(default=10.0, ge=0)
+    """CE-GPPO: gradient weight β2 kept on high-side clipped tokens (A > 0, r > 1 + eps_high); paper ~1, which at toy scale (clip binds on ~1% of tokens) ends at GRPO's entropy (measured)."""
     precision: Literal["fp32", "bf16", "bf16_fixed"] = "fp32"
     """fp32; bf16 (naive: bf16 weights and log-softmax); bf16_fixed (bf16 body, fp32 lm_head + log-softmax)."""
     steps: int = Field(default=200, ge=1)

@@ -4,8 +4,8 @@ projected dual ascent on the constraint H >= target.
 Loss += -α · H (H with gradient, aggregated like the policy loss), with the multiplier α in [0, α_max]
 following the constraint's violation, plus a proportional term for damping:
     e = (target - H) / target
-    integral  I <- clip(I + gain · α_max · e, 0, α_max)
-    output    α = clip(I + KP · α_max · e, 0, α_max)
+    integral  I <- clip(I + gain · α_max · e, 0, α_max)        (`bonus_gain`)
+    output    α = clip(I + kp · α_max · e, 0, α_max)           (`bonus_kp`)
 Linear in α, not in log α: measured on the demo task, a log-scale α (floor α_max/100) came down too slowly
 once the entropy crossed the target, and the bonus, which drives the whole update when most groups have zero
 advantage (Adam normalises the step), ran the entropy away to twice the target. A signed α (a penalty above
@@ -20,16 +20,14 @@ from analysis import schema
 from trainer.aggregation import agg_loss
 from trainer.controllers.base import Controller, register_controller
 
-KP = 1.0  # proportional gain, in units of α_max per unit relative error
-
 
 def bonus_step(
-    integral: float, measured: float, target: float, gain: float, coef_max: float
+    integral: float, measured: float, target: float, gain: float, kp: float, coef_max: float
 ) -> tuple[float, float]:
     """(new integral, new α) after observing one step's entropy."""
     err = (target - measured) / max(target, 1e-8)
     integral = min(coef_max, max(0.0, integral + gain * coef_max * err))
-    return integral, min(coef_max, max(0.0, integral + KP * coef_max * err))
+    return integral, min(coef_max, max(0.0, integral + kp * coef_max * err))
 
 
 def entropy_bonus_loss(entropy: torch.Tensor, mask: torch.Tensor, coef: float, agg_mode: str) -> torch.Tensor:
@@ -43,14 +41,16 @@ class EntropyBonus(Controller):
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
-        self.gain, self.coef_max = cfg.bonus_gain, cfg.bonus_coef_max
+        self.gain, self.kp, self.coef_max = cfg.bonus_gain, cfg.bonus_kp, cfg.bonus_coef_max
         self.value = self.integral = self._clamp(cfg.bonus_coef_init)
 
     def _clamp(self, coef: float) -> float:
         return min(self.coef_max, max(0.0, coef))
 
     def update(self, measured: float, target: float, step: int) -> None:
-        self.integral, self.value = bonus_step(self.integral, measured, target, self.gain, self.coef_max)
+        self.integral, self.value = bonus_step(
+            self.integral, measured, target, self.gain, self.kp, self.coef_max
+        )
         self.at_bound = self.value >= self.coef_max * (1 - 1e-9)  # pushing as hard as it may
 
     def retune(self, cfg: Any, changed: set[str]) -> None:

@@ -13,6 +13,8 @@ the demo task). The damped law here is a PI controller on u with the relative er
     integral  u_I <- u_I + clip(KI·e, -1, 1)   (at most the paper's one rung per step; held inside the
                                                 relative dead band `control_deadband`)
     output    u = u_I + KP·e                   (proportional term: damping)
+KI (`zeta_ki`, rungs per step per unit relative error: a 50% error moves one full rung at 2) and KP
+(`zeta_kp`, rungs of immediate offset per unit relative error) are config keys, live-tunable.
 """
 
 import math
@@ -53,10 +55,6 @@ def repo_d_advantages(
     return adv - beta * (old_logp.detach().float() + entropy.detach().float())
 
 
-KI = 2.0  # integral gain: rungs per step per unit relative error (a 50% error moves one full rung)
-KP = 3.0  # proportional gain: rungs of immediate offset per unit relative error
-
-
 def ladder_zeta(u: float, zmin: float) -> float:
     """ζ at ladder position u: ±ζ_min·2^(|u|-1) for |u| >= 1, u·ζ_min in between."""
     if abs(u) < 1:
@@ -72,14 +70,21 @@ def ladder_pos(zeta: float, zmin: float) -> float:
 
 
 def setpoint_step(
-    u_i: float, measured: float, target: float, zmin: float, zmax: float, deadband: float
+    u_i: float,
+    measured: float,
+    target: float,
+    zmin: float,
+    zmax: float,
+    deadband: float,
+    ki: float,
+    kp: float,
 ) -> tuple[float, float]:
     """One step of the damped law: (new integral position u_I, new signed ζ with |ζ| <= zmax)."""
     top = ladder_pos(zmax, zmin)
     err = (target - measured) / max(target, 1e-8)
     if abs(err) > deadband:
-        u_i = max(-top, min(top, u_i + max(-1.0, min(1.0, KI * err))))
-    u = max(-top, min(top, u_i + KP * err))
+        u_i = max(-top, min(top, u_i + max(-1.0, min(1.0, ki * err))))
+    u = max(-top, min(top, u_i + kp * err))
     return u_i, ladder_zeta(u, zmin)
 
 
@@ -91,12 +96,14 @@ class _Setpoint(Controller):
         super().__init__(cfg)
         self.zmin = cfg.zeta_min if cfg.zeta_min is not None else self.default_zmin
         self.zmax = cfg.zeta_max if cfg.zeta_max is not None else self.default_zmax
-        self.deadband = cfg.control_deadband
+        self.deadband, self.ki, self.kp = cfg.control_deadband, cfg.zeta_ki, cfg.zeta_kp
         self.value = self.zmin
         self.u_i = 1.0  # integral ladder position of ζ = ζ_min
 
     def update(self, measured: float, target: float, step: int) -> None:
-        self.u_i, self.value = setpoint_step(self.u_i, measured, target, self.zmin, self.zmax, self.deadband)
+        self.u_i, self.value = setpoint_step(
+            self.u_i, measured, target, self.zmin, self.zmax, self.deadband, self.ki, self.kp
+        )
         self.at_bound = abs(self.value) >= self.zmax * (1 - 1e-9)
 
     def retune(self, cfg: Any, changed: set[str]) -> None:
