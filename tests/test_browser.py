@@ -170,7 +170,8 @@ def test_alerts_evaluate_rules_now_lists_the_collapse(page: object, server: str)
     page.get_by_text("active critical").wait_for(timeout=TIMEOUT_MS)
     page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=TIMEOUT_MS)
     assert int(page.locator('[data-testid="stMetricValue"]').first.inner_text()) >= collapsed >= 1
-    assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+    # The table of active alerts is drawn after the metrics; waiting for it is the assertion.
+    page.locator('[data-testid="stDataFrame"]').first.wait_for(timeout=TIMEOUT_MS)
     assert page.locator(EXCEPTION).count() == 0
     screenshot(page, "alerts", 1100)
 
