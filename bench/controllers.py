@@ -1,6 +1,7 @@
 """Controllers bench: GRPO and every entropy controller on one demo config and seed, with pass/fail marks.
 
-    .venv/bin/python bench/controllers.py [--jobs N] [--steps N] [--only NAME ...] [--store DIR] [--set key=value ...]
+    .venv/bin/python bench/controllers.py [--jobs N] [--seeds S ...] [--steps N] [--only NAME ...] [--store DIR]
+                                          [--set key=value ...]
 
 Runs: `grpo` (no controller, the collapse baseline), one run per controller with the default target (H0,
 the first step's entropy), and tracking runs with target_entropy = H0/2: REPO-R and the bonus on the demo
@@ -11,7 +12,9 @@ one-step probe run with lr 0 per setup (every run of a setup shares the seed and
 so the first rollout is the same), or from `--target`. The demo config is
 trainer.sample_runs.COMMON, the one the sample runs use; `--set` overrides it. `--jobs 2` (the default)
 trains two runs at a time, each in its own process on one torch thread: two multi-threaded torch processes
-on the same cores slow each other ~7x, two single-threaded ones do not.
+on the same cores slow each other ~7x, two single-threaded ones do not. `--seeds 0 1 2` repeats the whole
+set per seed (each seed in its own sub-store), judges each seed apart and ends with how many seeds passed
+each mark.
 
 Columns (over the store's per-step scalars): wall s; H0; final entropy = mean of the last 10% of steps;
 change vs H0; ratio to GRPO's final entropy; reward, pass@1, pass@k = means of the last 10%; adv/zero_frac,
@@ -88,6 +91,7 @@ KEYS = [
 @dataclass
 class Row:
     run: str
+    seed: int
     wall_s: float
     h0: float
     final: float
@@ -160,22 +164,26 @@ def noise_floor(store: Path, name: str, overrides: list[str]) -> float:
     return max(abs(x - mean) / mean for x in moving_mean(ent, SMOOTH))
 
 
-def bench_run(store: Path, name: str, overrides: list[str], extra: list[str], threads: int) -> Row:
+def bench_run(store: Path, name: str, overrides: list[str], extra: list[str], seed: int, threads: int) -> Row:
     """Train, measure and (for a tracking run) measure the noise floor of one bench run."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
+    extra = [*extra, f"seed={seed}"]
     wall = train_run(store, name, [*extra, *overrides])
     tracking = name in TRACK_RUNS
-    row = measure(store, name, wall, tracking)
+    row = measure(store, name, seed, wall, tracking)
     if tracking:
         row.floor = noise_floor(store, name, [*extra, *TRACK_SETUPS[TRACK_RUNS[name][1]]])
-    print(f"[{name}] {wall:.0f} s  H0 {row.h0:.3f} -> {row.final:.3f}  reward {row.reward:.3f}", flush=True)
+    print(
+        f"[{name} seed {seed}] {wall:.0f} s  H0 {row.h0:.3f} -> {row.final:.3f}  reward {row.reward:.3f}",
+        flush=True,
+    )
     return row
 
 
-def measure(store: Path, name: str, wall: float, tracking: bool) -> Row:
+def measure(store: Path, name: str, seed: int, wall: float, tracking: bool) -> Row:
     series = read_series(store, name, KEYS)
     ent = series[schema.ENTROPY_MEAN]
     n = len(ent)
@@ -193,6 +201,7 @@ def measure(store: Path, name: str, wall: float, tracking: bool) -> Row:
     final = last(schema.ENTROPY_MEAN)
     row = Row(
         run=name,
+        seed=seed,
         wall_s=wall,
         h0=h0,
         final=final,
@@ -270,6 +279,18 @@ def table(rows: dict[str, Row]) -> str:
     return "\n".join(lines)
 
 
+def seed_counts(by_seed: dict[int, dict[str, Row]]) -> list[str]:
+    """Per run and mark: on how many seeds it passed."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    for rows in by_seed.values():
+        for r in rows.values():
+            for m in r.marks:
+                verdict, _, what = m.partition(" ")
+                if verdict in ("PASS", "FAIL"):
+                    counts.setdefault((r.run, what), []).append(verdict == "PASS")
+    return [f"  {run:<22} {what:<20} {sum(v)}/{len(v)} seeds" for (run, what), v in counts.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=None, help="override the demo config's steps")
@@ -281,19 +302,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="sets", action="append", default=[], help="key=value for every run")
     parser.add_argument("--json", default=None, help="also write the rows as JSON to this file")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at a time, one torch thread each")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="seeds; each repeats the set (default 0)"
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if any(x.partition("=")[0].strip() == "seed" for x in args.sets):
+        parser.error("pass seeds with --seeds, not --set seed=...")
     names = sorted(args.only or DEFAULT_RUNS, key=ALL_RUNS.index)
+    seeds = list(dict.fromkeys(args.seeds))
     extra = [*args.sets, *([f"steps={args.steps}"] if args.steps else [])]
-    taken = [n for n in names if args.store and (Path(args.store) / n).exists()]
-    if taken:
-        parser.error(f"{args.store} already holds run(s) {', '.join(taken)}; pass an empty or new --store")
     tmp = None if args.store else tempfile.TemporaryDirectory(prefix="ctl-bench-")
-    store = Path(args.store or tmp.name)
+    root = Path(args.store or tmp.name)
+    stores = {sd: root if len(seeds) == 1 else root / f"seed{sd}" for sd in seeds}
+    taken = [str(stores[sd] / n) for sd in seeds for n in names if (stores[sd] / n).exists()]
+    if taken:
+        parser.error(f"the store already holds {', '.join(taken)}; pass an empty or new --store")
     setups = sorted({TRACK_RUNS[n][1] for n in names if n in TRACK_RUNS})
-    targets = {s: args.target or probe_h0(store, s, extra) / 2 for s in setups}
-    jobs = [(store, n, run_overrides(n, targets), extra, 1 if args.jobs > 1 else 0) for n in names]
+    targets = {
+        sd: {s: args.target or probe_h0(stores[sd], s, [*extra, f"seed={sd}"]) / 2 for s in setups}
+        for sd in seeds
+    }
+    threads = 1 if args.jobs > 1 else 0
+    jobs = [(stores[sd], n, run_overrides(n, targets[sd]), extra, sd, threads) for sd in seeds for n in names]
     if args.jobs == 1:
         done = [bench_run(*job) for job in jobs]
     else:
@@ -301,21 +333,27 @@ def main(argv: list[str] | None = None) -> int:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
             done = list(pool.map(bench_run, *zip(*jobs, strict=True)))
-    rows = {r.run: r for r in done}
-    ok = judge(rows)
+    by_seed = {sd: {r.run: r for r in done if r.seed == sd} for sd in seeds}
+    ok = all(
+        [judge(rows) for rows in by_seed.values()]
+    )  # a list: judge every seed, not up to the first failure
     print(f"demo config: {' '.join(extra) or '(trainer.sample_runs.COMMON)'}")
-    for setup in setups:
-        print(
-            f"tracking setup {setup} ({' '.join(TRACK_SETUPS[setup]) or 'the demo config'}): target {targets[setup]:.4f}"
-        )
-    print(table(rows))
+    for sd, rows in by_seed.items():
+        print(f"\nseed {sd}")
+        for setup in setups:
+            where = " ".join(TRACK_SETUPS[setup]) or "the demo config"
+            print(f"tracking setup {setup} ({where}): target {targets[sd][setup]:.4f}")
+        print(table(rows))
     print()
-    for r in rows.values():
-        for m in r.marks:
-            print(f"  {r.run:<22} {m}")
+    if len(seeds) == 1:
+        for r in done:
+            for m in r.marks:
+                print(f"  {r.run:<22} {m}")
+    else:
+        print("\n".join(seed_counts(by_seed)))
     print("ALL PASS" if ok else "SOME FAIL")
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in rows.values()], indent=1))
+        Path(args.json).write_text(json.dumps([asdict(r) for r in done], indent=1))
     if tmp:
         tmp.cleanup()
     return 0 if ok else 1
