@@ -107,17 +107,23 @@ class _Setpoint(Controller):
         self.at_bound = abs(self.value) >= self.zmax * (1 - 1e-9)
 
     def retune(self, cfg: Any, changed: set[str]) -> None:
-        sign = -1.0 if self.value < 0 else 1.0
-        self.value = sign * min(self.zmax, max(self.zmin, abs(self.value)))
-        self.u_i = ladder_pos(self.value, self.zmin)  # on the new ladder (ζ_min may have changed)
+        top = ladder_pos(self.zmax, self.zmin)
+        self.u_i = max(-top, min(top, self.u_i))
+        self.value = max(-self.zmax, min(self.zmax, self.value))
         self.at_bound = abs(self.value) >= self.zmax * (1 - 1e-9)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "u_i": float(self.u_i)}
+        return {**super().state_dict(), "u_i": float(self.u_i), "zmin": float(self.zmin)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.u_i = float(state.get("u_i", ladder_pos(self.value, self.zmin)))  # older checkpoints: from ζ
+        if "u_i" not in state:  # older checkpoints: from ζ
+            self.u_i = ladder_pos(self.value, self.zmin)
+            return
+        # The integral keeps its ζ, not its rung, when ζ_min differs (a live change of the ladder).
+        self.u_i = ladder_pos(
+            ladder_zeta(float(state["u_i"]), float(state.get("zmin", self.zmin))), self.zmin
+        )
 
     def metrics(self, eps_low: float, eps_high: float) -> dict[str, float]:
         return {**super().metrics(eps_low, eps_high), schema.CONTROLLER_ZETA: self.value}
