@@ -206,14 +206,16 @@ def scalar_series(store, run_id, key):
 
 
 def test_new_target_moves_a_running_repo_r_run_within_30_steps(tmp_path, tiny_overrides):
-    """Drive entropy down with a low target, then raise the target live: within 30 steps ζ turns positive
-    and the measured entropy climbs back toward the new target."""
+    """Run with a low target (ζ pinned negative), then raise the target live: within 30 steps ζ turns
+    positive and the measured entropy climbs toward the new target. The new target, 4.0 nats, sits near the
+    tiny vocabulary's ln V (4.5) because this run's entropy swings by a nat in 20 steps and the step at
+    which the file lands depends on the machine's load: a nearer target can be overtaken before ζ turns."""
     over = [o for o in tiny_overrides if not o.startswith(("steps", "checkpoint"))]
     over += ["steps=400", "checkpoint_every=0", "controller=repo_r", "target_entropy=0.05", "zeta_max=2"]
     proc = start_trainer(tmp_path, "move", over)
     try:
         wait_steps(tmp_path, "move", 10, proc)
-        assert main(["control", "move", "--store", str(tmp_path), "--set", "target_entropy=3.0"]) == 0
+        assert main(["control", "move", "--store", str(tmp_path), "--set", "target_entropy=4.0"]) == 0
         ack = find_ack(tmp_path, "move", read_version(tmp_path / "move"))
         applied_at = int(ack["step"])  # in force from applied_at + 1
         wait_steps(tmp_path, "move", applied_at + 30, proc)
