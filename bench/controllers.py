@@ -281,7 +281,7 @@ def table(rows: dict[str, Row]) -> str:
 
 def seed_counts(by_seed: dict[int, dict[str, Row]]) -> list[str]:
     """Per run and mark: on how many seeds it passed."""
-    counts: dict[tuple[str, str], list[int]] = {}
+    counts: dict[tuple[str, str], list[bool]] = {}
     for rows in by_seed.values():
         for r in rows.values():
             for m in r.marks:
@@ -321,7 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"the store already holds {', '.join(taken)}; pass an empty or new --store")
     setups = sorted({TRACK_RUNS[n][1] for n in names if n in TRACK_RUNS})
     targets = {
-        sd: {s: args.target or probe_h0(stores[sd], s, [*extra, f"seed={sd}"]) / 2 for s in setups}
+        sd: {
+            s: args.target if args.target is not None else probe_h0(stores[sd], s, [*extra, f"seed={sd}"]) / 2
+            for s in setups
+        }
         for sd in seeds
     }
     threads = 1 if args.jobs > 1 else 0
@@ -334,9 +337,8 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=ctx) as pool:
             done = list(pool.map(bench_run, *zip(*jobs, strict=True)))
     by_seed = {sd: {r.run: r for r in done if r.seed == sd} for sd in seeds}
-    ok = all(
-        [judge(rows) for rows in by_seed.values()]
-    )  # a list: judge every seed, not up to the first failure
+    verdicts = [judge(rows) for rows in by_seed.values()]  # every seed is judged (all() would stop early)
+    ok = all(verdicts)
     print(f"demo config: {' '.join(extra) or '(trainer.sample_runs.COMMON)'}")
     for sd, rows in by_seed.items():
         print(f"\nseed {sd}")

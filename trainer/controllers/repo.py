@@ -117,13 +117,11 @@ class _Setpoint(Controller):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        if "u_i" not in state:  # older checkpoints: from ζ
-            self.u_i = ladder_pos(self.value, self.zmin)
-            return
-        # The integral keeps its ζ, not its rung, when ζ_min differs (a live change of the ladder).
-        self.u_i = ladder_pos(
-            ladder_zeta(float(state["u_i"]), float(state.get("zmin", self.zmin))), self.zmin
-        )
+        u_i = float(state["u_i"]) if "u_i" in state else ladder_pos(self.value, self.zmin)  # older: from ζ
+        old_zmin = float(state.get("zmin", self.zmin))
+        if old_zmin != self.zmin:  # a live change of the ladder: the integral keeps its ζ, not its rung
+            u_i = ladder_pos(ladder_zeta(u_i, old_zmin), self.zmin)
+        self.u_i = u_i
 
     def metrics(self, eps_low: float, eps_high: float) -> dict[str, float]:
         return {**super().metrics(eps_low, eps_high), schema.CONTROLLER_ZETA: self.value}
