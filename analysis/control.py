@@ -42,6 +42,8 @@ class ControlSettings(BaseModel):
     bonus_gain: float | None = Field(default=None, gt=0, le=10)
     bonus_kp: float | None = Field(default=None, ge=0, le=10)
     bonus_coef_max: float | None = Field(default=None, gt=0, le=100)
+    bonus_coef_min: float | None = Field(default=None, ge=-100, le=0)
+    bonus_token_cap: float | None = Field(default=None, gt=0, le=100)
     eps_low: float | None = Field(default=None, gt=0, lt=1)
     eps_high: float | None = Field(default=None, gt=0, le=10)
     lr: float | None = Field(default=None, ge=0, le=1)

@@ -56,8 +56,10 @@ CONTROLLER_KNOBS: dict[str, tuple[Knob, ...]] = {
     ),
     "entropy_bonus": (
         Knob("bonus_gain", "gain", "integral I ← I + gain · α max · (target − H) / target per step"),
-        Knob("bonus_kp", "KP", "α = I + KP · α max · (target − H) / target, within [0, α max]"),
+        Knob("bonus_kp", "KP", "α = I + KP · α max · (target − H) / target, within [α min, α max]"),
         Knob("bonus_coef_max", "α max", "upper bound of the bonus coefficient"),
+        Knob("bonus_coef_min", "α min", "lower bound of α; below 0 a penalty while entropy is above target"),
+        Knob("bonus_token_cap", "token cap", "only tokens below this entropy (nats) earn the bonus"),
     ),
 }
 

@@ -10,7 +10,8 @@ track (`track-bonus-short`: responses capped at the task's answer length, 3 toke
 that, one on-policy update per rollout and 48 prompts per step); see TRACK_SETUPS. H0 comes from a
 one-step probe run with lr 0 per setup (every run of a setup shares the seed and the warm-started model,
 so the first rollout is the same), or from `--target`. The demo config is
-trainer.sample_runs.COMMON, the one the sample runs use; `--set` overrides it. `--jobs 2` (the default)
+trainer.sample_runs.COMMON, the one the sample runs use; `--set` overrides it and the tracking setups.
+`--jobs 2` (the default)
 trains two runs at a time, each in its own process on one torch thread: two multi-threaded torch processes
 on the same cores slow each other ~7x, two single-threaded ones do not. `--seeds 0 1 2` repeats the whole
 set per seed (each seed in its own sub-store), judges each seed apart and ends with how many seeds passed
@@ -48,22 +49,33 @@ from analysis import schema  # noqa: E402
 CONTROLLER_RUNS = ["repo_r", "repo_d", "adapo", "entropy_bonus", "clip_cov", "kl_cov", "ce_gppo"]
 # On the demo config the mean entropy is dominated by derailed responses: after a rare sampled token the toy
 # model emits near-uniform tokens (ln 89 = 4.5 nats each) up to max_new_tokens, so 4% of the tokens carry
-# half the entropy, the estimate is heavy-tailed and an entropy bonus runs into bursts. Capping responses
-# at the longest answer + EOS (3 tokens) removes that tail; REPO-R, whose handle shrinks as the policy
-# sharpens, also needs the gentler on-policy update and a larger batch.
-SHORT = ["max_new_tokens=3"]
+# half the entropy and the estimate is heavy-tailed. The tracking setups cap responses at the longest
+# answer + EOS (3 tokens), warm the model up on demonstrations that also show stopping after a slip
+# (P(eos) after a random token 0.57 -> 0.98) and average over 48 prompts per step. REPO-R, whose handle
+# shrinks as the policy sharpens, also needs the gentler on-policy update.
+TRACK_BASE = ["max_new_tokens=3", "warmup_derail_frac=0.1", "prompts_per_step=48"]
 TRACK_SETUPS = {
     "demo": [],
-    "short": SHORT,
-    "short-onpolicy": [*SHORT, "epochs_per_step=1", "minibatches=1", "prompts_per_step=48"],
+    "short": TRACK_BASE,
+    "short-onpolicy": [*TRACK_BASE, "epochs_per_step=1", "minibatches=1"],
 }
-# name -> (controller, setup, judged against TRACK_TOL)
+# The bonus as tuned for tracking: paid only below 1 nat per token (uncapped, it pushed contexts that the
+# reward does not constrain to near-uniform: the frozen final policy's entropy then varied 28% between
+# 11-step windows, 3% capped), a small penalty allowed above the target, gentler gains.
+BONUS_TRACK = [
+    "bonus_token_cap=1.0",
+    "bonus_coef_max=0.5",
+    "bonus_coef_min=-0.05",
+    "bonus_kp=0.5",
+    "bonus_gain=0.1",
+]
+# name -> (controller, setup, controller overrides, judged against TRACK_TOL)
 TRACK_RUNS = {
-    "track-repo_r": ("repo_r", "demo", False),
-    "track-bonus": ("entropy_bonus", "demo", False),
-    "track-bonus-short": ("entropy_bonus", "short", True),
-    "track-repo_r-onpolicy": ("repo_r", "short-onpolicy", True),
-    "track-adapo": ("adapo", "demo", False),
+    "track-repo_r": ("repo_r", "demo", [], False),
+    "track-bonus": ("entropy_bonus", "demo", [], False),
+    "track-bonus-short": ("entropy_bonus", "short", BONUS_TRACK, True),
+    "track-repo_r-onpolicy": ("repo_r", "short-onpolicy", [], True),
+    "track-adapo": ("adapo", "demo", [], False),
 }
 DEFAULT_RUNS = ["grpo", *CONTROLLER_RUNS, *[n for n in TRACK_RUNS if n != "track-adapo"]]
 ALL_RUNS = ["grpo", *CONTROLLER_RUNS, *TRACK_RUNS]
@@ -115,8 +127,13 @@ def run_overrides(name: str, targets: dict[str, float]) -> list[str]:
     if name == "grpo":
         return ["controller=none"]
     if name in TRACK_RUNS:
-        controller, setup, _ = TRACK_RUNS[name]
-        return [f"controller={controller}", *TRACK_SETUPS[setup], f"target_entropy={targets[setup]:.6f}"]
+        controller, setup, knobs, _ = TRACK_RUNS[name]
+        return [
+            f"controller={controller}",
+            *TRACK_SETUPS[setup],
+            *knobs,
+            f"target_entropy={targets[setup]:.6f}",
+        ]
     return [f"controller={name}"]
 
 
@@ -148,7 +165,7 @@ def read_series(store: Path, name: str, keys: list[str]) -> dict[str, list[float
 def probe_h0(store: Path, setup: str, extra: list[str]) -> float:
     """H0 of a tracking setup: the first step's entropy, from a one-step run with lr 0."""
     name = f"h0-probe-{setup}"
-    train_run(store, name, [*extra, *TRACK_SETUPS[setup], "steps=1", "lr=0", "controller=none"])
+    train_run(store, name, [*TRACK_SETUPS[setup], *extra, "steps=1", "lr=0", "controller=none"])
     return read_series(store, name, [schema.ENTROPY_MEAN])[schema.ENTROPY_MEAN][0]
 
 
@@ -171,11 +188,11 @@ def bench_run(store: Path, name: str, overrides: list[str], extra: list[str], se
 
         torch.set_num_threads(threads)
     extra = [*extra, f"seed={seed}"]
-    wall = train_run(store, name, [*extra, *overrides])
+    wall = train_run(store, name, [*overrides, *extra])  # --set last: it overrides the setups too
     tracking = name in TRACK_RUNS
     row = measure(store, name, seed, wall, tracking)
     if tracking:
-        row.floor = noise_floor(store, name, [*extra, *TRACK_SETUPS[TRACK_RUNS[name][1]]])
+        row.floor = noise_floor(store, name, [*TRACK_SETUPS[TRACK_RUNS[name][1]], *extra])
     print(
         f"[{name} seed {seed}] {wall:.0f} s  H0 {row.h0:.3f} -> {row.final:.3f}  reward {row.reward:.3f}",
         flush=True,
@@ -245,7 +262,7 @@ def judge(rows: dict[str, Row]) -> bool:
         if name in ("repo_r", "adapo") and grpo:
             mark(row, row.reward >= REWARD_RATIO * grpo.reward, f"reward>={REWARD_RATIO:g}xGRPO")
             mark(row, row.passk >= grpo.passk, "pass@k>=GRPO")
-        if name in TRACK_RUNS and TRACK_RUNS[name][2]:
+        if name in TRACK_RUNS and TRACK_RUNS[name][3]:
             mark(row, row.track <= TRACK_TOL, f"track<={TRACK_TOL:.0%}")
         elif name in TRACK_RUNS:
             row.marks.append(f"INFO track {row.track:.0%} on the {TRACK_RUNS[name][1]} setup, not judged")
@@ -299,7 +316,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--store", default=None, help="run store (default: a temporary directory)")
     parser.add_argument("--target", type=float, default=None, help="absolute tracking target (default: H0/2)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], help="key=value for every run")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        help="key=value for every run (over the setups too)",
+    )
     parser.add_argument("--json", default=None, help="also write the rows as JSON to this file")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at a time, one torch thread each")
     parser.add_argument(

@@ -171,6 +171,15 @@ def test_bonus_coefficient_is_a_projected_multiplier_within_bounds():
     assert ctrl.metrics(0.2, 0.2)[schema.CONTROLLER_COEF] == ctrl.value
 
 
+def test_bonus_turns_into_a_bounded_penalty_above_target_when_allowed():
+    ctrl = build_controller(TrainConfig(controller="entropy_bonus", bonus_coef_max=0.5, bonus_coef_min=-0.05))
+    down = drive(ctrl, [3.0] * 200, target=1.0)
+    assert down[-1] == pytest.approx(-0.05) and min(down) == pytest.approx(-0.05)
+    assert not ctrl.at_bound  # at_bound flags the bonus pushing up as hard as it may, not the penalty
+    up = drive(ctrl, [0.2] * 200, target=1.0)
+    assert up[-1] == pytest.approx(0.5) and ctrl.at_bound
+
+
 def test_entropy_bonus_loss_and_gradient_raise_entropy():
     torch.manual_seed(0)
     hidden = torch.randn(5, 4, dtype=torch.float32, requires_grad=True)
@@ -189,6 +198,17 @@ def test_entropy_bonus_loss_and_gradient_raise_entropy():
     # Default stays detached.
     _, ent2 = token_logprobs(hidden, head, targets, temperature=1.0, precision="fp32", chunk_size=2)
     assert not ent2.requires_grad
+
+
+def test_capped_bonus_pays_only_tokens_below_the_cap_and_keeps_the_normaliser():
+    ent = torch.tensor([[0.2, 1.5, 0.7, 3.0]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # the last token is padding
+    loss = entropy_bonus_loss(ent, mask, 0.1, "token-mean", cap=1.0)
+    torch.testing.assert_close(loss, torch.tensor(-0.1 * (0.2 + 0.7) / 3))  # 3 real tokens, not 2
+    loss.backward()
+    torch.testing.assert_close(ent.grad, torch.tensor([[-0.1 / 3, 0.0, -0.1 / 3, 0.0]]))
+    uncapped = entropy_bonus_loss(ent, mask, 0.1, "token-mean")
+    torch.testing.assert_close(uncapped, torch.tensor(-0.1 * (0.2 + 1.5 + 0.7) / 3))
 
 
 # --- Clip-Cov / KL-Cov ---------------------------------------------------------------------------------

@@ -57,6 +57,50 @@ def test_demo_batch_trains_only_on_response_and_eos():
         assert target[-1] == tok.eos_token_id
 
 
+def test_derailed_demos_end_with_an_unlabelled_slip_then_eos():
+    _, tok = load_policy("tiny-qwen2", seed=0)
+    task = make_task("digit_sum")
+    ids, labels, mask = demo_batch(tok, task, np.random.default_rng(0), 64, 1.0, derail_frac=1.0)
+    cuts = set()
+    for row_ids, row_labels, row_mask in zip(ids, labels, mask, strict=True):
+        seq = row_ids[row_mask.bool()].tolist()
+        answer = tok.decode(seq, skip_special_tokens=True).split("=")[1][:-1]  # without the slip
+        slip, n = seq[-2], int(row_mask.sum())
+        assert seq[-1] == tok.eos_token_id and slip not in tok.all_special_ids
+        assert (
+            row_labels[n - 2] == -100 and row_labels[n - 1] == tok.eos_token_id
+        )  # slip unlabelled, eos taught
+        taught = row_labels[: n - 2][row_labels[: n - 2] != -100].tolist()
+        assert tok.decode(taught) == answer
+        cuts.add(len(taught))
+    assert cuts >= {0, 1}  # cut anywhere in the response, from before its first token on
+
+
+@torch.no_grad()
+def after_slip(model, tok, task) -> tuple[float, float]:
+    """(mean P(eos), mean entropy) of the next token after a prompt plus one random ordinary token."""
+    rng = np.random.default_rng(7)
+    ordinary = [i for i in range(len(tok)) if i not in tok.all_special_ids]
+    prompts = [p for p in task.sample(rng, 128) if len(p.text) == 4]  # one width: no padding needed
+    ids = torch.tensor([[*encode_prompt(tok, p.text), int(rng.choice(ordinary))] for p in prompts])
+    logp = model.eval()(input_ids=ids).logits[:, -1].log_softmax(-1)
+    return logp[:, tok.eos_token_id].exp().mean().item(), -(logp.exp() * logp).sum(-1).mean().item()
+
+
+def test_derailed_warmup_teaches_stopping_after_a_slip(tmp_path):
+    task = make_task("digit_sum")
+    seen = {}
+    for frac in (0.0, 0.1):
+        model, tok = load_policy("tiny-qwen2", seed=0)
+        warm_start(
+            model, tok, task, steps=300, correct_frac=0.5, seed=0, cache_dir=tmp_path, derail_frac=frac
+        )
+        seen[frac] = after_slip(model, tok, task)
+    # Measured (seed 0): P(eos) 0.57 -> 0.98, entropy after the slip 0.70 -> 0.06 nats.
+    assert seen[0.1][0] > 0.9 and seen[0.1][0] > seen[0.0][0]
+    assert seen[0.1][1] < seen[0.0][1] / 3
+
+
 def test_warmup_gives_partial_skill_and_moderate_entropy(tmp_path):
     model, tok = load_policy("tiny-qwen2", seed=0)
     task = make_task("digit_sum")

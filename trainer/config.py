@@ -56,6 +56,10 @@ class TrainConfig(BaseModel):
     """Entropy bonus: proportional gain, α = I + kp * bonus_coef_max * (target - H) / target (clipped to [0, bonus_coef_max])."""
     bonus_coef_max: float = Field(default=0.2, gt=0)
     """Entropy bonus: upper bound of α (the lower bound is 0)."""
+    bonus_coef_min: float = Field(default=0.0, le=0)
+    """Entropy bonus: lower bound of α; below 0 the bonus turns into a penalty while entropy is above target."""
+    bonus_token_cap: float | None = Field(default=None, gt=0)
+    """Entropy bonus: only tokens whose entropy is below this many nats earn the bonus; None: every token."""
     clip_cov_frac: float = Field(default=0.23, ge=0, le=1)
     """Clip-Cov (Cui et al. 2025): fraction r of tokens whose gradient is detached; paper 2e-4 (0 tokens at toy batch sizes). Measured on the demo config: 0.22 collapses as GRPO, 0.24 runs entropy away above H0."""
     clip_cov_lb: float = 0.1
@@ -106,6 +110,8 @@ class TrainConfig(BaseModel):
     """Supervised warm-up steps on noisy demonstrations for preset models (cached); ignored for model=PATH."""
     warmup_correct_frac: float = Field(default=0.5, ge=0, le=1)
     """Fraction of warm-up demonstrations that carry the correct answer."""
+    warmup_derail_frac: float = Field(default=0.0, ge=0, le=1)
+    """Fraction of warm-up demonstrations cut after one random (unlabelled) token and ended with eos: the policy learns to stop after a slip instead of emitting near-uniform noise up to max_new_tokens."""
     token_records: int = Field(default=8, ge=0)
     """Sequences per step whose per-token records go to the `tokens` table."""
     grad_clip: float = Field(default=1.0, gt=0)

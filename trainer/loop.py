@@ -93,6 +93,7 @@ def build_policy(cfg: TrainConfig, device: torch.device, start_from: Path | None
                 steps=cfg.warmup_steps,
                 correct_frac=cfg.warmup_correct_frac,
                 seed=cfg.seed,
+                derail_frac=cfg.warmup_derail_frac,
                 cache_dir=default_cache_dir(),
             )
     model.to(device).eval()  # eval: no dropout, so rollout and training paths see the same function

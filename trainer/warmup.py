@@ -78,9 +78,13 @@ def warm_start(
     correct_frac: float,
     seed: int,
     cache_dir: Path,
+    derail_frac: float = 0.0,
 ) -> PreTrainedModel:
     """Fine-tune `model` in place on noisy demonstrations of `task`, or load the cached result; returns it."""
-    key = cache_key(model, tokenizer, task, steps=steps, correct_frac=correct_frac, seed=seed)
+    settings = {"steps": steps, "correct_frac": correct_frac, "seed": seed}
+    if derail_frac:  # only when set, so caches made before the option existed stay valid
+        settings["derail_frac"] = derail_frac
+    key = cache_key(model, tokenizer, task, **settings)
     target = Path(cache_dir) / key
     if (target / WEIGHTS_FILE).is_file():
         load_model(model, target / WEIGHTS_FILE, device=str(next(model.parameters()).device))
@@ -88,7 +92,9 @@ def warm_start(
         return model
     start = time.perf_counter()
     with _single_cpu_thread(model):
-        train_demonstrations(model, tokenizer, task, steps=steps, correct_frac=correct_frac, seed=seed)
+        train_demonstrations(
+            model, tokenizer, task, steps=steps, correct_frac=correct_frac, seed=seed, derail_frac=derail_frac
+        )
     _save_atomically(model, target)
     log.info("warm-up trained %d steps in %.1fs, cached at %s", steps, time.perf_counter() - start, target)
     return model
@@ -117,6 +123,7 @@ def train_demonstrations(
     steps: int,
     correct_frac: float,
     seed: int,
+    derail_frac: float = 0.0,
 ) -> None:
     """AdamW with cosine decay on response-token cross-entropy; batches drawn from `seed` alone."""
     rng = np.random.default_rng([seed, 0x3A7])  # own stream: independent of the RL run's prompt draws
@@ -126,7 +133,7 @@ def train_demonstrations(
     was_training = model.training
     model.train()
     for _ in range(steps):
-        ids, labels, mask = demo_batch(tokenizer, task, rng, BATCH_SIZE, correct_frac)
+        ids, labels, mask = demo_batch(tokenizer, task, rng, BATCH_SIZE, correct_frac, derail_frac)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (B, T, V)
         loss = torch.nn.functional.cross_entropy(
             logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(device), ignore_index=-100
@@ -140,25 +147,51 @@ def train_demonstrations(
 
 
 def demo_batch(
-    tokenizer: PreTrainedTokenizerBase, task: Task, rng: np.random.Generator, n: int, correct_frac: float
+    tokenizer: PreTrainedTokenizerBase,
+    task: Task,
+    rng: np.random.Generator,
+    n: int,
+    correct_frac: float,
+    derail_frac: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(ids, labels, attention_mask), each (n, T), right-padded; labels are -100 outside response + eos."""
+    """(ids, labels, attention_mask), each (n, T), right-padded; labels are -100 outside response + eos and
+    on the off-path token of a derailed example."""
     prompts = task.sample(rng, n)
     correct = rng.random(n) < correct_frac
+    # Drawn only when asked for, so warm-ups without derailing keep their random stream (and their caches).
+    derailed = rng.random(n) < derail_frac if derail_frac else np.zeros(n, dtype=bool)
     examples = [
         encode_example(tokenizer, p.text, task.demonstration(p, rng, bool(c)))
         for p, c in zip(prompts, correct, strict=True)
     ]
-    width = max(len(ids) for ids, _ in examples)
+    slips = [
+        derail(tokenizer, *ex, rng) if d else (*ex, -1) for ex, d in zip(examples, derailed, strict=True)
+    ]
+    width = max(len(ids) for ids, _, _ in slips)
     # Right padding keeps real tokens at positions 0.., as the rollout's left padding + position_ids does.
     ids = torch.full((n, width), tokenizer.pad_token_id, dtype=torch.long)
     labels = torch.full((n, width), -100, dtype=torch.long)
     mask = torch.zeros((n, width), dtype=torch.long)
-    for i, (seq, plen) in enumerate(examples):
+    for i, (seq, plen, slip) in enumerate(slips):
         ids[i, : len(seq)] = torch.tensor(seq)
         labels[i, plen : len(seq)] = torch.tensor(seq[plen:])
+        if slip >= 0:
+            labels[i, slip] = -100
         mask[i, : len(seq)] = 1
     return ids, labels, mask
+
+
+def derail(
+    tokenizer: PreTrainedTokenizerBase, seq: list[int], plen: int, rng: np.random.Generator
+) -> tuple[list[int], int, int]:
+    """(ids, prompt length, slip position): the response cut at a random point, one random non-special
+    token (the slip) and <eos>. The slip is not a label, so the model does not learn to slip, only to stop
+    after one instead of emitting near-uniform noise up to max_new_tokens."""
+    special = set(tokenizer.all_special_ids)
+    ordinary = [i for i in range(len(tokenizer)) if i not in special]
+    cut = plen + int(rng.integers(len(seq) - plen))  # keeps 0 .. len(response) tokens; seq[-1] is eos
+    slip = ordinary[int(rng.integers(len(ordinary)))]
+    return [*seq[:cut], slip, tokenizer.eos_token_id], plen, cut
 
 
 def _save_atomically(model: PreTrainedModel, target: Path) -> None:

@@ -1,15 +1,20 @@
 """Entropy bonus with an auto-tuned coefficient: SAC's temperature tuning (Haarnoja et al. 2018) read as
 projected dual ascent on the constraint H >= target.
 
-Loss += -α · H (H with gradient, aggregated like the policy loss), with the multiplier α in [0, α_max]
+Loss += -α · H (H with gradient, aggregated like the policy loss), with the multiplier α in [α_min, α_max]
 following the constraint's violation, plus a proportional term for damping:
     e = (target - H) / target
-    integral  I <- clip(I + gain · α_max · e, 0, α_max)        (`bonus_gain`)
-    output    α = clip(I + kp · α_max · e, 0, α_max)           (`bonus_kp`)
+    integral  I <- clip(I + gain · α_max · e, α_min, α_max)        (`bonus_gain`)
+    output    α = clip(I + kp · α_max · e, α_min, α_max)           (`bonus_kp`)
 Linear in α, not in log α: measured on the demo task, a log-scale α (floor α_max/100) came down too slowly
 once the entropy crossed the target, and the bonus, which drives the whole update when most groups have zero
-advantage (Adam normalises the step), ran the entropy away to twice the target. A signed α (a penalty above
-the target) was worse: starting at H0 = 2 x target it drove the policy into collapse and the reward to 0.
+advantage (Adam normalises the step), ran the entropy away to twice the target. α_min defaults to 0 (a pure
+bonus): a penalty as large as the bonus, starting at H0 = 2 x target, drove the policy into collapse and the
+reward to 0; a small one (α_min = -0.05) holds the entropy down late in a run, when the reward no longer does.
+
+`bonus_token_cap`: only tokens whose entropy is below the cap earn the bonus. Uncapped, the bonus also widens
+contexts the reward does not constrain (after a slip, say) up to near-uniform (4.4 of ln 89 = 4.5 nats on the
+toy), and those few tokens make the entropy estimate bursty.
 """
 
 from typing import Any
@@ -22,16 +27,27 @@ from trainer.controllers.base import Controller, register_controller
 
 
 def bonus_step(
-    integral: float, measured: float, target: float, gain: float, kp: float, coef_max: float
+    integral: float,
+    measured: float,
+    target: float,
+    gain: float,
+    kp: float,
+    coef_max: float,
+    coef_min: float = 0.0,
 ) -> tuple[float, float]:
     """(new integral, new α) after observing one step's entropy."""
     err = (target - measured) / max(target, 1e-8)
-    integral = min(coef_max, max(0.0, integral + gain * coef_max * err))
-    return integral, min(coef_max, max(0.0, integral + kp * coef_max * err))
+    integral = min(coef_max, max(coef_min, integral + gain * coef_max * err))
+    return integral, min(coef_max, max(coef_min, integral + kp * coef_max * err))
 
 
-def entropy_bonus_loss(entropy: torch.Tensor, mask: torch.Tensor, coef: float, agg_mode: str) -> torch.Tensor:
-    """-α · agg(H) for entropy (B, R) with gradient."""
+def entropy_bonus_loss(
+    entropy: torch.Tensor, mask: torch.Tensor, coef: float, agg_mode: str, cap: float | None = None
+) -> torch.Tensor:
+    """-α · agg(H) for entropy (B, R) with gradient; tokens at or above `cap` nats earn no bonus."""
+    if cap is not None:
+        # Zeroed, not masked out, so the aggregation's token count (its normaliser) stays the batch's.
+        entropy = entropy * (entropy.detach() < cap)
     return -coef * agg_loss(entropy, mask, agg_mode)
 
 
@@ -42,14 +58,15 @@ class EntropyBonus(Controller):
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.gain, self.kp, self.coef_max = cfg.bonus_gain, cfg.bonus_kp, cfg.bonus_coef_max
+        self.cap, self.coef_min = cfg.bonus_token_cap, cfg.bonus_coef_min
         self.value = self.integral = self._clamp(cfg.bonus_coef_init)
 
     def _clamp(self, coef: float) -> float:
-        return min(self.coef_max, max(0.0, coef))
+        return min(self.coef_max, max(self.coef_min, coef))
 
     def update(self, measured: float, target: float, step: int) -> None:
         self.integral, self.value = bonus_step(
-            self.integral, measured, target, self.gain, self.kp, self.coef_max
+            self.integral, measured, target, self.gain, self.kp, self.coef_max, self.coef_min
         )
         self.at_bound = self.value >= self.coef_max * (1 - 1e-9)  # pushing as hard as it may
 
@@ -67,4 +84,4 @@ class EntropyBonus(Controller):
         return {**super().metrics(eps_low, eps_high), schema.CONTROLLER_COEF: self.value}
 
     def extra_loss(self, logp, old_logp, adv, mask, entropy, agg_mode):
-        return entropy_bonus_loss(entropy, mask, self.value, agg_mode), {}
+        return entropy_bonus_loss(entropy, mask, self.value, agg_mode, self.cap), {}
