@@ -3,25 +3,25 @@
     .venv/bin/python bench/controllers.py [--jobs N] [--seeds S ...] [--steps N] [--only NAME ...] [--store DIR]
                                           [--set key=value ...]
 
-Runs: `grpo` (no controller, the collapse baseline), one run per controller with the default target (H0,
-the first step's entropy), and tracking runs with target_entropy = H0/2: REPO-R and the bonus on the demo
-config (`track-repo_r`, `track-bonus`, reported, not judged), and on the tracking setups where each can
-track (`track-bonus-short`: responses capped at the task's answer length, 3 tokens; `track-repo_r-onpolicy`:
-that, one on-policy update per rollout and 48 prompts per step); see TRACK_SETUPS. H0 comes from a
-one-step probe run with lr 0 per setup (every run of a setup shares the seed and the warm-started model,
-so the first rollout is the same), or from `--target`. The demo config is
-trainer.sample_runs.COMMON, the one the sample runs use; `--set` overrides it and the tracking setups.
-`--jobs 2` (the default)
-trains two runs at a time, each in its own process on one torch thread: two multi-threaded torch processes
-on the same cores slow each other ~7x, two single-threaded ones do not. `--seeds 0 1 2` repeats the whole
-set per seed (each seed in its own sub-store), judges each seed apart and ends with how many seeds passed
-each mark.
+Runs: `grpo` (no controller, the collapse baseline), one run per controller with the default target (H0, the
+first step's entropy), and tracking runs with target_entropy = H0/2: REPO-R and the bonus on the demo config
+(`track-repo_r`, `track-bonus`, reported, not judged), and on the tracking setup where both can track
+(`track-bonus-onpolicy`, `track-repo_r-onpolicy`: responses capped at the task's answer length, a warm-up
+that teaches stopping after a slip, 48 prompts per step, one update per rollout; each controller with its
+tracking gains); see TRACK_SETUPS. H0 comes from a one-step probe run with lr 0 per setup (every run of a
+setup shares the seed and the warm-started model, so the first rollout is the same), or from `--target`. The
+demo config is trainer.sample_runs.COMMON, the one the sample runs use; `--set` overrides it and the
+tracking setups. `--jobs 2` (the default) trains two runs at a time, each in its own process on one torch
+thread: two multi-threaded torch processes on the same cores slow each other ~7x, two single-threaded ones
+do not. `--seeds 0 1 2` repeats the whole set per seed (each seed in its own sub-store), judges each seed
+apart and ends with how many seeds passed each mark.
 
 Columns (over the store's per-step scalars): wall s; H0; final entropy = mean of the last 10% of steps;
 change vs H0; ratio to GRPO's final entropy; reward, pass@1, pass@k = means of the last 10%; adv/zero_frac,
 clip/frac_high, controller/at_bound = means over the run; track = max |smoothed entropy - target| / target
 over the second half (smoothed: centred 11-step moving mean, which removes per-step sampling noise but no
-controller oscillation slower than ~10 steps); bias = mean (entropy - target) / target over the second half;
+controller oscillation slower than ~10 steps; only full windows, so the last 5 steps count through the
+windows that end on them, not through a 6-step mean); bias = mean (entropy - target) / target over the second half;
 floor = the same max deviation for the run's final policy frozen (lr 0, 100 steps, same batch shape) around
 its own mean: what the entropy estimate's sampling noise alone gives, the best any controller can score.
 
@@ -49,32 +49,41 @@ from analysis import schema  # noqa: E402
 CONTROLLER_RUNS = ["repo_r", "repo_d", "adapo", "entropy_bonus", "clip_cov", "kl_cov", "ce_gppo"]
 # On the demo config the mean entropy is dominated by derailed responses: after a rare sampled token the toy
 # model emits near-uniform tokens (ln 89 = 4.5 nats each) up to max_new_tokens, so 4% of the tokens carry
-# half the entropy and the estimate is heavy-tailed. The tracking setups cap responses at the longest
-# answer + EOS (3 tokens), warm the model up on demonstrations that also show stopping after a slip
-# (P(eos) after a random token 0.57 -> 0.98) and average over 48 prompts per step. REPO-R, whose handle
-# shrinks as the policy sharpens, also needs the gentler on-policy update.
-TRACK_BASE = ["max_new_tokens=3", "warmup_derail_frac=0.1", "prompts_per_step=48"]
+# half the entropy and the estimate is heavy-tailed. The tracking setup caps responses at the longest answer
+# + EOS (3 tokens), warms the model up on demonstrations that also show stopping after a slip (P(eos) after
+# a random token 0.57 -> 0.98), averages over 48 prompts per step and updates once per rollout (on-policy,
+# lr 1e-3): with 2 epochs x 2 minibatches the policy's entropy moved ~20% from one step to the next.
 TRACK_SETUPS = {
     "demo": [],
-    "short": TRACK_BASE,
-    "short-onpolicy": [*TRACK_BASE, "epochs_per_step=1", "minibatches=1"],
+    "onpolicy": [
+        "max_new_tokens=3",
+        "warmup_derail_frac=0.1",
+        "prompts_per_step=48",
+        "epochs_per_step=1",
+        "minibatches=1",
+        "lr=1e-3",
+    ],
 }
 # The bonus as tuned for tracking: paid only below 1 nat per token (uncapped, it pushed contexts that the
-# reward does not constrain to near-uniform: the frozen final policy's entropy then varied 28% between
-# 11-step windows, 3% capped), a small penalty allowed above the target, gentler gains.
+# reward does not constrain to near-uniform, and the frozen final policy's entropy varied 28% between
+# 11-step windows; capped, 3%), a small penalty allowed above the target.
 BONUS_TRACK = [
     "bonus_token_cap=1.0",
     "bonus_coef_max=0.5",
     "bonus_coef_min=-0.05",
-    "bonus_kp=0.5",
-    "bonus_gain=0.1",
+    "bonus_kp=1.5",
+    "bonus_gain=0.2",
 ]
+# REPO-R as tuned for tracking: a shorter ladder (ζ_min 0.05: 4.3 rungs to ζ_max instead of 6.6, so
+# crossing zero takes less time) and a slower integral with more damping (the defaults oscillated slowly,
+# period ~60 steps, ±20-30%).
+REPO_TRACK = ["zeta_min=0.05", "zeta_ki=1", "zeta_kp=6"]
 # name -> (controller, setup, controller overrides, judged against TRACK_TOL)
 TRACK_RUNS = {
     "track-repo_r": ("repo_r", "demo", [], False),
     "track-bonus": ("entropy_bonus", "demo", [], False),
-    "track-bonus-short": ("entropy_bonus", "short", BONUS_TRACK, True),
-    "track-repo_r-onpolicy": ("repo_r", "short-onpolicy", [], True),
+    "track-bonus-onpolicy": ("entropy_bonus", "onpolicy", BONUS_TRACK, True),
+    "track-repo_r-onpolicy": ("repo_r", "onpolicy", REPO_TRACK, True),
     "track-adapo": ("adapo", "demo", [], False),
 }
 DEFAULT_RUNS = ["grpo", *CONTROLLER_RUNS, *[n for n in TRACK_RUNS if n != "track-adapo"]]
@@ -149,10 +158,10 @@ def train_run(store: Path, name: str, overrides: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def moving_mean(xs: list[float], k: int) -> list[float]:
-    """Centred moving mean, the window shrunk at the ends."""
+def moving_mean(xs: list[float], k: int) -> list[float | None]:
+    """Centred k-step moving mean; None where the window does not fit (the first and last k // 2 steps)."""
     h = k // 2
-    return [sum(xs[max(0, i - h) : i + h + 1]) / len(xs[max(0, i - h) : i + h + 1]) for i in range(len(xs))]
+    return [sum(xs[i - h : i + h + 1]) / k if h <= i < len(xs) - h else None for i in range(len(xs))]
 
 
 def read_series(store: Path, name: str, keys: list[str]) -> dict[str, list[float]]:
@@ -178,7 +187,7 @@ def noise_floor(store: Path, name: str, overrides: list[str]) -> float:
     train_run(store, frozen, [*overrides, f"model={ckpt}", "lr=0", f"steps={FLOOR_STEPS}", "controller=none"])
     ent = read_series(store, frozen, [schema.ENTROPY_MEAN])[schema.ENTROPY_MEAN]
     mean = sum(ent) / len(ent)
-    return max(abs(x - mean) / mean for x in moving_mean(ent, SMOOTH))
+    return max(abs(x - mean) / mean for x in moving_mean(ent, SMOOTH) if x is not None)
 
 
 def bench_run(store: Path, name: str, overrides: list[str], extra: list[str], seed: int, threads: int) -> Row:
@@ -235,7 +244,7 @@ def measure(store: Path, name: str, seed: int, wall: float, tracking: bool) -> R
         target = series[schema.ENTROPY_TARGET]
         smooth = moving_mean(ent, SMOOTH)
         half = range(n // 2, n)
-        row.track = max(abs(smooth[i] - target[i]) / target[i] for i in half)
+        row.track = max(abs(smooth[i] - target[i]) / target[i] for i in half if smooth[i] is not None)
         row.bias = sum((ent[i] - target[i]) / target[i] for i in half) / len(half)
     return row
 

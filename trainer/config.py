@@ -53,9 +53,9 @@ class TrainConfig(BaseModel):
     bonus_gain: float = Field(default=0.3, gt=0)
     """Entropy bonus: integral I <- I + gain * bonus_coef_max * (target - H) / target once per step (plus a P term)."""
     bonus_kp: float = Field(default=1.0, ge=0)
-    """Entropy bonus: proportional gain, α = I + kp * bonus_coef_max * (target - H) / target (clipped to [0, bonus_coef_max])."""
+    """Entropy bonus: proportional gain, α = I + kp * bonus_coef_max * (target - H) / target (clipped to [bonus_coef_min, bonus_coef_max])."""
     bonus_coef_max: float = Field(default=0.2, gt=0)
-    """Entropy bonus: upper bound of α (the lower bound is 0)."""
+    """Entropy bonus: upper bound of α."""
     bonus_coef_min: float = Field(default=0.0, le=0)
     """Entropy bonus: lower bound of α; below 0 the bonus turns into a penalty while entropy is above target."""
     bonus_token_cap: float | None = Field(default=None, gt=0)
