@@ -2,7 +2,8 @@
 
 RL from uniform noise says little about entropy dynamics; RL from a base model does. So before RL, a preset
 is fine-tuned on task demonstrations of which only `correct_frac` carry the right answer: it learns the
-format and part of the task, and keeps a spread over plausible answers, like a base model.
+format and part of the task, and keeps a spread over plausible answers, like a base model. With `derail_frac`
+some demonstrations also show stopping right after a slip (see `derail`).
 The result is cached on disk under a key of everything that determines it, so repeated runs start at once.
 
 Sequence format, shared with the RL rollout: the model sees `<bos> + prompt + response + <eos>` and is
