@@ -41,6 +41,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -78,13 +79,21 @@ BONUS_TRACK = [
 # crossing zero takes less time) and a slower integral with more damping (the defaults oscillated slowly,
 # period ~60 steps, ±20-30%).
 REPO_TRACK = ["zeta_min=0.05", "zeta_ki=1", "zeta_kp=6"]
-# name -> (controller, setup, controller overrides, judged against TRACK_TOL)
+
+
+class TrackRun(NamedTuple):
+    controller: str
+    setup: str  # a TRACK_SETUPS key
+    knobs: list[str]  # the controller's tracking overrides
+    judged: bool  # marked against TRACK_TOL, else shown as INFO
+
+
 TRACK_RUNS = {
-    "track-repo_r": ("repo_r", "demo", [], False),
-    "track-bonus": ("entropy_bonus", "demo", [], False),
-    "track-bonus-onpolicy": ("entropy_bonus", "onpolicy", BONUS_TRACK, True),
-    "track-repo_r-onpolicy": ("repo_r", "onpolicy", REPO_TRACK, True),
-    "track-adapo": ("adapo", "demo", [], False),
+    "track-repo_r": TrackRun("repo_r", "demo", [], False),
+    "track-bonus": TrackRun("entropy_bonus", "demo", [], False),
+    "track-bonus-onpolicy": TrackRun("entropy_bonus", "onpolicy", BONUS_TRACK, True),
+    "track-repo_r-onpolicy": TrackRun("repo_r", "onpolicy", REPO_TRACK, True),
+    "track-adapo": TrackRun("adapo", "demo", [], False),
 }
 DEFAULT_RUNS = ["grpo", *CONTROLLER_RUNS, *[n for n in TRACK_RUNS if n != "track-adapo"]]
 ALL_RUNS = ["grpo", *CONTROLLER_RUNS, *TRACK_RUNS]
@@ -136,12 +145,12 @@ def run_overrides(name: str, targets: dict[str, float]) -> list[str]:
     if name == "grpo":
         return ["controller=none"]
     if name in TRACK_RUNS:
-        controller, setup, knobs, _ = TRACK_RUNS[name]
+        run = TRACK_RUNS[name]
         return [
-            f"controller={controller}",
-            *TRACK_SETUPS[setup],
-            *knobs,
-            f"target_entropy={targets[setup]:.6f}",
+            f"controller={run.controller}",
+            *TRACK_SETUPS[run.setup],
+            *run.knobs,
+            f"target_entropy={targets[run.setup]:.6f}",
         ]
     return [f"controller={name}"]
 
@@ -201,7 +210,7 @@ def bench_run(store: Path, name: str, overrides: list[str], extra: list[str], se
     tracking = name in TRACK_RUNS
     row = measure(store, name, seed, wall, tracking)
     if tracking:
-        row.floor = noise_floor(store, name, [*TRACK_SETUPS[TRACK_RUNS[name][1]], *extra])
+        row.floor = noise_floor(store, name, [*TRACK_SETUPS[TRACK_RUNS[name].setup], *extra])
     print(
         f"[{name} seed {seed}] {wall:.0f} s  H0 {row.h0:.3f} -> {row.final:.3f}  reward {row.reward:.3f}",
         flush=True,
@@ -271,10 +280,10 @@ def judge(rows: dict[str, Row]) -> bool:
         if name in ("repo_r", "adapo") and grpo:
             mark(row, row.reward >= REWARD_RATIO * grpo.reward, f"reward>={REWARD_RATIO:g}xGRPO")
             mark(row, row.passk >= grpo.passk, "pass@k>=GRPO")
-        if name in TRACK_RUNS and TRACK_RUNS[name][3]:
+        if name in TRACK_RUNS and TRACK_RUNS[name].judged:
             mark(row, row.track <= TRACK_TOL, f"track<={TRACK_TOL:.0%}")
         elif name in TRACK_RUNS:
-            row.marks.append(f"INFO track {row.track:.0%} on the {TRACK_RUNS[name][1]} setup, not judged")
+            row.marks.append(f"INFO track {row.track:.0%} on the {TRACK_RUNS[name].setup} setup, not judged")
     return ok
 
 
@@ -351,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     taken = [str(stores[sd] / n) for sd in seeds for n in names if (stores[sd] / n).exists()]
     if taken:
         parser.error(f"the store already holds {', '.join(taken)}; pass an empty or new --store")
-    setups = sorted({TRACK_RUNS[n][1] for n in names if n in TRACK_RUNS})
+    setups = sorted({TRACK_RUNS[n].setup for n in names if n in TRACK_RUNS})
     targets = {
         sd: {
             s: args.target if args.target is not None else probe_h0(stores[sd], s, [*extra, f"seed={sd}"]) / 2

@@ -7,7 +7,14 @@ import torch
 
 from trainer.models import load_policy
 from trainer.tasks import make_task
-from trainer.warmup import WEIGHTS_FILE, default_cache_dir, demo_batch, encode_prompt, warm_start
+from trainer.warmup import (
+    WEIGHTS_FILE,
+    default_cache_dir,
+    demo_batch,
+    encode_prompt,
+    ordinary_ids,
+    warm_start,
+)
 
 
 @torch.no_grad()
@@ -80,7 +87,7 @@ def test_derailed_demos_end_with_an_unlabelled_slip_then_eos():
 def after_slip(model, tok, task) -> tuple[float, float]:
     """(mean P(eos), mean entropy) of the next token after a prompt plus one random ordinary token."""
     rng = np.random.default_rng(7)
-    ordinary = [i for i in range(len(tok)) if i not in tok.all_special_ids]
+    ordinary = ordinary_ids(tok)
     prompts = [p for p in task.sample(rng, 128) if len(p.text) == 4]  # one width: no padding needed
     ids = torch.tensor([[*encode_prompt(tok, p.text), int(rng.choice(ordinary))] for p in prompts])
     logp = model.eval()(input_ids=ids).logits[:, -1].log_softmax(-1)

@@ -165,8 +165,10 @@ def demo_batch(
         encode_example(tokenizer, p.text, task.demonstration(p, rng, bool(c)))
         for p, c in zip(prompts, correct, strict=True)
     ]
+    ordinary = ordinary_ids(tokenizer) if derailed.any() else []
     slips = [
-        derail(tokenizer, *ex, rng) if d else (*ex, -1) for ex, d in zip(examples, derailed, strict=True)
+        derail(tokenizer, *ex, rng, ordinary) if d else (*ex, -1)
+        for ex, d in zip(examples, derailed, strict=True)
     ]
     width = max(len(ids) for ids, _, _ in slips)
     # Right padding keeps real tokens at positions 0.., as the rollout's left padding + position_ids does.
@@ -182,14 +184,22 @@ def demo_batch(
     return ids, labels, mask
 
 
-def derail(
-    tokenizer: PreTrainedTokenizerBase, seq: list[int], plen: int, rng: np.random.Generator
-) -> tuple[list[int], int, int]:
-    """(ids, prompt length, slip position): the response cut at a random point, one random non-special
-    token (the slip) and <eos>. The slip is not a label, so the model does not learn to slip, only to stop
-    after one instead of emitting near-uniform noise up to max_new_tokens."""
+def ordinary_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Every token id that is not a special token."""
     special = set(tokenizer.all_special_ids)
-    ordinary = [i for i in range(len(tokenizer)) if i not in special]
+    return [i for i in range(len(tokenizer)) if i not in special]
+
+
+def derail(
+    tokenizer: PreTrainedTokenizerBase,
+    seq: list[int],
+    plen: int,
+    rng: np.random.Generator,
+    ordinary: list[int],
+) -> tuple[list[int], int, int]:
+    """(ids, prompt length, slip position): the response cut at a random point, one random token from
+    `ordinary` (the slip) and <eos>. The slip is not a label, so the model does not learn to slip, only to
+    stop after one instead of emitting near-uniform noise up to max_new_tokens."""
     cut = plen + int(rng.integers(len(seq) - plen))  # keeps 0 .. len(response) tokens; seq[-1] is eos
     slip = ordinary[int(rng.integers(len(ordinary)))]
     return [*seq[:cut], slip, tokenizer.eos_token_id], plen, cut

@@ -37,8 +37,12 @@ def bonus_step(
 ) -> tuple[float, float]:
     """(new integral, new α) after observing one step's entropy."""
     err = (target - measured) / max(target, 1e-8)
-    integral = min(coef_max, max(coef_min, integral + gain * coef_max * err))
-    return integral, min(coef_max, max(coef_min, integral + kp * coef_max * err))
+    integral = clip(integral + gain * coef_max * err, coef_min, coef_max)
+    return integral, clip(integral + kp * coef_max * err, coef_min, coef_max)
+
+
+def clip(x: float, lo: float, hi: float) -> float:
+    return min(hi, max(lo, x))
 
 
 def entropy_bonus_loss(
@@ -62,7 +66,7 @@ class EntropyBonus(Controller):
         self.value = self.integral = self._clamp(cfg.bonus_coef_init)
 
     def _clamp(self, coef: float) -> float:
-        return min(self.coef_max, max(self.coef_min, coef))
+        return clip(coef, self.coef_min, self.coef_max)
 
     def update(self, measured: float, target: float, step: int) -> None:
         self.integral, self.value = bonus_step(
