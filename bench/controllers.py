@@ -12,8 +12,8 @@ tracking gains); see TRACK_SETUPS. H0 comes from a one-step probe run with lr 0 
 setup shares the seed and the warm-started model, so the first rollout is the same), or from `--target`. The
 demo config is trainer.sample_runs.COMMON, the one the sample runs use; `--set` overrides it and the
 tracking setups. `--jobs 2` (the default) trains two runs at a time, each in its own process on one torch
-thread: two multi-threaded torch processes on the same cores slow each other ~7x, two single-threaded ones
-do not. `--seeds 0 1 2` repeats the whole set per seed (each seed in its own sub-store), judges each seed
+thread (the trainer's `threads=1`): two default-threaded trainings on 2 cores took 3.8x as long as two
+single-threaded ones. `--seeds 0 1 2` repeats the whole set per seed (each seed in its own sub-store), judges each seed
 apart and ends with how many seeds passed each mark.
 
 Columns (over the store's per-step scalars): wall s; H0; final entropy = mean of the last 10% of steps;
@@ -199,12 +199,8 @@ def noise_floor(store: Path, name: str, overrides: list[str]) -> float:
     return max(abs(x - mean) / mean for x in moving_mean(ent, SMOOTH) if x is not None)
 
 
-def bench_run(store: Path, name: str, overrides: list[str], extra: list[str], seed: int, threads: int) -> Row:
+def bench_run(store: Path, name: str, overrides: list[str], extra: list[str], seed: int) -> Row:
     """Train, measure and (for a tracking run) measure the noise floor of one bench run."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     extra = [*extra, f"seed={seed}"]
     wall = train_run(store, name, [*overrides, *extra])  # --set last: it overrides the setups too
     tracking = name in TRACK_RUNS
@@ -368,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         for sd in seeds
     }
-    threads = 1 if args.jobs > 1 else 0
-    jobs = [(stores[sd], n, run_overrides(n, targets[sd]), extra, sd, threads) for sd in seeds for n in names]
+    per_job = ["threads=1", *extra] if args.jobs > 1 else extra  # the trainer's key; --set threads=N wins
+    jobs = [(stores[sd], n, run_overrides(n, targets[sd]), per_job, sd) for sd in seeds for n in names]
     if args.jobs == 1:
         done = [bench_run(*job) for job in jobs]
     else:

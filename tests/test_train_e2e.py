@@ -137,3 +137,38 @@ def test_bf16_modes_run_and_log_precision_metrics(tmp_path, tiny_overrides, prec
     assert len(pos) == 3 and all(math.isfinite(v) for v in scalar(reader, "r", schema.ENTROPY_MEAN))
     if precision == "bf16_fixed":
         assert max(scalar(reader, "r", schema.RATIO_ONPOLICY_DEV)) < 1e-6
+
+
+def test_threads_key_sets_torch_threads_for_the_run_only(tmp_path, tiny_overrides, monkeypatch):
+    """Every step of a run with threads=1 runs on one torch thread; the process's own setting is back after."""
+    import trainer.loop as loop
+
+    seen: list[int] = []
+    real_step = loop.train_step
+
+    def counting_step(*args):
+        seen.append(torch.get_num_threads())
+        return real_step(*args)
+
+    monkeypatch.setattr(loop, "train_step", counting_step)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        run(tmp_path, [*tiny_overrides, "threads=1"])
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 3
+        seen.clear()
+        run(tmp_path / "default", tiny_overrides)  # 0: torch's setting untouched
+        assert set(seen) == {3}
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_torch_threads_restores_after_an_error():
+    from trainer.threads import torch_threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before

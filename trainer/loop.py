@@ -38,6 +38,7 @@ from trainer.policy import response_logprobs
 from trainer.records import sample_rows, token_columns
 from trainer.rollout import Rollout, RolloutEngine, sample
 from trainer.tasks import make_task
+from trainer.threads import torch_threads
 from trainer.update import UpdateResult, minibatch_splits, ppo_update
 from trainer.warmup import default_cache_dir, warm_start
 
@@ -381,6 +382,11 @@ def train(
     cfg: TrainConfig, store: Path, run_id: str | None = None, resume: bool = False, progress: bool = True
 ) -> RunSummary:
     """Train `cfg.steps` iterations, logging to `<store>/<run_id>/` (and MLflow when configured)."""
+    with torch_threads(cfg.threads):
+        return _train(cfg, store, run_id, resume, progress)
+
+
+def _train(cfg: TrainConfig, store: Path, run_id: str | None, resume: bool, progress: bool) -> RunSummary:
     if resume and not run_id:
         raise UsageError("--resume needs --run-id ID of the run to continue")
     run_id = run_id or f"{cfg.algo}-{cfg.controller}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"

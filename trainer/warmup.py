@@ -17,8 +17,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from safetensors.torch import load_model, save_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from trainer.tasks import Task
+from trainer.threads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -92,28 +91,16 @@ def warm_start(
         log.info("warm-up cache hit: %s", target)
         return model
     start = time.perf_counter()
-    with _single_cpu_thread(model):
+    # One thread on CPU: the presets' matmuls are too small to split and extra threads only spin-wait; on
+    # two busy shared cores 300 steps took 30-50 s with two threads and ~4 s with one.
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    with torch_threads(1 if on_cpu else 0):
         train_demonstrations(
             model, tokenizer, task, steps=steps, correct_frac=correct_frac, seed=seed, derail_frac=derail_frac
         )
     _save_atomically(model, target)
     log.info("warm-up trained %d steps in %.1fs, cached at %s", steps, time.perf_counter() - start, target)
     return model
-
-
-@contextmanager
-def _single_cpu_thread(model: PreTrainedModel) -> Iterator[None]:
-    """One intra-op thread on CPU: the presets' matmuls are too small to split, and extra threads only
-    spin-wait; on two busy shared cores 300 steps took 30-50 s with two threads and ~4 s with one."""
-    if next(model.parameters()).device.type != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def train_demonstrations(
