@@ -264,7 +264,7 @@ def test_gradient_preserving_clip_hand_computed():
             logp, old, adv, mask, eps_low=0.2, eps_high=0.2, agg_mode="token-mean", **kw
         )
         loss.backward()
-        return logp.grad, float(loss), m
+        return logp.grad, float(loss.detach()), m
 
     g_ppo, loss_ppo, m = grads()
     torch.testing.assert_close(g_ppo, torch.tensor([[0.0, 0.0, -1 / 3]]))
