@@ -38,6 +38,8 @@ _KEYS = {
     "tokens": ("run_id", "step", "sample_id", "position"),
     "samples": ("run_id", "step", "sample_id"),
     "hists": ("run_id", "step", "bin_lo"),
+    # Events never repeat, but a compaction's merged segment and the parts it replaces coexist for a moment.
+    "events": ("run_id", "wall_time", "kind", "message"),
 }
 _MAX_ATTEMPTS = 5
 

@@ -9,12 +9,14 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from analysis import atomic, store_writer
 from analysis.atomic import write_json_atomic, write_parquet_atomic
+from analysis.compact import compact_run
 from analysis.errors import UsageError
 from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
 from analysis.store_reader import RUNS_COLUMNS, StoreReader
@@ -354,6 +356,39 @@ def test_events_filter(tmp_path):
     assert len(r.events()) == 3
     assert r.events(kinds=["alert_fired", "checkpoint"])["run_id"].tolist() == ["a", "b"]
     assert r.events("a", kinds=[]).empty
+
+
+def test_compaction_keeps_every_row_and_a_resumed_run_sorts_after_it(tmp_path):
+    write_run(tmp_path, steps=6, flush_every_steps=2, flush_every_s=1e9)
+    with RunWriter(tmp_path, "r1", CONFIG, resume=True) as w:
+        w.log_event(6, "checkpoint", "saved")
+    run_dir, r = tmp_path / "r1", StoreReader(tmp_path)
+    order = {"steps": ["step", "key"], "tokens": ["step", "sample_id", "position"], "samples": ["step", "sample_id"],
+             "hists": ["step", "bin_lo"], "events": ["wall_time"]}  # fmt: skip
+
+    def table(t: str) -> pd.DataFrame:
+        return r.table(t, ["r1"]).sort_values(order[t], ignore_index=True)
+
+    before = {t: table(t) for t in TABLES}
+    assert len(segments(run_dir, "steps")) == 3
+    merged = compact_run(run_dir)
+    assert merged["steps"] == 3 and all(len(segments(run_dir, t)) == 1 for t in TABLES)
+    for t in TABLES:
+        pd.testing.assert_frame_equal(table(t), before[t])
+    with RunWriter(tmp_path, "r1", CONFIG, resume=True) as w:  # a step repeated after the compaction
+        w.log_scalars(6, {ENTROPY_MEAN: -1.0})
+    assert r.scalars(["r1"], [ENTROPY_MEAN])["value"].tolist()[-1] == -1.0
+
+
+def test_events_are_read_once_while_a_compaction_replaces_their_segments(tmp_path):
+    """Compaction writes the merged segment before removing the parts: a reader may list both at once."""
+    with RunWriter(tmp_path, "a", CONFIG) as w:
+        w.log_event(1, "alert_fired", "entropy collapsed", severity="warning")
+        w.log_event(2, "alert_resolved", "ok")
+    parts = segments(tmp_path / "a", "events")
+    merged = pa.concat_tables([pq.read_table(p) for p in parts])
+    pq.write_table(merged, parts[0].with_name("00000000-compacted.parquet"))
+    assert StoreReader(tmp_path).events("a")["kind"].tolist() == ["alert_fired", "alert_resolved"]
 
 
 # ---- reader: empty, damaged and partial stores -----------------------------------------------------

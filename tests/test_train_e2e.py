@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from analysis import schema
+from analysis.schema import TABLES
 from analysis.store_reader import StoreReader
 from trainer.config import load_config
 from trainer.loop import train
@@ -99,6 +100,13 @@ def test_lr_zero_keeps_policy_and_logprobs_constant(tmp_path, tiny_overrides):
             key = (prompt, tuple(rows.sort_values("position")["token_id"]))
             logps = tuple(rows.sort_values("position")["logp"])
             assert seen.setdefault(key, logps) == logps
+
+
+def test_finished_run_is_compacted_to_one_segment_per_table(tmp_path, tiny_overrides):
+    run(tmp_path, [*tiny_overrides, "steps=12", "checkpoint_every=0"])  # the writer flushes every 5 steps
+    for table in TABLES:
+        assert len(list((tmp_path / "r" / table).glob("*.parquet"))) == 1, table
+    assert sorted(StoreReader(tmp_path).scalars(["r"], [schema.ENTROPY_MEAN])["step"]) == list(range(1, 13))
 
 
 def test_resume_continues_the_step_count(tmp_path, tiny_overrides):

@@ -13,7 +13,6 @@ import argparse
 import shutil
 from pathlib import Path
 
-from analysis.compact import compact_run
 from analysis.plots import entropy_curves_png, summary_markdown, summary_rows
 from trainer.config import load_config
 
@@ -76,7 +75,6 @@ def train_runs(store: Path, names: list[str]) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
         summary = train(load_config(None, SAMPLE_RUNS[name]), store, run_id=name)
         drop_weights(run_dir)
-        compact_run(run_dir)
         print("\n".join(summary.lines()))
 
 
