@@ -180,3 +180,19 @@ def test_torch_threads_restores_after_an_error():
         assert torch.get_num_threads() == before + 1
         raise RuntimeError("boom")
     assert torch.get_num_threads() == before
+
+
+def test_compaction_keeps_every_segment_when_one_is_unreadable(tmp_path):
+    from analysis.store_writer import RunWriter
+    from trainer.loop import compact_finished
+
+    with RunWriter(tmp_path, "r", {"algo": "grpo"}, flush_every_steps=1, flush_every_s=1e9) as w:
+        for step in (1, 2, 3):
+            w.log_scalars(step, {schema.ENTROPY_MEAN: 1.0 / step})
+    files = sorted((tmp_path / "r" / "steps").glob("*.parquet"))
+    files[1].write_bytes(files[1].read_bytes()[:20])  # truncated: no footer
+    with pytest.warns(RuntimeWarning, match="kept .* segments unmerged"):
+        assert compact_finished(tmp_path / "r") is False
+    assert sorted((tmp_path / "r" / "steps").glob("*.parquet")) == files
+    with pytest.warns(RuntimeWarning, match="skipping unreadable"):
+        assert scalar(StoreReader(tmp_path), "r", schema.ENTROPY_MEAN) == [1.0, 1.0 / 3]
