@@ -13,8 +13,8 @@ setup shares the seed and the warm-started model, so the first rollout is the sa
 demo config is trainer.sample_runs.COMMON, the one the sample runs use; `--set` overrides it and the
 tracking setups. `--jobs 2` (the default) trains two runs at a time, each in its own process on one torch
 thread (the trainer's `threads=1`): two default-threaded trainings on 2 cores took 3.8x as long as two
-single-threaded ones. `--seeds 0 1 2` repeats the whole set per seed (each seed in its own sub-store), judges each seed
-apart and ends with how many seeds passed each mark.
+single-threaded ones. `--seeds 0 1 2` repeats the whole set per seed (each seed in its own sub-store),
+judges each seed apart and ends with how many seeds passed each mark.
 
 Columns (over the store's per-step scalars): wall s; H0; final entropy = mean of the last 10% of steps;
 change vs H0; ratio to GRPO's final entropy; reward, pass@1, pass@k = means of the last 10%; adv/zero_frac,
