@@ -8,7 +8,7 @@ power cut. Temp names start with '.' and end in '.tmp', so globs for '*.parquet'
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -59,3 +59,15 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
 def write_parquet_atomic(path: str | Path, table: pa.Table) -> Path:
     """Write `table` as one Parquet file (zstd) atomically and durably."""
     return _write_atomic(path, lambda f: pq.write_table(table, f, compression="zstd"))
+
+
+def write_parquet_parts_atomic(path: str | Path, schema: pa.Schema, parts: Iterable[pa.Table]) -> Path:
+    """Write `parts` one after another as one Parquet file (zstd), atomically and durably; memory holds
+    one part at a time, so a long run's segments can be merged whatever their total size."""
+
+    def write(f: IO[bytes]) -> None:
+        with pq.ParquetWriter(f, schema, compression="zstd") as writer:
+            for part in parts:
+                writer.write_table(part)
+
+    return _write_atomic(path, write)

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from analysis import atomic, store_writer
+from analysis import atomic, compact, store_writer
 from analysis.atomic import write_json_atomic, write_parquet_atomic
 from analysis.compact import compact_run
 from analysis.errors import UsageError
@@ -358,7 +358,9 @@ def test_events_filter(tmp_path):
     assert r.events("a", kinds=[]).empty
 
 
-def test_compaction_keeps_every_row_and_a_resumed_run_sorts_after_it(tmp_path):
+@pytest.mark.parametrize("group_rows", [compact.ROW_GROUP_ROWS, 5])
+def test_compaction_keeps_every_row_and_a_resumed_run_sorts_after_it(tmp_path, monkeypatch, group_rows):
+    monkeypatch.setattr(compact, "ROW_GROUP_ROWS", group_rows)
     write_run(tmp_path, steps=6, flush_every_steps=2, flush_every_s=1e9)
     with RunWriter(tmp_path, "r1", CONFIG, resume=True) as w:
         w.log_event(6, "checkpoint", "saved")
@@ -373,6 +375,8 @@ def test_compaction_keeps_every_row_and_a_resumed_run_sorts_after_it(tmp_path):
     assert len(segments(run_dir, "steps")) == 3
     merged = compact_run(run_dir)
     assert merged["steps"] == 3 and all(len(segments(run_dir, t)) == 1 for t in TABLES)
+    groups = pq.ParquetFile(segments(run_dir, "steps")[0]).num_row_groups
+    assert groups == (1 if group_rows > 100 else 2)  # parts of 4 rows: 1+2 reach 5 rows, then 3 alone
     for t in TABLES:
         pd.testing.assert_frame_equal(table(t), before[t])
     with RunWriter(tmp_path, "r1", CONFIG, resume=True) as w:  # a step repeated after the compaction
