@@ -21,8 +21,8 @@ change vs H0; ratio to GRPO's final entropy; reward, pass@1, pass@k = means of t
 clip/frac_high, controller/at_bound = means over the run; track = max |smoothed entropy - target| / target
 over the second half (smoothed: centred 11-step moving mean, which removes per-step sampling noise but no
 controller oscillation slower than ~10 steps; only full windows, so the last 5 steps count through the
-windows that end on them, not through a 6-step mean); bias = mean (entropy - target) / target over the second half;
-floor = the same max deviation for the run's final policy frozen (lr 0, 100 steps, same batch shape) around
+windows that end on them, not through a 6-step mean); bias = mean (entropy - target) / target over the second
+half; floor = the same max deviation for the run's final policy frozen (lr 0, 100 steps, same batch shape) around
 its own mean: what the entropy estimate's sampling noise alone gives, the best any controller can score.
 
 Acceptance marks: GRPO entropy falls >= 40%; every controller ends >= 2x GRPO's final entropy;

@@ -391,7 +391,7 @@ def test_events_are_read_once_while_a_compaction_replaces_their_segments(tmp_pat
         w.log_event(2, "alert_resolved", "ok")
     parts = segments(tmp_path / "a", "events")
     merged = pa.concat_tables([pq.read_table(p) for p in parts])
-    pq.write_table(merged, parts[0].with_name("00000000-compacted.parquet"))
+    pq.write_table(merged, parts[0].with_name(compact.COMPACTED))
     assert StoreReader(tmp_path).events("a")["kind"].tolist() == ["alert_fired", "alert_resolved"]
 
 

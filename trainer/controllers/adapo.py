@@ -8,9 +8,10 @@ accumulates the error (integral action: a persistent deficit keeps widening the 
 Authority: widening ε_high can only give back the entropy-raising updates that the high clip removes (A > 0
 on unlikely tokens, quadrant E2), so ADAPO raises entropy only as far as the high clip binds. On digit_sum a
 sampled unlikely token is rarely correct: 84% of positive-advantage tokens have p >= 0.7, whose ratio cannot
-pass 1/p (README, Controllers). On the demo task (2 epochs x 2 minibatches per rollout) GRPO's high clip binds on ~1% of tokens; ADAPO pins ε_high at
-ε_max (controller/at_bound ~0.9) and ends at 1.4x GRPO's entropy (bench/controllers.py; more minibatches
-or epochs per rollout did not make the clip bind on more than ~3%). Moving ε_low the other way too was
+pass 1/p (README, Controllers). On the demo task (2 epochs x 2 minibatches per rollout) GRPO's high clip
+binds on ~1% of tokens; ADAPO pins ε_high at ε_max (controller/at_bound ~0.9) and ends at 1.4x GRPO's
+entropy (bench/controllers.py; more minibatches or epochs per rollout did not make the clip bind on more
+than ~3%). Moving ε_low the other way too was
 measured and rejected: with ε_low · ε_high fixed the reward collapsed (every group all-wrong) late in the
 run; a fixed ε_low of 0.05 (clip-low raises entropy, Park et al. 2025) gave 1.6x GRPO at 0.89x its reward.
 """
