@@ -138,8 +138,9 @@ def test_same_seed_same_run(tmp_path, tiny_overrides):
 
 
 @pytest.mark.parametrize("precision", ["bf16", "bf16_fixed"])
-def test_bf16_modes_run_and_log_precision_metrics(tmp_path, tiny_overrides, precision):
-    run(tmp_path, [*tiny_overrides, f"precision={precision}"])
+@pytest.mark.parametrize("preset", ["tiny-qwen2", "tiny-gpt2"])  # untied and tied head
+def test_bf16_modes_run_and_log_precision_metrics(tmp_path, tiny_overrides, precision, preset):
+    run(tmp_path, [*tiny_overrides, f"precision={precision}", f"model={preset}"])
     reader = StoreReader(tmp_path)
     pos = scalar(reader, "r", schema.PRECISION_LOGP_POS_FRAC)
     assert len(pos) == 3 and all(math.isfinite(v) for v in scalar(reader, "r", schema.ENTROPY_MEAN))
