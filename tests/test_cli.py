@@ -1,19 +1,23 @@
 """The console script: help on every command, one-line errors with exit code 2, a real train + runs + export."""
 
+import json
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
 
+from analysis.schema import ENTROPY_MEAN
 from analysis.store_reader import StoreReader
+from analysis.store_writer import RunWriter
 from app.serve import wait_ready
 from trainer.cli import SAMPLE_RUNS, main
 
-COMMANDS = ["train", "demo", "runs", "control", "watch", "dashboard", "export"]
+COMMANDS = ["train", "demo", "runs", "control", "watch", "dashboard", "export", "compact"]
 
 
 def entropyscope(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -44,6 +48,8 @@ def test_help(command, capsys):
         (["watch", "--rules", "/no/rules.yaml"], "no run store"),
         (["dashboard", "--port", "0"], "no run store"),
         (["control", "nope", "--set", "lr=0.1"], "no run 'nope'"),
+        (["compact", "nope"], "no run 'nope'"),
+        (["compact", "--stale", "-5"], "--stale must be 0 or more"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):
@@ -112,3 +118,54 @@ def test_demo_serves_the_dashboard_over_sample_runs_and_the_live_run(tmp_path):
             wait_ready(f"http://127.0.0.1:{port}", timeout=1)  # the server went with it
     finally:
         proc.kill()
+
+
+def steps_run(store: Path, run_id: str, status: str) -> RunWriter:
+    """Six steps of scalars in three segments; closed with `status`, or left open (still `running`)."""
+    w = RunWriter(store, run_id, {"algo": "grpo"}, flush_every_steps=2, flush_every_s=1e9)
+    for step in range(1, 7):
+        w.log_scalars(step, {ENTROPY_MEAN: 1.0 / step})
+        w.heartbeat(step, force=True)
+    if status == "running":
+        w.flush()
+    else:
+        w.close(status)
+    return w
+
+
+def entropy_steps(store: Path, run_id: str) -> list[tuple[int, float]]:
+    df = StoreReader(store).scalars([run_id], [ENTROPY_MEAN])
+    return sorted(zip(df["step"], df["value"], strict=True))
+
+
+def test_compact_merges_ended_runs_skips_live_ones_and_keeps_damaged_ones(tmp_path, capsys):
+    steps_run(tmp_path, "failed", "failed")
+    steps_run(tmp_path, "killed", "running")  # died without closing: run.json still says running
+    meta = tmp_path / "killed" / "run.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "heartbeat": time.time() - 3600}))
+    live = steps_run(tmp_path, "live", "running")
+    steps_run(tmp_path, "damaged", "failed")
+    damaged = sorted((tmp_path / "damaged" / "steps").glob("*.parquet"))
+    damaged[1].write_bytes(damaged[1].read_bytes()[:20])  # truncated: no footer
+    live_files = sorted((tmp_path / "live" / "steps").glob("*.parquet"))
+    before = {r: entropy_steps(tmp_path, r) for r in ("failed", "killed")}
+
+    assert main(["compact", "--store", str(tmp_path)]) == 1  # one run could not be compacted
+    out = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
+    for run_id in ("failed", "killed"):
+        assert out[run_id].startswith("3 segments -> 1,"), out
+        assert len(list((tmp_path / run_id / "steps").glob("*.parquet"))) == 1
+        assert entropy_steps(tmp_path, run_id) == before[run_id]
+    assert out["live"].startswith("skipped: running")
+    assert sorted((tmp_path / "live" / "steps").glob("*.parquet")) == live_files
+    assert out["damaged"].startswith("kept all 3 segments: one is unreadable")
+    assert sorted((tmp_path / "damaged" / "steps").glob("*.parquet")) == damaged
+
+    # Forced on a live run: the writer goes on appending after the merged segment and nothing is lost.
+    assert main(["compact", "live", "--stale", "0", "--store", str(tmp_path)]) == 0
+    assert len(list((tmp_path / "live" / "steps").glob("*.parquet"))) == 1
+    live.log_scalars(7, {ENTROPY_MEAN: 1.0 / 7})
+    live.close()
+    assert [s for s, _ in entropy_steps(tmp_path, "live")] == list(range(1, 8))
+    assert main(["compact", "--store", str(tmp_path), "live"]) == 0
+    assert "live: 2 segments -> 1" in capsys.readouterr().out

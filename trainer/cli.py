@@ -200,6 +200,28 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from analysis.compact import compact_runs
+    from analysis.store_reader import StoreReader
+
+    if not args.stale >= 0:  # NaN too
+        raise UsageError(f"--stale must be 0 or more seconds, got {args.stale:g}")
+    reader = StoreReader(args.store)
+    found = {d.name: d for d in reader.run_dirs()}
+    missing = [r for r in args.run_ids if r not in found]
+    if missing:
+        raise UsageError(f"no run {missing[0]!r} in store {args.store!r}; list runs with `entropyscope runs`")
+    dirs = [found[r] for r in args.run_ids] if args.run_ids else list(found.values())
+    if not dirs:
+        print(f"no runs in {args.store}")
+        return 0
+    failed = 0
+    for run_id, ok, message in compact_runs(dirs, args.stale):
+        print(f"{run_id}: {message}")
+        failed += not ok
+    return 1 if failed else 0
+
+
 def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
     p.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
@@ -286,6 +308,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_id")
     p.add_argument("--to", required=True, help="FILE.duckdb or FILE.csv")
+
+    p = add(
+        "compact",
+        cmd_compact,
+        "merge each ended run's segments into one per table (the trainer does it when a run finishes; this is "
+        "for runs that failed, were killed, or were written before)",
+        "entropyscope compact --store runs",
+    )
+    p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs to compact (default: every run)")
+    from analysis.compact import STALE_S
+
+    p.add_argument(
+        "--stale",
+        type=float,
+        default=STALE_S,
+        help=f"compact a run marked running once its heartbeat is this many seconds old (default {STALE_S:g})",
+    )
     return parser
 
 

@@ -12,14 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 from pydantic import ValidationError
 from tqdm import tqdm
 
 from analysis import schema
 from analysis.alerts import AlertEngine, load_rules
-from analysis.compact import compact_run
+from analysis.compact import UNREADABLE, compact_run
 from analysis.control import APPLIED, REJECTED, ControlError, ControlFile, ControlWatcher
 from analysis.errors import UsageError
 from analysis.metrics import group_metrics
@@ -475,7 +474,7 @@ def compact_finished(run_dir: Path) -> bool:
     run); on an unreadable segment keep them all and warn."""
     try:
         compact_run(run_dir)
-    except (OSError, pa.ArrowException) as err:
+    except UNREADABLE as err:
         warnings.warn(
             f"kept {run_dir}'s segments unmerged (one is unreadable: {err})", RuntimeWarning, stacklevel=2
         )
