@@ -29,7 +29,15 @@ KEYS = (
 def measure(model: str, precision: str, steps: int, store: Path) -> dict[str, float]:
     run_id = f"{model}-{precision}"
     cfg = load_config(
-        None, [f"model={model}", f"precision={precision}", f"steps={steps}", "lr=0", "checkpoint_every=0"]
+        None,
+        [
+            f"model={model}",
+            f"precision={precision}",
+            f"steps={steps}",
+            "lr=0",
+            "checkpoint_every=0",
+            "alerts=off",
+        ],
     )
     train(cfg, store, run_id=run_id, progress=False)
     df = StoreReader(store).scalars([run_id], list(KEYS))
