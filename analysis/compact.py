@@ -83,8 +83,5 @@ def compact_runs(run_dirs: list[Path], stale_s: float = STALE_S) -> Iterator[tup
             continue
         after = _segments(run_dir)
         new_size = sum(p.stat().st_size for p in after)
-        yield (
-            run_dir.name,
-            True,
-            (f"{len(before)} segments -> {len(after)}, {size / 1e6:.2f} MB -> {new_size / 1e6:.2f} MB"),
-        )
+        sizes = f"{size / 1e6:.2f} MB -> {new_size / 1e6:.2f} MB"
+        yield run_dir.name, True, f"{len(before)} segments -> {len(after)}, {sizes}"

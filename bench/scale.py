@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         model_dir, store = Path(tmp) / "model", Path(tmp) / "store"
         params = save_model(model_dir, args.layers, args.vocab)
         rows = {p: train_steps(store, model_dir, p, args.steps, args.sets) for p in args.precisions}
-    device = pick_device(load_config(None, args.sets).device)
     cfg = load_config(None, args.sets)
+    device = pick_device(cfg.device)
     batch = cfg.prompts_per_step * cfg.group_size
     where = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     print(
