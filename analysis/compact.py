@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from analysis.atomic import write_parquet_parts_atomic
 from analysis.schema import TABLES
-from analysis.store_reader import read_run_json
+from analysis.store_writer import read_run_json
 
 # A row group per part costs readers: runs() over 50 compacted 200-step runs took 0.20 s with 40 row groups
 # per file, 0.04 s with one.

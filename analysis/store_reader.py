@@ -6,7 +6,6 @@ pandas DataFrame. No file is ever locked, so any number of readers can run besid
 Unreadable segments are skipped with a warning (once per file version) instead of failing the query.
 """
 
-import json
 import os
 import threading
 import time
@@ -21,7 +20,7 @@ import pyarrow.parquet as pq
 
 from analysis.errors import UsageError
 from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
-from analysis.store_writer import RUN_JSON
+from analysis.store_writer import RUN_JSON, read_run_json
 
 CONFIG_COLUMNS = ("algo", "controller", "precision", "model", "task")
 RUNS_COLUMNS = (
@@ -71,15 +70,6 @@ def register_views(con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) 
             rel = con.from_arrow(_EMPTY[table])
         rel.create_view(raw, replace=True)
         con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS {clean_view_sql(table, raw)}")
-
-
-def read_run_json(run_dir: Path) -> dict[str, Any] | None:
-    """A run's run.json as a dict; None when it is missing, unreadable or not an object."""
-    try:
-        info = json.loads((run_dir / RUN_JSON).read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
 
 
 class StoreReader:

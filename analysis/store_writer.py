@@ -36,6 +36,15 @@ MAX_BUFFERED_ROWS = 500_000
 _SEGMENT_NAME = re.compile(r"^(\d+)-")
 
 
+def read_run_json(run_dir: Path) -> dict[str, Any] | None:
+    """A run's run.json as a dict; None when it is missing, unreadable or not an object."""
+    try:
+        info = json.loads((run_dir / RUN_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def package_versions() -> dict[str, str]:
     """Python and installed package versions, read from metadata so torch is never imported here."""
     versions = {"python": platform.python_version()}
@@ -124,7 +133,8 @@ class RunWriter:
                 f"cannot resume run '{run_id}': it does not exist in {self.store} (no {RUN_JSON})"
             )
         now = time.time()
-        previous = self._read_previous(meta_path) if resume else {}
+        # A damaged run.json must not block a resume: the segments are the data, run.json is rebuilt.
+        previous = (read_run_json(self.run_dir) or {}) if resume else {}
         self._meta: dict[str, Any] = {
             "run_id": run_id,
             "config": config,
@@ -146,15 +156,6 @@ class RunWriter:
         self._closed = False
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_meta()
-
-    @staticmethod
-    def _read_previous(meta_path: Path) -> dict[str, Any]:
-        # A damaged run.json must not block a resume: the segments are the data, run.json is rebuilt.
-        try:
-            previous = json.loads(meta_path.read_text())
-        except (OSError, ValueError):
-            return {}
-        return previous if isinstance(previous, dict) else {}
 
     # ---- logging -------------------------------------------------------------------------------------
 

@@ -201,11 +201,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from analysis.compact import compact_runs
+    from analysis.compact import STALE_S, compact_runs
     from analysis.store_reader import StoreReader
 
-    if not args.stale >= 0:  # NaN too
-        raise UsageError(f"--stale must be 0 or more seconds, got {args.stale:g}")
+    stale = STALE_S if args.stale is None else args.stale  # not the parser's default: it would import pyarrow
+    if not stale >= 0:  # NaN too
+        raise UsageError(f"--stale must be 0 or more seconds, got {stale:g}")
     reader = StoreReader(args.store)
     found = {d.name: d for d in reader.run_dirs()}
     missing = [r for r in args.run_ids if r not in found]
@@ -216,7 +217,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         print(f"no runs in {args.store}")
         return 0
     failed = 0
-    for run_id, ok, message in compact_runs(dirs, args.stale):
+    for run_id, ok, message in compact_runs(dirs, stale):
         print(f"{run_id}: {message}")
         failed += not ok
     return 1 if failed else 0
@@ -317,13 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
         "entropyscope compact --store runs",
     )
     p.add_argument("run_ids", nargs="*", metavar="RUN_ID", help="runs to compact (default: every run)")
-    from analysis.compact import STALE_S
-
     p.add_argument(
         "--stale",
         type=float,
-        default=STALE_S,
-        help=f"compact a run marked running once its heartbeat is this many seconds old (default {STALE_S:g})",
+        default=None,
+        help="compact a run marked running once its heartbeat is this many seconds old (default 600, the "
+        "stalled alert's)",
     )
     return parser
 
