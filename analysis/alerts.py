@@ -1,7 +1,7 @@
 """Alert rules over a run's step metrics, with Prometheus-style semantics, and the engine that runs them.
 
 Rules are data: one pydantic model per kind (collapse, fast_decline, clip_spike, precision_drift, numerical,
-diversity_loss, controller_pinned, stalled), loaded from YAML (`load_rules`; the defaults for GRPO live in
+diversity_loss, controller_pinned, runaway, stalled), loaded from YAML (`load_rules`; the defaults for GRPO live in
 analysis/default_alerts.yaml). Each rule reads the metrics of one step and says whether its fire condition
 holds and whether its resolve condition holds; the gap between the two thresholds is the hysteresis.
 `for` and `keep_firing_for` count steps (step numbers, as Prometheus counts time):
@@ -33,8 +33,10 @@ from analysis.errors import UsageError
 from analysis.schema import (
     CLIP_FRAC_HIGH,
     CONTROLLER_AT_BOUND,
+    CONTROLLER_BOUND_DIR,
     DIVERSITY_DISTINCT_FRAC,
     ENTROPY_MEAN,
+    ENTROPY_TARGET,
     GRAD_NORM,
     LOSS_POLICY,
     METRIC_KEYS,
@@ -386,14 +388,67 @@ class ControllerPinnedRule(_Rule):
     kind: Literal["controller_pinned"]
 
     def read_keys(self) -> tuple[str, ...]:
-        return (CONTROLLER_AT_BOUND,)
+        return CONTROLLER_AT_BOUND, CONTROLLER_BOUND_DIR
 
     def read(self, step: int, metrics: Metrics, h0: Metrics, memory: dict) -> Reading | None:
         v = _finite(metrics, CONTROLLER_AT_BOUND)
-        return None if v is None else Reading(v >= 0.5, v < 0.5, {"at_bound": v})
+        values = {"at_bound": v, "bound_dir": _finite(metrics, CONTROLLER_BOUND_DIR)}
+        return None if v is None else Reading(v >= 0.5, v < 0.5, values)
 
     def describe(self, values: dict[str, Any]) -> str:
-        return f"controller {'at' if values['at_bound'] >= 0.5 else 'off'} its bound"
+        if values["at_bound"] < 0.5:
+            return "controller off its bound"
+        side = {1: " that raises entropy hardest", -1: " that lowers entropy hardest"}
+        return f"controller at its bound{side.get(round(values.get('bound_dir') or 0), '')}"
+
+
+class RunawayRule(_Rule):
+    """Entropy above its target by more than a margin while the controller sits at the bound that pulls it
+    down hardest (controller/bound_dir = -1): the controller cannot bring it back. The entropy bonus with no
+    penalty (bonus_coef_min 0) ends here when near-deterministic tokens start to widen by themselves."""
+
+    kind: Literal["runaway"]
+    margin: float = Field(0.3, gt=0)
+    """Fires while the smoothed relative excess (entropy/mean - entropy/target) / entropy/target is above this."""
+    resolve_margin: float = Field(0.15, ge=0)
+    """Resolves once the smoothed excess is at or below this, or the controller has left that bound."""
+    alpha: float = Field(0.2, gt=0, le=1)
+    """EMA weight of the newest step's excess: one noisy step (the entropy estimate is heavy-tailed) neither
+    starts nor breaks the count."""
+
+    stateful: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "RunawayRule":
+        if self.resolve_margin > self.margin:
+            raise ValueError("resolve_margin must not exceed margin")
+        return self
+
+    def read_keys(self) -> tuple[str, ...]:
+        return ENTROPY_MEAN, ENTROPY_TARGET, CONTROLLER_BOUND_DIR
+
+    def warmup(self) -> int:
+        return math.ceil(5 / self.alpha)
+
+    def read(self, step: int, metrics: Metrics, h0: Metrics, memory: dict) -> Reading | None:
+        h, target = _finite(metrics, ENTROPY_MEAN), _finite(metrics, ENTROPY_TARGET)
+        side = _finite(metrics, CONTROLLER_BOUND_DIR)
+        if h is None or target is None or side is None or target <= 0:
+            return None
+        excess = (h - target) / target
+        prev = memory.get("ema")
+        ema = memory["ema"] = excess if prev is None else self.alpha * excess + (1 - self.alpha) * prev
+        down = side <= -0.5
+        values = {"entropy": h, "target": target, "excess": ema, "bound_dir": side}
+        return Reading(down and ema > self.margin, not down or ema <= self.resolve_margin, values)
+
+    def describe(self, values: dict[str, Any]) -> str:
+        where = "at" if values["bound_dir"] <= -0.5 else "off"
+        return (
+            f"entropy/mean {values['entropy']:.4g} nats, smoothed {values['excess']:+.0%} vs its target "
+            f"{values['target']:.4g} (fires above {self.margin:+.0%}), controller {where} the bound that lowers "
+            "entropy hardest: it cannot hold the target (entropy bonus: allow a penalty, bonus_coef_min < 0)"
+        )
 
 
 class StalledRule(_Rule):
@@ -438,12 +493,13 @@ Rule = Annotated[
     | NumericalRule
     | DiversityLossRule
     | ControllerPinnedRule
+    | RunawayRule
     | StalledRule,
     Field(discriminator="kind"),
 ]
 RULE_KINDS = (
     "collapse", "fast_decline", "clip_spike", "precision_drift", "numerical", "diversity_loss",
-    "controller_pinned", "stalled",
+    "controller_pinned", "runaway", "stalled",
 )  # fmt: skip
 
 

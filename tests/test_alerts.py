@@ -23,8 +23,10 @@ from analysis.errors import UsageError
 from analysis.schema import (
     CLIP_FRAC_HIGH,
     CONTROLLER_AT_BOUND,
+    CONTROLLER_BOUND_DIR,
     DIVERSITY_DISTINCT_FRAC,
     ENTROPY_MEAN,
+    ENTROPY_TARGET,
     GRAD_NORM,
     LOSS_POLICY,
     PASS_AT_1,
@@ -187,6 +189,54 @@ def test_controller_pinned_needs_n_consecutive_steps():
     ]
 
 
+def test_controller_pinned_names_the_direction():
+    r = rules({"name": "b", "kind": "controller_pinned", "for": 2})
+    for side, words in ((1.0, "raises entropy hardest"), (-1.0, "lowers entropy hardest")):
+        ev = evaluate(
+            {CONTROLLER_AT_BOUND: ([1, 2, 3], [1.0] * 3), CONTROLLER_BOUND_DIR: ([1, 2, 3], [side] * 3)}, r
+        )
+        assert ev.transitions[0].message.endswith(f"controller at its bound that {words}")
+
+
+RUNAWAY = {"name": "r", "kind": "runaway", "margin": 0.3, "resolve_margin": 0.15, "alpha": 0.2, "for": 20}
+
+
+def test_runaway_fires_only_while_entropy_is_high_and_the_controller_pinned_down():
+    r = rules(RUNAWAY)
+    # Target 1 nat; the entropy climbs to 2 nats and stays there 40 steps, then comes back to the target.
+    ent = [1.0] * 10 + [2.0] * 40 + [1.0] * 30
+    target = [1.0] * len(ent)
+    down = [0.0] * 10 + [-1.0] * 40 + [0.0] * 30
+    fired = run(r, {ENTROPY_MEAN: ent, ENTROPY_TARGET: target, CONTROLLER_BOUND_DIR: down})
+    # The EMA (alpha 0.2) passes +30% at the second step above (0.2, 0.36: step 12), fires 20 steps later and
+    # resolves once the controller leaves the bound.
+    assert fired == [("r", FIRED, 32), ("r", RESOLVED, 51)]
+    # The same climb with the controller inside its range, or pinned the other way: not a runaway.
+    for side in (0.0, 1.0):
+        assert (
+            run(r, {ENTROPY_MEAN: ent, ENTROPY_TARGET: target, CONTROLLER_BOUND_DIR: [side] * len(ent)}) == []
+        )
+    # Pinned down but only 25% over the target: within the margin.
+    assert (
+        run(r, {ENTROPY_MEAN: [1.25] * 60, ENTROPY_TARGET: [1.0] * 60, CONTROLLER_BOUND_DIR: [-1.0] * 60})
+        == []
+    )
+
+
+def test_runaway_rides_out_single_noisy_steps_and_follows_a_moving_target():
+    r = rules(RUNAWAY)
+    # Every fifth step dips to the target: the per-step condition breaks, the smoothed one does not.
+    ent = [2.0 if i % 5 else 1.0 for i in range(60)]
+    assert run(r, {ENTROPY_MEAN: ent, ENTROPY_TARGET: [1.0] * 60, CONTROLLER_BOUND_DIR: [-1.0] * 60}) == [
+        ("r", FIRED, 23)  # pending from step 3 (EMA 0, 0.2, 0.36), 20 steps on
+    ]
+    # The target falls to half the entropy: the excess is relative to the target in force at each step.
+    ent, target = [1.0] * 60, [1.0] * 10 + [0.5] * 50
+    assert [
+        t[1:] for t in run(r, {ENTROPY_MEAN: ent, ENTROPY_TARGET: target, CONTROLLER_BOUND_DIR: [-1.0] * 60})
+    ] == [(FIRED, 32)]
+
+
 def test_stalled_on_old_heartbeat_while_running():
     engine = AlertEngine(rules({"name": "s", "kind": "stalled", "after_s": 600, "resolve_s": 60}))
     assert engine.check_liveness(10, "running", heartbeat=1000.0, now=1500.0) == []
@@ -312,6 +362,13 @@ def test_prior_from_recorded_events_is_not_reported_again():
 
 
 # ---- real runs ------------------------------------------------------------------------------------------
+
+
+def test_runaway_does_not_fire_on_the_sample_runs():
+    reader = StoreReader(SAMPLE_RUNS)
+    for run_id in reader.runs()["run_id"]:
+        ev = evaluate(reader.table("steps", [run_id]), load_rules())
+        assert "runaway" not in {t.rule for t in ev.transitions if t.kind == FIRED}, run_id
 
 
 @pytest.mark.parametrize("run_id", ["grpo-fp32", "grpo-bf16", "dapo-fp32"])

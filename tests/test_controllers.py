@@ -45,7 +45,38 @@ def test_factory_builds_every_controller_and_rejects_unknown():
             schema.CONTROLLER_EPS_HIGH,
             schema.CONTROLLER_COEF,
             schema.CONTROLLER_AT_BOUND,
+            schema.CONTROLLER_BOUND_DIR,
         }
+
+
+@pytest.mark.parametrize(
+    ("cfg", "low", "high"),
+    [
+        ({"controller": "repo_r"}, [0.1] * 30, [3.0] * 60),
+        ({"controller": "repo_d"}, [0.1] * 30, [3.0] * 60),
+        ({"controller": "adapo"}, [0.1] * 30, [3.0] * 60),
+        ({"controller": "entropy_bonus", "bonus_coef_min": -0.05}, [0.1] * 60, [3.0] * 60),
+        ({"controller": "entropy_bonus", "bonus_coef_min": 0.0}, [0.1] * 60, [3.0] * 60),
+    ],
+)
+def test_bound_dir_names_the_bound_a_controller_is_pinned_at(cfg, low, high):
+    """+1 pushing entropy up as hard as it may, -1 down (the bonus with no penalty: no bonus at all)."""
+    ctrl = build_controller(TrainConfig(**cfg))
+
+    def side():
+        return ctrl.metrics(0.2, 0.2)[schema.CONTROLLER_BOUND_DIR]
+
+    assert side() == 0.0
+    drive(ctrl, low, target=1.0)
+    assert side() == 1.0
+    drive(ctrl, high, target=1.0)
+    assert side() == -1.0
+    drive(ctrl, [1.0], target=1.0)
+    drive(ctrl, [0.8], target=1.0)
+    assert side() == 0.0  # off the bound again
+    assert (
+        build_controller(TrainConfig(controller="kl_cov")).metrics(0.2, 0.2)[schema.CONTROLLER_BOUND_DIR] == 0
+    )
 
 
 # --- REPO setpoint law -------------------------------------------------------------------------------

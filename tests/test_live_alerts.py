@@ -56,6 +56,22 @@ def test_continue_records_each_transition_once_and_resume_does_not_repeat_it(tmp
     assert [e["step"] for e in events(tmp_path, "r", "alert_fired")] == [3]
 
 
+def test_runaway_fires_live_and_the_summary_spells_it_out(tmp_path, tiny_overrides, capsys):
+    """The entropy bonus without a penalty, asked to hold a target far below the entropy: its coefficient
+    sits at 0 (the bound that lowers entropy hardest) while the entropy stays above the target."""
+    path = tmp_path / "runaway.yaml"
+    path.write_text("rules:\n  - {name: runaway, kind: runaway, margin: 0.3, alpha: 1, for: 2}\n")
+    over = [o for o in tiny_overrides if not o.startswith("steps")]
+    knobs = ["controller=entropy_bonus", "bonus_coef_min=0", "target_entropy=0.01", f"alerts={path}"]
+    summary = train(load_config(None, [*over, "steps=5", *knobs]), tmp_path, run_id="r", progress=True)
+    # Step 1 uses the initial coefficient; from step 2 on it is 0: pending at 2, firing at 2 + for = 4.
+    assert [e["step"] for e in events(tmp_path, "r", "alert_fired")] == [4]
+    assert "alerts firing at the end: runaway [warning]" in summary.lines()
+    [line] = [x for x in summary.lines() if x.startswith("runaway: ")]
+    assert "controller at the bound that lowers entropy hardest" in line
+    assert "FIRED [warning] runaway firing" in capsys.readouterr().out
+
+
 def test_alerts_off_records_none(tmp_path, tiny_overrides):
     train(load_config(None, [*tiny_overrides, "alerts=off"]), tmp_path, run_id="r", progress=False)
     assert events(tmp_path, "r", "alert_fired") == []

@@ -59,6 +59,9 @@ class RunSummary:
     pass_at_k: float
     alerts: tuple[str, ...] = ()
     """Alerts firing when the run ended, as `rule [severity]`."""
+    spelled_out: tuple[str, ...] = ()
+    """Of those, the ones a user must not miss (a `runaway`: the controller cannot hold its target), as
+    `rule: reading`."""
 
     def lines(self) -> list[str]:
         change = 100 * (self.entropy / self.h0 - 1) if self.h0 else float("nan")
@@ -69,6 +72,7 @@ class RunSummary:
         ]
         if self.alerts:
             out.append(f"alerts firing at the end: {', '.join(self.alerts)}")
+        out += self.spelled_out
         return out
 
 
@@ -465,8 +469,11 @@ def _train(cfg: TrainConfig, store: Path, run_id: str | None, resume: bool, prog
         if sink:
             sink.close("finished" if stopped or len(history) == cfg.steps - start else "failed")
     compact_finished(run_dir)
-    firing = tuple(f"{a.rule} [{a.severity}]" for a in alerts.active) if alerts is not None else ()
-    return summarize(run_id, run_dir, start + len(history), p.h0, history, firing)
+    active = alerts.active if alerts is not None else []
+    firing = tuple(f"{a.rule} [{a.severity}]" for a in active)
+    summary = summarize(run_id, run_dir, start + len(history), p.h0, history, firing)
+    summary.spelled_out = tuple(f"{a.rule}: {a.text}" for a in active if a.rule_kind == "runaway")
+    return summary
 
 
 def compact_finished(run_dir: Path) -> bool:

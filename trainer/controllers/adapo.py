@@ -43,5 +43,9 @@ class Adapo(Controller):
         value = cfg.eps_high if "eps_high" in changed else self.value
         self.value = min(self.hi, max(self.lo, value))
 
+    def bound_dir(self) -> int:
+        # A wider high clip lets more entropy-raising updates through.
+        return 1 if self.value >= self.hi else -1 if self.value <= self.lo else 0
+
     def clip_range(self, eps_low: float, eps_high: float) -> tuple[float, float]:
         return eps_low, self.value

@@ -47,6 +47,11 @@ class Controller:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value, self.at_bound = float(state["value"]), bool(state["at_bound"])
 
+    def bound_dir(self) -> int:
+        """+1 at the bound that raises entropy hardest, -1 at the one that lowers it hardest (or, for a
+        one-sided controller, does least to raise it), 0 in between: what the runaway alert reads."""
+        return 0
+
     def metrics(self, eps_low: float, eps_high: float) -> dict[str, float]:
         """The controller/* step metrics."""
         lo, hi = self.clip_range(eps_low, eps_high)
@@ -56,6 +61,7 @@ class Controller:
             schema.CONTROLLER_EPS_HIGH: hi,
             schema.CONTROLLER_COEF: 0.0,
             schema.CONTROLLER_AT_BOUND: float(self.at_bound),
+            schema.CONTROLLER_BOUND_DIR: float(self.bound_dir()),
         }
 
     # Hooks read by the update; the defaults leave plain policy gradient unchanged.

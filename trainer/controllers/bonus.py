@@ -77,6 +77,11 @@ class EntropyBonus(Controller):
     def retune(self, cfg: Any, changed: set[str]) -> None:
         self.value, self.integral = self._clamp(self.value), self._clamp(self.integral)
 
+    def bound_dir(self) -> int:
+        if self.value >= self.coef_max * (1 - 1e-9):
+            return 1
+        return -1 if self.value <= self.coef_min else 0  # the largest penalty allowed, or no bonus at all
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "integral": float(self.integral)}
 

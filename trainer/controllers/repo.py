@@ -112,6 +112,9 @@ class _Setpoint(Controller):
         self.value = max(-self.zmax, min(self.zmax, self.value))
         self.at_bound = abs(self.value) >= self.zmax * (1 - 1e-9)
 
+    def bound_dir(self) -> int:
+        return (1 if self.value > 0 else -1) if self.at_bound else 0
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "u_i": float(self.u_i), "zmin": float(self.zmin)}
 
