@@ -130,3 +130,9 @@ METRIC_KEYS: tuple[str, ...] = tuple(
     for name, value in dict(globals()).items()
     if name.isupper() and isinstance(value, str) and "/" in value
 ) + (PASS_AT_1, PASS_AT_K, LR)
+
+# Keys only importers write: other trainers' quantities that differ from any of ours (DESIGN.md, Contract).
+CLIP_DUAL_FRAC = "clip/dual_frac"
+KL_REF = "kl/ref"
+PRECISION_KL_ROLLOUT = "precision/kl_rollout"
+IMPORTED_KEYS: tuple[str, ...] = (CLIP_DUAL_FRAC, KL_REF, PRECISION_KL_ROLLOUT)

@@ -116,7 +116,9 @@ class RunWriter:
         resume: bool = False,
         flush_every_s: float = 2.0,
         flush_every_steps: int = 5,
+        meta: dict[str, Any] | None = None,
     ) -> None:
+        """meta: more top-level run.json fields (an imported run's `source`)."""
         _validate_run_id(run_id)
         self.store = Path(store)
         self.run_id = run_id
@@ -145,6 +147,7 @@ class RunWriter:
             "versions": package_versions(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
+            **(meta or {}),
         }
         self._buffers: dict[str, list[pa.Table]] = {table: [] for table in TABLES}
         self._buffered_rows = 0
@@ -179,6 +182,12 @@ class RunWriter:
         due_time = time.monotonic() - self._last_flush >= self.flush_every_s
         if due_time or len(self._pending_steps) >= self.flush_every_steps:
             self.flush()
+
+    def log_rows(self, step: Any, key: Any, value: Any, wall_time: Any) -> None:
+        """Many `steps` rows at once, columnar (arrays or Arrow arrays), each with its own wall time: an
+        import keeps the source's clock. Written at the next flush."""
+        self._append("steps", {"step": step, "key": key, "value": value, "wall_time": wall_time})
+        self._see_steps(step)
 
     def log_tokens(self, columns: dict[str, Sequence]) -> None:
         """Columnar per-token records; keys are the `tokens` columns except run_id."""
@@ -224,6 +233,10 @@ class RunWriter:
         row = event_columns([(step, kind, severity, message, payload)], time.time())
         self._append("events", row)
         self._flush_table("events")
+
+    def set_meta(self, fields: dict[str, Any]) -> None:
+        """More top-level run.json fields, written with the next heartbeat or close."""
+        self._meta.update(fields)
 
     def heartbeat(self, step: int, *, force: bool = False) -> None:
         """Record liveness and progress in run.json; written at most once a second unless forced."""

@@ -1,0 +1,188 @@
+"""MLflow runs -> rows: every metric's full history, params and tags.
+
+SOURCE is a tracking URI with an optional `#SELECTOR`: a run id, an experiment name, or several of them
+separated by commas (`sqlite:///mlflow.db#grpo-sweep`); without one, every active run of every experiment.
+A path to a `.db` file stands for `sqlite:///PATH`.
+
+On a SQLite backend the database is read directly, read-only (MLflow's own tables: experiments, runs,
+params, tags, latest_metrics, metrics), one indexed query per key: MLflow's client builds an object per
+point. Values are those get_metric_history returns (NaN where MLflow marks one). Other backends (an MLflow
+server, a file store, another database) go through MlflowClient.get_metric_history, one key at a time.
+Incremental reads take the rows past the last rowid seen (SQLite) or past the points already read per key.
+"""
+
+import os
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from analysis.errors import UsageError
+from analysis.importers.rows import Rows
+
+MS = 1e-3
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def split_source(spec: str) -> tuple[str, list[str]]:
+    """(tracking URI, selectors) of `URI#A,B`; a bare path to a .db file becomes a sqlite URI."""
+    uri, _, selector = spec.partition("#")
+    if "://" not in uri and ":" not in uri.split("/")[0]:
+        uri = f"sqlite:///{Path(uri).resolve()}"
+    return uri, [s.strip() for s in selector.split(",") if s.strip()]
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a sqlite:/// URI (three slashes: relative path, four: absolute), else None."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///"))
+
+
+class SqliteBackend:
+    """MLflow's tables read with sqlite3, read-only: no migration, no lock held."""
+
+    def __init__(self, path: Path, uri: str) -> None:
+        if not path.is_file():
+            raise UsageError(f"no MLflow database at {path} (from {uri})")
+        try:
+            self.con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, check_same_thread=False)
+            tables = {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.Error as err:
+            raise UsageError(f"cannot read MLflow database {path}: {err}") from None
+        if not {"experiments", "runs", "metrics", "params", "tags"} <= tables:
+            raise UsageError(
+                f"{path} is not an MLflow tracking database (no experiments/runs/metrics tables)"
+            )
+
+    def runs(self) -> list[tuple[str, str, str]]:
+        """(run id, run name, experiment name) of every active run, oldest first."""
+        sql = """SELECT r.run_uuid, r.name, e.name FROM runs r JOIN experiments e USING (experiment_id)
+                 WHERE r.lifecycle_stage = 'active' AND e.lifecycle_stage = 'active' ORDER BY r.start_time"""
+        return [(a, b or a[:8], c) for a, b, c in self.con.execute(sql)]
+
+    def params_tags(self, run_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        params = dict(self.con.execute("SELECT key, value FROM params WHERE run_uuid = ?", (run_id,)))
+        tags = dict(self.con.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)))
+        return params, tags
+
+    def metrics(self, run_id: str, cursor: Any) -> tuple[Rows, Any]:
+        """Points logged after `cursor` (a rowid; None for all), per key, in logging order."""
+        after = -1 if cursor is None else cursor
+        keys = [
+            r[0] for r in self.con.execute("SELECT key FROM latest_metrics WHERE run_uuid = ?", (run_id,))
+        ]
+        series, last = [], after
+        for key in sorted(keys):
+            sql = """SELECT step, CASE WHEN is_nan THEN NULL ELSE value END, timestamp, rowid FROM metrics
+                     WHERE run_uuid = ? AND key = ? AND rowid > ?"""
+            rows = self.con.execute(sql, (run_id, key, after)).fetchall()
+            if not rows:
+                continue
+            a = np.array(rows, dtype=np.float64)  # NULL -> NaN
+            order = np.lexsort((a[:, 3], a[:, 2]))  # by timestamp, then insertion: the later point wins
+            a = a[order]
+            series.append((key, a[:, 0], a[:, 1], a[:, 2] * MS))
+            last = max(last, int(a[:, 3].max()))
+        return Rows.of_series(series), last
+
+
+class ClientBackend:
+    """Any other tracking URI, through MlflowClient (a server that does not answer fails fast)."""
+
+    def __init__(self, uri: str) -> None:
+        # A dead server must fail in seconds, not after MLflow's default retries with backoff (minutes).
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        from mlflow.tracking import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        self.uri = uri
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as err:  # MlflowException, connection errors, a store that cannot be opened
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UsageError(f"MLflow at {self.uri} did not answer: {first}") from None
+
+    def runs(self) -> list[tuple[str, str, str]]:
+        experiments = self._call(self.client.search_experiments)
+        names = {e.experiment_id: e.name for e in experiments}
+        runs = self._call(self.client.search_runs, list(names), "", 1, 100_000, ["attributes.start_time ASC"])
+        return [
+            (r.info.run_id, r.info.run_name or r.info.run_id[:8], names[r.info.experiment_id]) for r in runs
+        ]
+
+    def params_tags(self, run_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        run = self._call(self.client.get_run, run_id)
+        return dict(run.data.params), dict(run.data.tags)
+
+    def metrics(self, run_id: str, cursor: Any) -> tuple[Rows, Any]:
+        """Points past those already read of each key (cursor: key -> count), ordered by time then step."""
+        seen: dict[str, int] = dict(cursor or {})
+        keys = sorted(self._call(self.client.get_run, run_id).data.metrics)
+        series = []
+        for key in keys:
+            history = self._call(self.client.get_metric_history, run_id, key)
+            history = sorted(history, key=lambda m: (m.timestamp, m.step))[seen.get(key, 0) :]
+            if history:
+                steps = np.array([m.step for m in history], dtype=np.int64)
+                values = np.array([m.value for m in history], dtype=np.float64)
+                times = np.array([m.timestamp for m in history], dtype=np.float64) * MS
+                series.append((key, steps, values, times))
+                seen[key] = seen.get(key, 0) + len(history)
+        return Rows.of_series(series), seen
+
+
+def open_backend(uri: str) -> SqliteBackend | ClientBackend:
+    path = sqlite_path(uri)
+    return SqliteBackend(path, uri) if path is not None else ClientBackend(uri)
+
+
+class MlflowSource:
+    """One MLflow run."""
+
+    kind = "mlflow"
+    trainer = None
+
+    def __init__(self, backend: SqliteBackend | ClientBackend, uri: str, run: tuple[str, str, str]) -> None:
+        self.backend = backend
+        self.run_uuid, self.name, self.experiment = run
+        self.location = f"{uri}#{self.run_uuid}"
+        self._cursor: Any = None
+
+    def info(self) -> dict:
+        params, tags = self.backend.params_tags(self.run_uuid)
+        visible = {k: v for k, v in tags.items() if not k.startswith("mlflow.")}
+        return {
+            "config": params,
+            "source": {"experiment": self.experiment, "mlflow_run_id": self.run_uuid, "tags": visible},
+        }
+
+    def read(self, final: bool = True) -> Rows:
+        rows, self._cursor = self.backend.metrics(self.run_uuid, self._cursor)
+        return rows
+
+
+def open_mlflow(spec: str) -> list[MlflowSource]:
+    """The MLflow runs a SOURCE names; UsageError when none, or when a selector matches nothing."""
+    uri, selectors = split_source(spec)
+    backend = open_backend(uri)
+    runs = backend.runs()
+    if selectors:
+        chosen = []
+        for sel in selectors:
+            match = [r for r in runs if r[0] == sel or (not _RUN_ID.match(sel) and r[2] == sel)]
+            if not match:
+                experiments = sorted({r[2] for r in runs})
+                raise UsageError(
+                    f"no MLflow run id or experiment {sel!r} at {uri}; experiments: {', '.join(experiments) or 'none'}"
+                )
+            chosen += [r for r in match if r not in chosen]
+        runs = chosen
+    if not runs:
+        raise UsageError(f"no active MLflow runs at {uri}")
+    return [MlflowSource(backend, uri, r) for r in runs]

@@ -1,0 +1,336 @@
+"""`entropyscope import`: real sources written by the real writers (torch's SummaryWriter, mlflow, verl's file
+logger format, a TRL trainer_state.json, a CSV) land in the store with their values, steps and our names, and a
+second import adds nothing."""
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import schema
+from analysis.errors import UsageError
+from analysis.importers.importer import detect_format, import_source
+from analysis.importers.names import KeyMapper
+from analysis.store_reader import StoreReader
+
+STEPS = 30
+
+
+def entropy_at(step: int) -> float:
+    return 1.5 * math.exp(-step / 20)
+
+
+def stored(store: Path, run_id: str) -> pd.DataFrame:
+    """The run's steps as the store resolves them: one value per (key, step)."""
+    reader = StoreReader(store)
+    try:
+        df = reader.table("steps", [run_id])
+    finally:
+        reader.close()
+    return df.sort_values(["step", "key"], ignore_index=True)
+
+
+def raw_row_count(store: Path, run_id: str) -> int:
+    """Rows in the run's segments before de-duplication: a second import must not add any."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(p).num_rows for p in (store / run_id / "steps").glob("*.parquet"))
+
+
+def series(df: pd.DataFrame, key: str) -> dict[int, float]:
+    rows = df[df["key"] == key]
+    return dict(zip(rows["step"].astype(int), rows["value"], strict=True))
+
+
+def import_twice(source: str | Path, store: Path, **options) -> tuple[str, pd.DataFrame, dict]:
+    """Import, check a second import writes and changes nothing, return (run id, rows, run.json)."""
+    (run,) = import_source(str(source), store=store, **options)
+    first, n_raw = stored(store, run.run_id), raw_row_count(store, run.run_id)
+    (again,) = import_source(str(source), store=store, **options)
+    assert again.run_id == run.run_id
+    assert again.rows_written == 0
+    assert raw_row_count(store, run.run_id) == n_raw
+    pd.testing.assert_frame_equal(stored(store, run.run_id), first)
+    info = json.loads((store / run.run_id / "run.json").read_text())
+    return run.run_id, first, info
+
+
+# ---- verl ------------------------------------------------------------------------------------------------
+
+
+def write_verl_jsonl(path: Path, steps: range, *, val_every: int = 10) -> None:
+    """As verl's FileLogger.log writes: one compact JSON line per call; validation is a call of its own."""
+    with path.open("a") as f:
+        for step in steps:
+            data = {
+                "actor/entropy": entropy_at(step),
+                "actor/pg_clipfrac": 0.02,
+                "actor/pg_clipfrac_lower": 0.001 * step,
+                "actor/ppo_kl": 1e-4,
+                "critic/score/mean": step / STEPS,
+                "response_length/mean": 100.0 + step,
+                "perf/throughput": 1234.5,
+            }
+            f.write(json.dumps({"step": step, "data": data}, separators=(",", ":")) + "\n")
+            if step % val_every == 0:
+                val = {"val-core/openai/gsm8k/reward/mean@1": step / 100}
+                f.write(json.dumps({"step": step, "data": val}, separators=(",", ":")) + "\n")
+
+
+def test_verl_jsonl(tmp_path):
+    log = tmp_path / "grpo_run.jsonl"
+    write_verl_jsonl(log, range(1, STEPS + 1))
+    assert detect_format(str(log)) == "verl"
+    run_id, df, info = import_twice(log, tmp_path / "runs")
+    assert run_id.startswith("verl-grpo_run-")
+    assert series(df, schema.ENTROPY_MEAN) == pytest.approx({s: entropy_at(s) for s in range(1, STEPS + 1)})
+    # pg_clipfrac_lower counts dual-clip tokens: never filed as the low side of the ratio clip
+    assert series(df, schema.CLIP_DUAL_FRAC)[20] == pytest.approx(0.02)
+    assert schema.CLIP_FRAC_LOW not in set(df["key"])
+    assert series(df, schema.REWARD_MEAN)[STEPS] == pytest.approx(1.0)
+    # validation lines share their step with the training line and merge with it
+    val = series(df, "val-core/openai/gsm8k/reward/mean@1")
+    assert val == pytest.approx({10: 0.1, 20: 0.2, 30: 0.3})
+    assert series(df, schema.ENTROPY_MEAN)[10] == pytest.approx(entropy_at(10))
+    assert series(df, "perf/throughput")[1] == 1234.5  # per-GPU throughput: not ours, keeps its name
+    assert info["source"] == {"kind": "verl", "path": str(log.resolve()), "trainer": "verl"}
+    assert info["mapped_keys"]["actor/pg_clipfrac_lower"] == schema.CLIP_DUAL_FRAC
+    assert info["status"] == "finished" and info["last_step"] == STEPS
+
+
+def test_verl_console_lines(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text(
+        "(TaskRunner pid=7) Training Progress: 10%\n"
+        "(TaskRunner pid=7) step:1 - actor/entropy:np.float64(1.25) - actor/lr:1e-06 - training/global_step:1\n"
+        "some other output\n"
+        "step:2 - actor/entropy:1.125 - critic/score/mean:0.5 - actor/kl_loss:nan\n"
+    )
+    assert detect_format(str(log)) == "verl"
+    _, df, _ = import_twice(log, tmp_path / "runs")
+    assert series(df, schema.ENTROPY_MEAN) == {1: 1.25, 2: 1.125}
+    assert series(df, schema.LR) == {1: 1e-6}
+    assert math.isnan(series(df, schema.KL_REF)[2])
+
+
+# ---- TensorBoard ------------------------------------------------------------------------------------------
+
+
+def tb_log(log_dir: Path, steps: range, scale: float = 1.0) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(log_dir))
+    for step in steps:
+        writer.add_scalar("actor/entropy", scale * entropy_at(step), step)
+        writer.add_scalar("actor/pg_clipfrac_lower", 0.001 * step, step)
+        writer.add_scalar("train/reward", step / STEPS, step)  # an HF-style logger prefix
+        writer.add_scalar("eval/reward", 0.5, step)
+    writer.close()
+
+
+def test_tensorboard_restarted_run_merges_and_later_file_wins(tmp_path):
+    log_dir = tmp_path / "tensorboard_log" / "proj" / "exp1"
+    tb_log(log_dir, range(0, 20))
+    tb_log(log_dir, range(15, STEPS), scale=2.0)  # a resumed run: a second file repeats steps 15..19
+    assert len(list(log_dir.glob("events.out.tfevents.*"))) == 2
+    # a half-written last record (a writer mid-flush) is skipped, not an error
+    newest = sorted(log_dir.glob("events.out.tfevents.*"))[-1]
+    with newest.open("ab") as f:
+        f.write(b"\x20\x00\x00\x00\x00\x00\x00\x00\x01\x02")
+    assert detect_format(str(tmp_path / "tensorboard_log")) == "tensorboard"
+    run_id, df, info = import_twice(tmp_path / "tensorboard_log", tmp_path / "runs")
+    assert run_id.startswith("tensorboard-tensorboard_log-proj-exp1-")
+    entropy = series(df, schema.ENTROPY_MEAN)
+    assert sorted(entropy) == list(range(STEPS))
+    assert entropy[10] == pytest.approx(entropy_at(10), rel=1e-6)  # float32 on disk
+    assert entropy[17] == pytest.approx(2 * entropy_at(17), rel=1e-6)  # the restarted file's value
+    assert series(df, schema.CLIP_DUAL_FRAC)[29] == pytest.approx(0.029, rel=1e-6)
+    assert series(df, schema.REWARD_MEAN)[15] == pytest.approx(0.5)  # train/ stripped, then mapped
+    assert series(df, "eval/reward/mean")[15] == pytest.approx(0.5)  # eval/ keeps its namespace
+    assert info["source"]["kind"] == "tensorboard" and info["source"]["trainer"] == "verl"
+    assert (df["wall_time"] > 1e9).all()  # the events' own clock
+
+
+# ---- MLflow -----------------------------------------------------------------------------------------------
+
+
+def test_mlflow_sqlite_full_history_params_tags(tmp_path):
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("trl-sweep")
+    run = client.create_run(exp, run_name="grpo-a", tags={"team": "rl"})
+    client.log_param(run.info.run_id, "learning_rate", "1e-6")
+    n = 1500  # more than the sampled bulk endpoints keep
+    metrics = [Metric("entropy", entropy_at(s), 1_700_000_000_000 + s, s) for s in range(n)]
+    metrics += [Metric("kl", 0.01 * s, 1_700_000_000_000 + s, s) for s in range(n)]
+    metrics += [Metric("loss", float("nan"), 1_700_000_000_000 + 5, 5)]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
+    client.log_metric(
+        run.info.run_id, "entropy", 9.0, timestamp=1_800_000_000_000, step=3
+    )  # re-logged: later wins
+    client.set_terminated(run.info.run_id)
+
+    source = f"{uri}#trl-sweep"
+    assert detect_format(source) == "mlflow"
+    run_id, df, info = import_twice(source, tmp_path / "runs")
+    assert run_id.startswith("mlflow-grpo-a-")
+    entropy = series(df, schema.ENTROPY_MEAN)
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "entropy")}
+    assert len(entropy) == n and entropy[3] == 9.0
+    assert entropy == pytest.approx({s: v for s, v in history.items() if s != 3} | {3: 9.0})
+    assert series(df, schema.KL_REF)[1000] == pytest.approx(10.0)  # TRL's kl is to the reference model
+    assert math.isnan(series(df, "loss")[5])
+    assert info["config"] == {"learning_rate": "1e-6"}
+    assert info["source"]["tags"] == {"team": "rl"}
+    assert info["source"]["experiment"] == "trl-sweep"
+    assert info["source"]["uri"] == f"{uri}#{run.info.run_id}"
+
+
+def test_mlflow_bad_sources(tmp_path):
+    with pytest.raises(UsageError, match="no MLflow database"):
+        import_source(f"sqlite:///{tmp_path / 'missing.db'}", store=tmp_path / "runs")
+    assert not (tmp_path / "missing.db").exists()  # not created by looking
+
+
+# ---- TRL --------------------------------------------------------------------------------------------------
+
+
+def trl_history(steps: range) -> list[dict]:
+    history = []
+    for s in steps:
+        history.append({
+            "step": s, "epoch": s / 100, "loss": 0.1, "grad_norm": 0.5, "learning_rate": 1e-6,
+            "entropy": entropy_at(s), "kl": 0.002 * s, "reward": s / STEPS, "reward_std": 0.3,
+            "frac_reward_zero_std": 0.25, "clip_ratio/low_mean": 0.0, "clip_ratio/high_mean": 0.01,
+            "clip_ratio/region_mean": 0.01, "completions/mean_length": 80.0,
+            "sampling/sampling_logp_difference/mean": 0.003, "sampling/sampling_logp_difference/max": 0.2,
+        })  # fmt: skip
+        if s % 10 == 0:
+            history.append({"step": s, "epoch": s / 100, "eval_reward": 0.4, "eval_loss": 0.2})
+    return history
+
+
+def write_trainer_state(folder: Path, steps: range) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"global_step": steps[-1], "log_history": trl_history(steps), "max_steps": STEPS}
+    (folder / "trainer_state.json").write_text(json.dumps(state, indent=2))
+
+
+def test_trl_output_dir_reads_newest_state(tmp_path):
+    out = tmp_path / "grpo-out"
+    write_trainer_state(out / "checkpoint-10", range(1, 11))
+    write_trainer_state(out / "checkpoint-30", range(1, STEPS + 1))
+    assert detect_format(str(out)) == "trl"
+    _, df, info = import_twice(out, tmp_path / "runs")
+    assert series(df, schema.ENTROPY_MEAN) == pytest.approx({s: entropy_at(s) for s in range(1, STEPS + 1)})
+    assert series(df, schema.KL_REF)[10] == pytest.approx(0.02)
+    assert series(df, schema.PRECISION_LOGP_DIFF_MEAN)[1] == 0.003  # a log-prob difference, not prob
+    assert series(df, schema.ADV_ZERO_FRAC)[1] == 0.25
+    assert series(df, schema.CLIP_FRAC_HIGH)[1] == 0.01
+    assert series(df, "reward_std")[1] == 0.3  # its meaning changed across TRL versions: not reward/std
+    assert schema.REWARD_STD not in set(df["key"])
+    assert series(df, "eval/reward/mean") == {10: 0.4, 20: 0.4, 30: 0.4}
+    assert info["source"]["trainer"] == "trl"
+    assert "epoch" not in set(df["key"])
+
+
+# ---- generic ----------------------------------------------------------------------------------------------
+
+
+def test_csv_with_step_key_and_a_user_map(tmp_path):
+    csv = tmp_path / "metrics.csv"
+    lines = ["iteration,policy_entropy,note,score"] + [
+        f"{s},{entropy_at(s)},ok,{s % 3 or ''}" for s in range(STEPS)
+    ]
+    csv.write_text("\n".join(lines) + "\n")
+    user_map = tmp_path / "names.yaml"
+    user_map.write_text("policy_entropy: entropy/mean\n")
+    _, df, info = import_twice(csv, tmp_path / "runs", step_key="iteration", map_path=user_map)
+    assert series(df, schema.ENTROPY_MEAN) == pytest.approx({s: entropy_at(s) for s in range(STEPS)})
+    assert series(df, "score") == {s: float(s % 3) for s in range(STEPS) if s % 3}  # empty cells: not logged
+    assert "note" not in set(df["key"])
+    assert info["mapped_keys"] == {"policy_entropy": schema.ENTROPY_MEAN}
+
+
+def test_generic_jsonl_and_a_changed_value_wins(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text(
+        "".join(json.dumps({"global_step": s, "entropy/mean": 1.0, "tag": "x"}) + "\n" for s in range(5))
+    )
+    store = tmp_path / "runs"
+    (run,) = import_source(str(log), store=store)
+    log.write_text(
+        "".join(json.dumps({"global_step": s, "entropy/mean": 1.0 + (s == 2)}) + "\n" for s in range(5))
+    )
+    (again,) = import_source(str(log), store=store)
+    assert again.rows_written == 1  # only the changed value
+    assert series(stored(store, run.run_id), schema.ENTROPY_MEAN) == {0: 1.0, 1: 1.0, 2: 2.0, 3: 1.0, 4: 1.0}
+
+
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        (None, ["missing.jsonl"], "no such file"),
+        (
+            ("bad.jsonl", '{"step": 1, "data": {"a": 1}}\nnot json\n{"step": 2, "data": {}}\n'),
+            ["bad.jsonl"],
+            "bad.jsonl:2",
+        ),
+        (("nostep.csv", "a,b\n1,2\n"), ["nostep.csv"], "no step column"),
+        (("x.csv", "step,a\n1,2\n"), ["x.csv", "--format", "parquet"], "unknown format"),
+        (("notes.txt", "hello\n"), ["notes.txt"], "cannot tell the format"),
+        (("a.jsonl", '{"step": 1, "x": 1}\n'), ["a.jsonl", "--map", "nomap.yaml"], "cannot read name map"),
+        (None, ["http://127.0.0.1:9/#exp"], "did not answer"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, setup, args, message):
+    monkeypatch.chdir(tmp_path)
+    if setup:
+        Path(setup[0]).write_text(setup[1])
+    source, options = args[0], dict(zip(args[1::2], args[2::2], strict=True))
+    options = {{"--format": "fmt", "--map": "map_path"}[k]: v for k, v in options.items()}
+    with pytest.raises(UsageError, match=message) as err:
+        import_source(source, store="runs", **options)
+    assert len(str(err.value).splitlines()) == 1
+    assert not Path("runs").exists()
+
+
+def test_importing_onto_another_run_is_refused(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    for f in (a, b):
+        f.write_text('{"step": 1, "entropy/mean": 1.0}\n')
+    (run,) = import_source(str(a), store=tmp_path / "runs", run_id="shared")
+    with pytest.raises(UsageError, match="holds jsonl"):
+        import_source(str(b), store=tmp_path / "runs", run_id="shared")
+    assert np.array_equal(stored(tmp_path / "runs", "shared")["value"], [1.0])
+
+
+# ---- names ------------------------------------------------------------------------------------------------
+
+
+def test_shipped_names_are_ours_and_documented():
+    shipped = {
+        (t, theirs, ours) for t, names in KeyMapper().sections.items() for theirs, ours in names.items()
+    }
+    assert {ours for _, _, ours in shipped} <= set(schema.METRIC_KEYS) | set(schema.IMPORTED_KEYS)
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "import.md").read_text()
+    assert set(re.findall(r"^\| (\w+) \| `([^`]+)` \| `([^`]+)` \|", doc, flags=re.M)) == shipped
+
+
+def test_prefixes_and_user_map(tmp_path):
+    user = tmp_path / "map.yaml"
+    user.write_text("verl:\n  actor/entropy: my/entropy\nscore: reward/mean\n")
+    mapper = KeyMapper(user)
+    assert mapper("train/actor/entropy") == "my/entropy"  # the user's word wins
+    assert mapper("eval/score") == "eval/reward/mean"
+    assert mapper("something/else") == "something/else"
+    assert KeyMapper().trainer(["actor/entropy", "actor/pg_loss", "reward"]) == "verl"
+    assert KeyMapper().trainer(["kl", "reward"]) is None  # TRL and OpenRLHF alike
