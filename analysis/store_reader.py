@@ -24,7 +24,7 @@ from analysis.store_writer import RUN_JSON, read_run_json
 
 CONFIG_COLUMNS = ("algo", "controller", "precision", "model", "task")
 RUNS_COLUMNS = (
-    "run_id", "status", "created", "heartbeat", "heartbeat_age_s", "last_step", *CONFIG_COLUMNS,
+    "run_id", "status", "created", "heartbeat", "heartbeat_age_s", "last_step", *CONFIG_COLUMNS, "source",
     "h0", "entropy", "entropy_change", "reward", "n_steps",
 )  # fmt: skip
 _EXTRA = [pa.field("filename", pa.string()), pa.field("file_row_number", pa.int64())]
@@ -70,6 +70,15 @@ def register_views(con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) 
             rel = con.from_arrow(_EMPTY[table])
         rel.create_view(raw, replace=True)
         con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS {clean_view_sql(table, raw)}")
+
+
+def source_label(info: dict[str, Any]) -> str:
+    """Where a run came from: `entropyscope`, or an import's source kind and the trainer behind it."""
+    source = info.get("source")
+    if not isinstance(source, dict):
+        return "entropyscope"
+    kind, trainer = str(source.get("kind") or "import"), source.get("trainer")
+    return f"{kind} ({trainer})" if trainer and trainer != kind else kind
 
 
 class StoreReader:
@@ -184,9 +193,9 @@ class StoreReader:
                 "run_id": d.name,
                 **{k: info.get(k) for k in ("status", "created", "heartbeat", "last_step")},
             }
-            rows.append(row | {k: config.get(k) for k in CONFIG_COLUMNS})
+            rows.append(row | {k: config.get(k) for k in CONFIG_COLUMNS} | {"source": source_label(info)})
         meta = pd.DataFrame(
-            rows, columns=["run_id", "status", "created", "heartbeat", "last_step", *CONFIG_COLUMNS]
+            rows, columns=["run_id", "status", "created", "heartbeat", "last_step", *CONFIG_COLUMNS, "source"]
         )
         stats = self.query(_RUNS_SQL, [ENTROPY_MEAN, REWARD_MEAN, ENTROPY_MEAN, ENTROPY_MEAN, REWARD_MEAN],
                             ["steps"], None)  # fmt: skip

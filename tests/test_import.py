@@ -5,6 +5,8 @@ second import adds nothing."""
 import json
 import math
 import re
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,16 @@ import pytest
 
 from analysis import schema
 from analysis.errors import UsageError
-from analysis.importers.importer import detect_format, import_source
+from analysis.importers.importer import (
+    default_run_id,
+    detect_format,
+    follow_source,
+    import_source,
+    open_sources,
+)
 from analysis.importers.names import KeyMapper
 from analysis.store_reader import StoreReader
+from analysis.watch import watch
 
 STEPS = 30
 
@@ -334,3 +343,110 @@ def test_prefixes_and_user_map(tmp_path):
     assert mapper("something/else") == "something/else"
     assert KeyMapper().trainer(["actor/entropy", "actor/pg_loss", "reward"]) == "verl"
     assert KeyMapper().trainer(["kl", "reward"]) is None  # TRL and OpenRLHF alike
+
+
+# ---- follow -----------------------------------------------------------------------------------------------
+
+
+def wait_for(condition, what: str, timeout_s: float = 60.0):
+    """Poll `condition` until it returns something truthy; fail after the deadline (no fixed sleeps)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Follower:
+    """follow_source on a thread, with a count of its polls so a test can wait for 'polled since'."""
+
+    def __init__(self, source: Path, store: Path) -> None:
+        self.polls, self.result, self.error = 0, None, None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(source, store), daemon=True)
+        self.thread.start()
+
+    def _run(self, source: Path, store: Path) -> None:
+        try:
+            self.result = follow_source(
+                str(source), store=store, stop=self.stop, interval_s=0.02, on_poll=self._poll
+            )
+        except BaseException as err:  # surfaced by the test
+            self.error = err
+
+    def _poll(self, runs) -> None:
+        self.polls += 1
+
+    def polled_twice(self) -> None:
+        seen = self.polls
+        wait_for(lambda: self.polls >= seen + 2 or self.error, "two more polls")
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(timeout=60)
+        assert self.error is None, self.error
+        return self.result
+
+
+def entropy_curve(step: int) -> float:
+    return 1.0 if step < 10 else 0.2  # collapses at step 10
+
+
+@pytest.mark.slow
+def test_follow_tensorboard_and_jsonl_every_step_once_and_collapse_fires(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    store = tmp_path / "runs"
+    tb_dir, jsonl = tmp_path / "tb", tmp_path / "live.jsonl"
+    tb = SummaryWriter(str(tb_dir))
+    tb.add_scalar("actor/entropy", entropy_curve(0), 0)
+    tb.flush()
+    jsonl.write_text(json.dumps({"step": 0, "data": {"actor/entropy": entropy_curve(0)}}) + "\n")
+    followers = {"tb": Follower(tb_dir, store), "jsonl": Follower(jsonl, store)}
+    run_ids = {
+        name: default_run_id(open_sources(str(src))[0]) for name, src in (("tb", tb_dir), ("jsonl", jsonl))
+    }
+    for follower in followers.values():
+        wait_for(lambda f=follower: f.polls or f.error, "the first import")
+    for rid in run_ids.values():
+        assert json.loads((store / rid / "run.json").read_text())["status"] == "running"
+
+    def entropy_steps(rid: str) -> list[int]:
+        return sorted(series(stored(store, rid), schema.ENTROPY_MEAN))
+
+    for step in range(1, 30):
+        tb.add_scalar("actor/entropy", entropy_curve(step), step)
+        tb.flush()
+        with jsonl.open("a") as f:
+            f.write(json.dumps({"step": step, "data": {"actor/entropy": entropy_curve(step)}}) + "\n")
+        if step % 10 == 0:  # check arrival while the logs are live
+            for rid in run_ids.values():
+                wait_for(lambda rid=rid, s=step: entropy_steps(rid)[-1:] == [s], f"step {step} in {rid}")
+    # a line in progress waits for its newline
+    with jsonl.open("a") as f:
+        f.write('{"step": 30, "data": {"actor/en')
+    followers["jsonl"].polled_twice()
+    assert 30 not in entropy_steps(run_ids["jsonl"])
+    with jsonl.open("a") as f:
+        f.write('tropy": 0.2}}\n')
+    wait_for(lambda: entropy_steps(run_ids["jsonl"])[-1:] == [30], "the completed line")
+    wait_for(lambda: entropy_steps(run_ids["tb"])[-1:] == [29], "the last TensorBoard step")
+    tb.close()
+
+    # the collapse alert fires on the imported runs, from the store, as for a native run
+    lines: list[str] = []
+    assert watch(store, once=True, out=lines.append) == 1
+    for rid in run_ids.values():
+        assert any(line.startswith(f"{rid} ") and "FIRED" in line and "collapse" in line for line in lines), (
+            lines
+        )
+
+    results = {name: f.finish() for name, f in followers.items()}
+    for name, rid in run_ids.items():
+        info = json.loads((store / rid / "run.json").read_text())
+        assert info["status"] == "finished"
+        last = 30 if name == "jsonl" else 29
+        assert entropy_steps(rid) == list(range(last + 1))
+        assert raw_row_count(store, rid) == last + 1  # every step once: no row written twice
+        assert results[name][0].rows_written == last + 1

@@ -35,9 +35,17 @@ def header(run: pd.Series, info: dict) -> None:
     cols[4].metric("reward", f"{run['reward']:.3f}" if pd.notna(run["reward"]) else "–")
     cols[5].metric("heartbeat", ui.format_age(run["heartbeat_age_s"]) + " ago")
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    source = info.get("source") if isinstance(info.get("source"), dict) else None
+    if source:  # an imported run: the tool's step metrics, no per-token records
+        where = source.get("uri") or source.get("path")
+        st.caption(f"Imported from {source.get('kind')} `{where}`: step metrics only, so the panels built from "
+                   "per-token records (entropy histogram, ΔH by quadrant) have none.")  # fmt: skip
     with st.expander("config and versions"):
         st.code(
-            json.dumps({"config": config, "versions": info.get("versions")}, indent=2, default=str), "json"
+            json.dumps(
+                {"config": config, "source": source, "versions": info.get("versions")}, indent=2, default=str
+            ),
+            "json",
         )
 
 

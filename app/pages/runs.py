@@ -24,6 +24,9 @@ COLUMNS = {
     "precision": "precision",
     "model": "model",
     "task": "task",
+    "source": st.column_config.TextColumn(
+        "source", help="entropyscope, or the tool an imported run came from (and its trainer)"
+    ),
     "last_step": st.column_config.NumberColumn("step"),
     "h0": st.column_config.NumberColumn("H0", format="%.3f", help="entropy at the first step (nats)"),
     "entropy": st.column_config.NumberColumn("entropy", format="%.3f", help="mean token entropy, last step"),
