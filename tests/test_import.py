@@ -450,3 +450,32 @@ def test_follow_tensorboard_and_jsonl_every_step_once_and_collapse_fires(tmp_pat
         assert entropy_steps(rid) == list(range(last + 1))
         assert raw_row_count(store, rid) == last + 1  # every step once: no row written twice
         assert results[name][0].rows_written == last + 1
+
+
+# ---- W&B --------------------------------------------------------------------------------------------------
+
+
+def test_wandb_offline_run(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="gsm8k", name="openrlhf-grpo",
+                     config={"actor_learning_rate": 5e-7, "n_samples_per_prompt": 8})  # fmt: skip
+    for step in range(1, STEPS + 1):  # OpenRLHF's W&B logger: train/ keys, train/global_step as the step
+        wandb.log({"train/policy_loss": 0.1, "train/kl": 0.001 * step, "train/reward": step / STEPS,
+                   "train/group_reward_std": 0.2, "train/global_step": step * 2})  # fmt: skip
+    wandb.log({"eval/reward": 0.5, "eval/global_step": 60})
+    run.finish()
+    (file,) = tmp_path.glob("wandb/offline-run-*/run-*.wandb")
+    # a record cut short at the end (a run still writing) is left for later, not an error
+    with file.open("ab") as f:
+        f.write(b"\x01\x02\x03\x04\x50\x00\x01partial")
+    assert detect_format(str(tmp_path / "wandb")) == "wandb"
+    run_id, df, info = import_twice(tmp_path / "wandb", tmp_path / "runs")
+    assert run_id.startswith("wandb-openrlhf-grpo-")
+    assert series(df, schema.KL_REF) == pytest.approx({2 * s: 0.001 * s for s in range(1, STEPS + 1)})
+    assert series(df, schema.LOSS_POLICY)[2] == 0.1
+    assert series(df, "group_reward_std")[2] == 0.2  # the mean within-group std: not reward/std
+    assert series(df, "eval/reward/mean") == {60: 0.5}
+    assert info["config"] == {"actor_learning_rate": 5e-7, "n_samples_per_prompt": 8}
+    assert info["source"]["project"] == "gsm8k" and info["source"]["trainer"] == "openrlhf"
