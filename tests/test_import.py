@@ -479,3 +479,22 @@ def test_wandb_offline_run(tmp_path, monkeypatch):
     assert series(df, "eval/reward/mean") == {60: 0.5}
     assert info["config"] == {"actor_learning_rate": 5e-7, "n_samples_per_prompt": 8}
     assert info["source"]["project"] == "gsm8k" and info["source"]["trainer"] == "openrlhf"
+
+
+def test_mlflow_file_store_read_directly(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 writes file stores only when asked
+    root = tmp_path / "mlruns"
+    client = MlflowClient(tracking_uri=f"file://{root}")
+    run = client.create_run(client.create_experiment("verl-sweep"), run_name="ppo")
+    client.log_param(run.info.run_id, "algo", "ppo")
+    for step in range(STEPS):
+        client.log_metric(run.info.run_id, "actor/entropy", entropy_at(step), step=step)
+    client.log_metric(run.info.run_id, "actor/pg_clipfrac_lower", 0.01, step=3)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE")  # the import reads the files itself
+    assert detect_format(str(root)) == "mlflow"
+    run_id, df, info = import_twice(root, tmp_path / "runs")
+    assert series(df, schema.ENTROPY_MEAN) == pytest.approx({s: entropy_at(s) for s in range(STEPS)})
+    assert series(df, schema.CLIP_DUAL_FRAC) == {3: 0.01}
+    assert info["config"] == {"algo": "ppo"} and info["source"]["experiment"] == "verl-sweep"

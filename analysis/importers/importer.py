@@ -54,7 +54,7 @@ def _first_line(path: Path) -> bytes:
 
 def detect_format(source: str) -> str:
     """The format of SOURCE from its name, layout or first line."""
-    from analysis.importers import tabular, tb_events, trl_state, wandb_offline
+    from analysis.importers import mlflow_runs, tabular, tb_events, trl_state, wandb_offline
 
     if "://" in source or source.startswith(("sqlite:", "file:")):
         return "mlflow"
@@ -62,6 +62,8 @@ def detect_format(source: str) -> str:
     if not path.exists():
         raise UsageError(f"no such file or directory: {path}")
     if path.is_dir():
+        if mlflow_runs.is_file_store(path):
+            return "mlflow"
         if tb_events.run_dirs(path):
             return "tensorboard"
         if trl_state.state_files(path):

@@ -2,13 +2,15 @@
 
 SOURCE is a tracking URI with an optional `#SELECTOR`: a run id, an experiment name, or several of them
 separated by commas (`sqlite:///mlflow.db#grpo-sweep`); without one, every active run of every experiment.
-A path to a `.db` file stands for `sqlite:///PATH`.
+A path to a `.db` file stands for `sqlite:///PATH`, a path to an mlruns/ folder for `file://PATH`.
 
 On a SQLite backend the database is read directly, read-only (MLflow's own tables: experiments, runs,
 params, tags, latest_metrics, metrics), one indexed query per key: MLflow's client builds an object per
-point. Values are those get_metric_history returns (NaN where MLflow marks one). Other backends (an MLflow
-server, a file store, another database) go through MlflowClient.get_metric_history, one key at a time.
-Incremental reads take the rows past the last rowid seen (SQLite) or past the points already read per key.
+point. Values are those get_metric_history returns (NaN where MLflow marks one). A file store (mlruns/, a
+`file:` URI or the folder itself) is read directly too. Other backends (an MLflow server, another database)
+go through MlflowClient.get_metric_history, one key at a time. Incremental reads take the rows past the last
+rowid seen (SQLite), the lines appended to each metric file (file store), or the points past those already
+read per key (client).
 """
 
 import os
@@ -18,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from analysis.errors import UsageError
+from analysis.importers.lines import LineTail
 from analysis.importers.rows import Rows
 
 MS = 1e-3
@@ -27,11 +31,17 @@ _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def split_source(spec: str) -> tuple[str, list[str]]:
-    """(tracking URI, selectors) of `URI#A,B`; a bare path to a .db file becomes a sqlite URI."""
+    """(tracking URI, selectors) of `URI#A,B`; a bare path is a file store (a folder) or a SQLite file."""
     uri, _, selector = spec.partition("#")
     if "://" not in uri and ":" not in uri.split("/")[0]:
-        uri = f"sqlite:///{Path(uri).resolve()}"
+        path = Path(uri).resolve()
+        uri = f"file://{path}" if path.is_dir() else f"sqlite:///{path}"
     return uri, [s.strip() for s in selector.split(",") if s.strip()]
+
+
+def is_file_store(path: Path) -> bool:
+    """Whether `path` looks like an MLflow file store (mlruns/): experiment folders with a meta.yaml."""
+    return path.is_dir() and any((d / "meta.yaml").is_file() for d in path.iterdir() if d.is_dir())
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -89,6 +99,69 @@ class SqliteBackend:
         return Rows.of_series(series), last
 
 
+class FileBackend:
+    """An MLflow file store (mlruns/) read directly: MLflow 3 opens one only behind an opt-in, and its
+    metric files are plain text (`timestamp value step` per line), one per key."""
+
+    def __init__(self, root: Path, uri: str) -> None:
+        if not is_file_store(root):
+            raise UsageError(
+                f"no MLflow file store at {root} (from {uri}): no experiment folders with meta.yaml"
+            )
+        self.root = root
+        self._dirs: dict[str, Path] = {}
+
+    def runs(self) -> list[tuple[str, str, str]]:
+        found = []
+        for exp_dir in sorted(d for d in self.root.iterdir() if (d / "meta.yaml").is_file()):
+            exp = _yaml(exp_dir / "meta.yaml")
+            if exp.get("lifecycle_stage", "active") != "active":
+                continue
+            for run_dir in sorted(d for d in exp_dir.iterdir() if (d / "meta.yaml").is_file()):
+                meta = _yaml(run_dir / "meta.yaml")
+                run_id = str(meta.get("run_id") or meta.get("run_uuid") or run_dir.name)
+                if meta.get("lifecycle_stage", "active") == "active":
+                    self._dirs[run_id] = run_dir
+                    name = str(meta.get("run_name") or run_id[:8])
+                    found.append(
+                        (meta.get("start_time") or 0, run_id, name, str(exp.get("name", exp_dir.name)))
+                    )
+        return [(run_id, name, exp) for _, run_id, name, exp in sorted(found)]
+
+    def params_tags(self, run_id: str) -> tuple[dict[str, str], dict[str, str]]:
+        run_dir = self._dirs[run_id]
+        return _files_text(run_dir / "params"), _files_text(run_dir / "tags")
+
+    def metrics(self, run_id: str, cursor: Any) -> tuple[Rows, Any]:
+        """Lines appended to each metric file since `cursor` (file -> LineTail)."""
+        tails: dict[Path, LineTail] = cursor or {}
+        series = []
+        metrics_dir = self._dirs[run_id] / "metrics"
+        for file in sorted(p for p in metrics_dir.rglob("*") if p.is_file()) if metrics_dir.is_dir() else []:
+            tail = tails.setdefault(file, LineTail(file))
+            fields = [line.split() for _, line, _ in tail.lines(final=False)]
+            if fields:
+                a = np.array([f if len(f) == 3 else [*f, b"0"] for f in fields], dtype=np.float64)
+                a = a[np.lexsort((np.arange(len(a)), a[:, 0]))]  # by timestamp, then order logged
+                series.append((file.relative_to(metrics_dir).as_posix(), a[:, 2], a[:, 1], a[:, 0] * MS))
+        return Rows.of_series(series), tails
+
+
+def _yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UsageError(f"cannot read MLflow metadata {path}: {err}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _files_text(folder: Path) -> dict[str, str]:
+    """{relative path: text} of the files under `folder` (params and tags: one file each, '/' in keys)."""
+    if not folder.is_dir():
+        return {}
+    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 class ClientBackend:
     """Any other tracking URI, through MlflowClient (a server that does not answer fails fast)."""
 
@@ -137,9 +210,13 @@ class ClientBackend:
         return Rows.of_series(series), seen
 
 
-def open_backend(uri: str) -> SqliteBackend | ClientBackend:
+def open_backend(uri: str) -> SqliteBackend | FileBackend | ClientBackend:
     path = sqlite_path(uri)
-    return SqliteBackend(path, uri) if path is not None else ClientBackend(uri)
+    if path is not None:
+        return SqliteBackend(path, uri)
+    if uri.startswith("file:"):
+        return FileBackend(Path(uri.removeprefix("file://").removeprefix("file:")), uri)
+    return ClientBackend(uri)
 
 
 class MlflowSource:
@@ -148,7 +225,9 @@ class MlflowSource:
     kind = "mlflow"
     trainer = None
 
-    def __init__(self, backend: SqliteBackend | ClientBackend, uri: str, run: tuple[str, str, str]) -> None:
+    def __init__(
+        self, backend: SqliteBackend | FileBackend | ClientBackend, uri: str, run: tuple[str, str, str]
+    ) -> None:
         self.backend = backend
         self.run_uuid, self.name, self.experiment = run
         self.location = f"{uri}#{self.run_uuid}"
