@@ -26,8 +26,9 @@ half; floor = the same max deviation for the run's final policy frozen (lr 0, 10
 its own mean: what the entropy estimate's sampling noise alone gives, the best any controller can score.
 
 Acceptance marks: GRPO entropy falls >= 40%; every controller ends >= 2x GRPO's final entropy;
-REPO-R and ADAPO keep reward >= 0.9x and pass@k >= GRPO's; tracking runs on the tracking setups within 15%;
-each run <= 180 s.
+REPO-R and ADAPO keep reward >= 0.9x and pass@k >= GRPO's, REPO-R reward >= GRPO's; the entropy bonus ends
+within [0.6, 1.3]x its target with reward >= 0.9x GRPO's (docs/controller_defaults.md); tracking runs on the
+tracking setups within 15%; each run <= 180 s.
 Torch is imported only when a run starts.
 """
 
@@ -101,6 +102,7 @@ ALL_RUNS = ["grpo", *CONTROLLER_RUNS, *TRACK_RUNS]
 GRPO_DROP = 0.40  # GRPO entropy must fall by at least this fraction of H0
 ENTROPY_RATIO = 2.0  # controllers end with >= this x GRPO's final entropy
 REWARD_RATIO = 0.9  # REPO-R and ADAPO keep reward >= this x GRPO's
+HOLD_BAND = (0.6, 1.3)  # the bonus ends within this x its target (both means over the last 10% of steps)
 TRACK_TOL = 0.15  # tracking runs within this relative band over the second half
 WALL_LIMIT = 180.0  # seconds per run
 SMOOTH = 11  # centred moving-mean window for the tracking deviation
@@ -133,6 +135,7 @@ class Row:
     clip_high: float
     clip_low: float
     at_bound: float
+    target: float = math.nan  # entropy/target over the last 10% of steps
     track: float = math.nan
     bias: float = math.nan
     floor: float = math.nan
@@ -244,6 +247,7 @@ def measure(store: Path, name: str, seed: int, wall: float, tracking: bool) -> R
         clip_high=mean(schema.CLIP_FRAC_HIGH),
         clip_low=mean(schema.CLIP_FRAC_LOW),
         at_bound=mean(schema.CONTROLLER_AT_BOUND),
+        target=last(schema.ENTROPY_TARGET),
     )
     if tracking:
         target = series[schema.ENTROPY_TARGET]
@@ -276,6 +280,13 @@ def judge(rows: dict[str, Row]) -> bool:
         if name in ("repo_r", "adapo") and grpo:
             mark(row, row.reward >= REWARD_RATIO * grpo.reward, f"reward>={REWARD_RATIO:g}xGRPO")
             mark(row, row.passk >= grpo.passk, "pass@k>=GRPO")
+        if name == "repo_r" and grpo:
+            mark(row, row.reward >= grpo.reward, "reward>=GRPO")
+        if name == "entropy_bonus":
+            lo, hi = HOLD_BAND
+            mark(row, lo <= row.final / row.target <= hi, f"H in [{lo:g},{hi:g}]xtarget")  # NaN: fails
+            if grpo:
+                mark(row, row.reward >= REWARD_RATIO * grpo.reward, f"reward>={REWARD_RATIO:g}xGRPO")
         if name in TRACK_RUNS and TRACK_RUNS[name].judged:
             mark(row, row.track <= TRACK_TOL, f"track<={TRACK_TOL:.0%}")
         elif name in TRACK_RUNS:

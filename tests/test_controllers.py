@@ -187,7 +187,7 @@ def test_adapo_raises_eps_high_when_entropy_low_and_lowers_when_high():
 
 
 def test_bonus_coefficient_is_a_projected_multiplier_within_bounds():
-    ctrl = build_controller(TrainConfig(controller="entropy_bonus", bonus_coef_max=0.5))
+    ctrl = build_controller(TrainConfig(controller="entropy_bonus", bonus_coef_max=0.5, bonus_coef_min=0))
     up = drive(ctrl, [0.2] * 100, target=1.0)
     assert all(b >= a for a, b in zip(up, up[1:], strict=False)) and up[-1] == pytest.approx(0.5)
     assert ctrl.at_bound
@@ -202,8 +202,8 @@ def test_bonus_coefficient_is_a_projected_multiplier_within_bounds():
     assert ctrl.metrics(0.2, 0.2)[schema.CONTROLLER_COEF] == ctrl.value
 
 
-def test_bonus_turns_into_a_bounded_penalty_above_target_when_allowed():
-    ctrl = build_controller(TrainConfig(controller="entropy_bonus", bonus_coef_max=0.5, bonus_coef_min=-0.05))
+def test_bonus_turns_into_a_bounded_penalty_above_target_by_default():
+    ctrl = build_controller(TrainConfig(controller="entropy_bonus", bonus_coef_max=0.5))
     down = drive(ctrl, [3.0] * 200, target=1.0)
     assert down[-1] == pytest.approx(-0.05) and min(down) == pytest.approx(-0.05)
     assert not ctrl.at_bound  # at_bound flags the bonus pushing up as hard as it may, not the penalty

@@ -8,13 +8,15 @@ following the constraint's violation, plus a proportional term for damping:
     output    α = clip(I + kp · α_max · e, α_min, α_max)           (`bonus_kp`)
 Linear in α, not in log α: measured on the demo task, a log-scale α (floor α_max/100) came down too slowly
 once the entropy crossed the target, and the bonus, which drives the whole update when most groups have zero
-advantage (Adam normalises the step), ran the entropy away to twice the target. α_min defaults to 0 (a pure
-bonus): a penalty as large as the bonus, starting at H0 = 2 x target, drove the policy into collapse and the
-reward to 0; a small one (α_min = -0.05) holds the entropy down late in a run, when the reward no longer does.
+advantage (Adam normalises the step), ran the entropy away to twice the target. α_min defaults to -0.05, a small
+penalty: with a pure bonus (α_min = 0) α has no handle once near-deterministic tokens start to widen by
+themselves, and at seed 31337 the entropy ran to +153% over its target with α pinned at 0 (the `runaway`
+alert's case); a penalty as large as the bonus, starting at H0 = 2 x target, drove the policy into collapse
+and the reward to 0 (docs/controller_defaults.md).
 
-`bonus_token_cap`: only tokens whose entropy is below the cap earn the bonus. Uncapped, the bonus also widens
-contexts the reward does not constrain (after a slip, say) up to near-uniform (4.4 of ln 89 = 4.5 nats on the
-toy), and those few tokens make the entropy estimate bursty.
+`bonus_token_cap` (default 1 nat): only tokens whose entropy is below the cap earn the bonus. Uncapped, the bonus
+also widens contexts the reward does not constrain (after a slip, say) up to near-uniform (4.4 of ln 89 = 4.5
+nats on the toy), and those few tokens make the entropy estimate bursty.
 """
 
 from typing import Any
