@@ -1,7 +1,7 @@
 """Alert rules over a run's step metrics, with Prometheus-style semantics, and the engine that runs them.
 
 Rules are data: one pydantic model per kind (collapse, fast_decline, clip_spike, precision_drift, numerical,
-diversity_loss, controller_pinned, runaway, stalled), loaded from YAML (`load_rules`; the defaults for GRPO live in
+diversity_loss, controller_pinned, runaway, no_signal, stalled), loaded from YAML (`load_rules`; the defaults for GRPO live in
 analysis/default_alerts.yaml). Each rule reads the metrics of one step and says whether its fire condition
 holds and whether its resolve condition holds; the gap between the two thresholds is the hysteresis.
 `for` and `keep_firing_for` count steps (step numbers, as Prometheus counts time):
@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from analysis.errors import UsageError
 from analysis.schema import (
+    ADV_ZERO_FRAC,
     CLIP_FRAC_HIGH,
     CONTROLLER_AT_BOUND,
     CONTROLLER_BOUND_DIR,
@@ -44,6 +45,7 @@ from analysis.schema import (
     PASS_AT_K,
     PRECISION_LOGP_POS_FRAC,
     RATIO_ONPOLICY_DEV,
+    REWARD_MEAN,
 )
 
 FIRED, RESOLVED = "alert_fired", "alert_resolved"
@@ -451,6 +453,41 @@ class RunawayRule(_Rule):
         )
 
 
+class NoSignalRule(_Rule):
+    """Every group's completions got the same reward (adv/zero_frac = 1): the policy gets no gradient at all."""
+
+    kind: Literal["no_signal"]
+    fraction: float = Field(1.0, gt=0, le=1)
+    """Fires when adv/zero_frac is at least this (1: no group had a reward difference)."""
+    resolve_fraction: float = Field(1.0, gt=0, le=1)
+    """Resolves when adv/zero_frac falls below this (1: one group with a reward difference)."""
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> "NoSignalRule":
+        if self.resolve_fraction > self.fraction:
+            raise ValueError("resolve_fraction must not be above fraction")
+        return self
+
+    def read_keys(self) -> tuple[str, ...]:
+        return ADV_ZERO_FRAC, REWARD_MEAN
+
+    def read(self, step: int, metrics: Metrics, h0: Metrics, memory: dict) -> Reading | None:
+        zero = _finite(metrics, ADV_ZERO_FRAC)
+        if zero is None:
+            return None
+        return Reading(zero >= self.fraction, zero < self.resolve_fraction,
+                       {"zero_frac": zero, "reward": _finite(metrics, REWARD_MEAN)})  # fmt: skip
+
+    def describe(self, values: dict[str, Any]) -> str:
+        reward = values.get("reward")
+        scored = "" if reward is None else f", reward/mean {reward:.3f}"
+        return (
+            f"{values['zero_frac']:.0%} of groups got one reward for all their completions{scored}: no "
+            "advantage, no gradient. Likely causes: the reward function always returns 0 (or always 1), or "
+            "the model cannot solve any prompt yet and needs a warm-up or a base model"
+        )
+
+
 class StalledRule(_Rule):
     """No heartbeat for a while although run.json says running: the trainer hangs or died without a trace."""
 
@@ -494,12 +531,13 @@ Rule = Annotated[
     | DiversityLossRule
     | ControllerPinnedRule
     | RunawayRule
+    | NoSignalRule
     | StalledRule,
     Field(discriminator="kind"),
 ]
 RULE_KINDS = (
     "collapse", "fast_decline", "clip_spike", "precision_drift", "numerical", "diversity_loss",
-    "controller_pinned", "runaway", "stalled",
+    "controller_pinned", "runaway", "no_signal", "stalled",
 )  # fmt: skip
 
 

@@ -7,6 +7,15 @@ import numpy as np
 
 from analysis.schema import DIVERSITY_DISTINCT_CORRECT, DIVERSITY_DISTINCT_FRAC, PASS_AT_1, PASS_AT_K
 
+FINAL_TAIL = 10
+"""A run's "final" value of a metric is its mean over the last 1/FINAL_TAIL of the steps (at least one step):
+one definition for the run summary, `entropyscope runs`, the Runs page and the README's tables."""
+
+
+def final_window(n_steps: int) -> int:
+    """How many of the last steps make up "final" in a run of `n_steps` logged steps."""
+    return max(1, n_steps // FINAL_TAIL)
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k) (Chen et al. 2021)."""

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import schema
+from analysis.metrics import final_window
 from analysis.store_reader import StoreReader
 
 SUMMARY_KEYS = [
@@ -42,7 +43,7 @@ def summary_rows(store: str | Path, run_ids: list[str]) -> list[dict[str, float 
         ent = s.get(schema.ENTROPY_MEAN)
         if ent is None or ent.empty:
             continue
-        tail = max(1, len(ent) // 10)
+        tail = final_window(len(ent))
 
         def last(key: str, s: dict[str, pd.Series] = s, tail: int = tail) -> float:
             x = s.get(key)

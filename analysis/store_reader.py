@@ -19,14 +19,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.errors import UsageError
+from analysis.metrics import FINAL_TAIL
 from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
 from analysis.store_writer import RUN_JSON, read_run_json
 
 CONFIG_COLUMNS = ("algo", "controller", "precision", "model", "task")
 RUNS_COLUMNS = (
     "run_id", "status", "created", "heartbeat", "heartbeat_age_s", "last_step", *CONFIG_COLUMNS, "source",
-    "h0", "entropy", "entropy_change", "reward", "n_steps",
+    "h0", "entropy", "entropy_last", "entropy_change", "reward", "n_steps",
 )  # fmt: skip
+"""`entropy` and `reward` are final values (analysis.metrics.final_window); `entropy_last` the last step's."""
 _EXTRA = [pa.field("filename", pa.string()), pa.field("file_row_number", pa.int64())]
 # Kept at module level: a view over an Arrow table must not outlive the table it scans.
 _EMPTY = {t: pa.schema(list(s) + _EXTRA).empty_table() for t, s in TABLES.items()}
@@ -183,7 +185,7 @@ class StoreReader:
     # ---- runs ----------------------------------------------------------------------------------------
 
     def runs(self) -> pd.DataFrame:
-        """One row per run: status, liveness, config headline and entropy/reward summary."""
+        """One row per run: status, liveness, config headline and final entropy/reward (RUNS_COLUMNS)."""
         now = time.time()
         rows = []
         for d in self.run_dirs():
@@ -197,10 +199,18 @@ class StoreReader:
         meta = pd.DataFrame(
             rows, columns=["run_id", "status", "created", "heartbeat", "last_step", *CONFIG_COLUMNS, "source"]
         )
-        stats = self.query(_RUNS_SQL, [ENTROPY_MEAN, REWARD_MEAN, ENTROPY_MEAN, ENTROPY_MEAN, REWARD_MEAN],
-                            ["steps"], None)  # fmt: skip
+        params = [
+            ENTROPY_MEAN,
+            REWARD_MEAN,
+            FINAL_TAIL,
+            ENTROPY_MEAN,
+            ENTROPY_MEAN,
+            ENTROPY_MEAN,
+            REWARD_MEAN,
+        ]
+        stats = self.query(_RUNS_SQL, params, ["steps"], None)
         df = meta.merge(stats, on="run_id", how="left")
-        for col in ("created", "heartbeat", "h0", "entropy", "reward"):
+        for col in ("created", "heartbeat", "h0", "entropy", "entropy_last", "reward"):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
         df["heartbeat_age_s"] = now - df["heartbeat"]
         df["entropy_change"] = df["entropy"] / df["h0"] - 1
@@ -269,22 +279,29 @@ def _select(table: str) -> str:
     return f"SELECT {', '.join(_q(c) for c in TABLES[table].names)} FROM {table}"
 
 
-# Only the two headline keys are deduplicated, so the listing stays cheap over many long runs.
+# Only the two headline keys are deduplicated, so the listing stays cheap over many long runs. "Final" is the
+# mean over the last final_window(n) logged steps of each key (params: the two keys, FINAL_TAIL, the keys again).
 _RUNS_SQL = """
 WITH picked AS (
     SELECT run_id, step, "key", "value" FROM seg_steps WHERE "key" IN (?, ?)
     QUALIFY row_number() OVER (
         PARTITION BY run_id, "key", step ORDER BY wall_time DESC, filename DESC, file_row_number DESC) = 1
+), ranked AS (
+    SELECT *, row_number() OVER w AS from_end, greatest(1, count(*) OVER w // ?) AS tail
+    FROM picked WINDOW w AS (PARTITION BY run_id, "key" ORDER BY step DESC
+                             ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)
 ), counts AS (
     SELECT run_id, count(DISTINCT step) AS n_steps, max(step) AS max_step FROM seg_steps GROUP BY run_id
 ), summary AS (
     SELECT run_id,
         arg_min("value", step) FILTER (WHERE "key" = ?) AS h0,
-        arg_max("value", step) FILTER (WHERE "key" = ?) AS entropy,
-        arg_max("value", step) FILTER (WHERE "key" = ?) AS reward
-    FROM picked GROUP BY run_id
+        avg("value") FILTER (WHERE "key" = ? AND from_end <= tail) AS entropy,
+        arg_max("value", step) FILTER (WHERE "key" = ?) AS entropy_last,
+        avg("value") FILTER (WHERE "key" = ? AND from_end <= tail) AS reward
+    FROM ranked GROUP BY run_id
 )
-SELECT counts.run_id, n_steps, max_step, h0, entropy, reward FROM counts LEFT JOIN summary USING (run_id)
+SELECT counts.run_id, n_steps, max_step, h0, entropy, entropy_last, reward
+FROM counts LEFT JOIN summary USING (run_id)
 """
 
 # Params: keys, then max_points four times. Equal-width step buckets per (run, key), only for traces longer

@@ -1,6 +1,5 @@
 """Streamlit helpers shared by the pages: the store, the runs list, run picking, panels, live refresh."""
 
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -14,30 +13,10 @@ from app.store import store_path
 
 LIVE_REFRESH_S = 2.0  # running runs: new segments land every few steps
 IDLE_REFRESH_S = 30.0  # the runs list, so new runs show up without a reload
-STALE_HEARTBEAT_S = 120.0  # a "running" run silent this long was probably killed without closing
 
 
 def store() -> str:
     return store_path()
-
-
-def format_age(seconds: float | None) -> str:
-    if seconds is None or pd.isna(seconds):
-        return "–"
-    s = max(float(seconds), 0.0)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s >= size:
-            return f"{s / size:.1f} {unit}"
-    return f"{s:.0f} s"
-
-
-def status_label(status: object, heartbeat: float | None, now: float | None = None) -> str:
-    status = str(status) if isinstance(status, str) and status else "unknown"
-    if status == "running" and heartbeat is not None and not pd.isna(heartbeat):
-        age = (now or time.time()) - float(heartbeat)
-        if age > STALE_HEARTBEAT_S:
-            return f"running? (silent {format_age(age)})"
-    return status
 
 
 @contextmanager

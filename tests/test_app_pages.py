@@ -114,8 +114,27 @@ def test_compare_view_comes_from_the_url(monkeypatch: pytest.MonkeyPatch) -> Non
     assert all(np.all(np.diff(values(t["x"])) > 0) for t in raw)  # tokens seen only grows
 
 
-def test_compare_without_selection_explains(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_opens_on_the_newest_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A first visit (no runs in the URL) shows curves: the store's newest runs, up to eight."""
     at = open_page(SAMPLE_RUNS, "compare", monkeypatch)
+    assert_clean(at)
+    on_disk = sorted(d.name for d in SAMPLE_RUNS.iterdir() if (d / "run.json").is_file())
+    (fig,) = figures(at)
+    assert sorted(legend_traces(fig)) == on_disk
+    for i in range(10):  # r9 is the newest
+        with RunWriter(tmp_path, f"r{i}", {"algo": "grpo"}) as w:
+            w.log_scalars(1, {ENTROPY_MEAN: 1.0})
+        info = json.loads((tmp_path / f"r{i}" / "run.json").read_text())
+        (tmp_path / f"r{i}" / "run.json").write_text(json.dumps(info | {"created": 1e9 + i}))
+    at = open_page(tmp_path, "compare", monkeypatch)
+    assert_clean(at)
+    assert at.multiselect(key="runs").value == [f"r{i}" for i in range(9, 1, -1)]
+    assert sorted(legend_traces(figures(at)[0])) == sorted(f"r{i}" for i in range(2, 10))
+
+
+def test_compare_with_nothing_selected_explains(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_page(SAMPLE_RUNS, "compare", monkeypatch)
+    at = at.multiselect(key="runs").set_value([]).run()
     assert_clean(at)
     assert at.info and "Choose runs" in at.info[0].value
 
@@ -302,7 +321,7 @@ def test_control_of_a_finished_run_is_read_only(monkeypatch: pytest.MonkeyPatch)
     assert_clean(at)
     assert "only running runs can be tuned" in at.info[0].value
     assert apply_button(at).disabled and all(t.disabled for t in at.text_input)
-    last = StoreReader(SAMPLE_RUNS).runs().set_index("run_id").loc["grpo-bf16", "entropy"]
+    last = StoreReader(SAMPLE_RUNS).runs().set_index("run_id").loc["grpo-bf16", "entropy_last"]
     assert {m.label: m.value for m in at.metric}["entropy"] == f"{last:.3f}"  # the runs table's last entropy
 
 

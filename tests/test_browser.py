@@ -161,6 +161,16 @@ def test_select_two_runs_and_compare_shows_two_traces(page: object, server: str)
     assert page.locator(EXCEPTION).count() == 0
 
 
+def test_compare_opens_on_the_newest_runs(page: object, server: str) -> None:
+    """No runs in the URL: a first visit shows every sample run's entropy (there are fewer than eight)."""
+    n_runs = len(StoreReader(SAMPLE_RUNS).runs())
+    open_page(page, server + "/compare", PAGES["compare"][1])
+    first_chart = page.locator(".js-plotly-plot").first
+    first_chart.locator("g.trace.scatter").first.wait_for(timeout=TIMEOUT_MS)
+    assert first_chart.locator("g.trace.scatter").count() == n_runs >= 2
+    assert page.get_by_text("Choose runs above").count() == 0
+
+
 def test_alerts_evaluate_rules_now_lists_the_collapse(page: object, server: str) -> None:
     open_page(page, server + "/alerts", PAGES["alerts"][1])
     page.get_by_role("button", name="Evaluate rules now").click()

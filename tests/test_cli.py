@@ -43,6 +43,8 @@ def test_help(command, capsys):
         (["train", "--set", "task=jsonl:/no/such.jsonl"], "/no/such.jsonl"),
         (["train", "missing.yaml"], "does not exist"),
         (["train", "--resume"], "--run-id"),
+        (["train", "--set", "group_size=1"], "group_size=1 with algo=grpo"),
+        (["train", "--set", "group_size=1", "--set", "algo=rloo"], "leave-one-out baseline"),
         (["export", "nope", "--to", "x.duckdb"], "nope"),
         (["train", "--set", "alerts=/no/rules.yaml"], "cannot read rules file /no/rules.yaml"),
         (["watch", "--rules", "/no/rules.yaml"], "no run store"),
@@ -60,6 +62,7 @@ def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):
         proc.stderr
     )
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "store").exists()  # refused before anything was written
 
 
 @pytest.mark.slow

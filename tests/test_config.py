@@ -47,6 +47,14 @@ def test_bad_input_is_one_line_usage_error(overrides, fragment):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("algo", ["grpo", "dapo", "dr_grpo", "rloo"])
+def test_group_relative_algos_refuse_groups_of_one(algo):
+    with pytest.raises(UsageError, match=f"group_size=1 with algo={algo}: .*no gradient") as err:
+        load_config(None, [f"algo={algo}", "group_size=1"])
+    assert "\n" not in str(err.value)
+    assert load_config(None, [f"algo={algo}", "group_size=2"]).group_size == 2
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [("algo: [grpo\n", "not valid YAML"), ("- a\n- b\n", "mapping")],

@@ -101,16 +101,40 @@ def test_write_increments_version_atomically_and_watcher_sees_each_content_once(
         write_control(tmp_path, {})
 
 
+def write_run_json(store: Path, run_id: str, **info) -> Path:
+    (store / run_id).mkdir(parents=True, exist_ok=True)
+    (store / run_id / "run.json").write_text(json.dumps({"run_id": run_id, **info}))
+    return store / run_id
+
+
 def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert main(["control", "nope", "--store", str(tmp_path), "--set", "lr=0.1"]) == 2
-    (tmp_path / "r").mkdir()
-    (tmp_path / "r" / "run.json").write_text("{}")
+    write_run_json(tmp_path, "r", status="running", heartbeat=time.time())
     assert main(["control", "r", "--store", str(tmp_path), "--set", "bogus=1"]) == 2
     assert main(["control", "r", "--store", str(tmp_path), "--set", "lr"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("entropyscope: error:") for line in err)
     # A valid request nobody acknowledges times out with a non-zero code.
     assert main(["control", "r", "--store", str(tmp_path), "--set", "lr=0.1", "--timeout", "0.5"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("info", "reason"),
+    [
+        ({"status": "finished", "heartbeat": 0.0}, "is finished"),
+        ({"status": "failed"}, "is failed"),
+        ({}, "of unknown status"),
+        ({"status": "running", "heartbeat": time.time() - 501324.5}, "heartbeat was 5.8 d ago"),
+        ({"status": "running"}, "heartbeat was – ago"),
+    ],
+)
+def test_cli_refuses_runs_that_are_not_running(tmp_path, capsys, info, reason):
+    """Nobody would read the file: one line, exit 2, nothing written (the old CLI wrote it and timed out)."""
+    run_dir = write_run_json(tmp_path, "done", **info)
+    assert main(["control", "done", "--store", str(tmp_path), "--set", "target_entropy=2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and reason in err[0] and "nothing was written" in err[0], err
+    assert not (run_dir / "control.json").exists()
 
 
 def write_json_text(path: Path, text: str) -> None:

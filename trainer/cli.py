@@ -1,5 +1,6 @@
-"""`entropyscope` command line: train, demo, runs, control, watch, dashboard, export. Each command is a thin
-call into the library.
+"""`entropyscope`: train with entropy diagnostics, watch and compare runs, steer a live run's controller.
+
+Each command is a thin call into the library; `entropyscope COMMAND --help` shows an example.
 
 Bad input (config, flags, paths) prints one line `entropyscope: error: ...` and exits with code 2.
 """
@@ -10,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -123,31 +125,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from analysis.runs_table import runs_text
     from analysis.store_reader import StoreReader
 
     table = StoreReader(args.store).runs()
-    if table.empty:
-        print(f"no runs in {args.store}")
-        return 0
-    cols = [
-        "run_id",
-        "status",
-        "last_step",
-        "algo",
-        "controller",
-        "precision",
-        "h0",
-        "entropy",
-        "entropy_change",
-        "reward",
-        "heartbeat_age_s",
-    ]
-    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(runs_text(table, time.time()) if not table.empty else f"no runs in {args.store}")
     return 0
 
 
 def cmd_control(args: argparse.Namespace) -> int:
-    from analysis.control import APPLIED, ControlError, wait_for_ack, write_control
+    from analysis.control import APPLIED, ControlError, validate_settings, wait_for_ack, write_control
+    from analysis.liveness import control_refusal
+    from analysis.store_writer import read_run_json
     from trainer.config import parse_overrides
 
     run_dir = Path(args.store) / args.run_id
@@ -156,7 +145,14 @@ def cmd_control(args: argparse.Namespace) -> int:
             f"no run {args.run_id!r} in store {args.store!r}; list runs with `entropyscope runs`"
         )
     try:
-        version = write_control(run_dir, parse_overrides(args.set))
+        settings = validate_settings(parse_overrides(args.set))
+    except ControlError as e:
+        raise UsageError(str(e)) from None
+    refusal = control_refusal(args.run_id, read_run_json(run_dir) or {}, time.time())
+    if refusal:
+        raise UsageError(refusal)
+    try:
+        version = write_control(run_dir, settings)
     except ControlError as e:
         raise UsageError(str(e)) from None
     print(f"wrote {run_dir / 'control.json'} version {version}; waiting for the trainer...")
@@ -229,7 +225,7 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="entropyscope", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="entropyscope", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable, help_: str, example: str) -> argparse.ArgumentParser:
@@ -270,7 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-serve", action="store_true", help="train only; do not start the dashboard")
     add_server_flags(p)
 
-    add("runs", cmd_runs, "table of runs with status and last entropy", "entropyscope runs --store runs")
+    add(
+        "runs",
+        cmd_runs,
+        "table of runs: status, H0, final and last entropy, change vs H0, final reward, heartbeat",
+        "entropyscope runs --store runs",
+    )
 
     p = add(
         "control",

@@ -8,6 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from analysis.errors import UsageError
 
+# Algorithms whose baseline comes from the other completions of the same prompt, and what one completion does.
+GROUP_RELATIVE = {
+    "grpo": "each reward is compared with its own group's mean, so every advantage is 0",
+    "dapo": "each reward is compared with its own group's mean, so every advantage is 0",
+    "dr_grpo": "each reward is compared with its own group's mean, so every advantage is 0",
+    "rloo": "the leave-one-out baseline needs another completion of the same prompt",
+}
+
 
 class TrainConfig(BaseModel):
     """Every knob of a run; the resolved config is saved in run.json and in every checkpoint."""
@@ -141,6 +149,11 @@ class TrainConfig(BaseModel):
             raise ValueError(f"zeta_min {self.zeta_min} exceeds zeta_max {self.zeta_max}")
         if self.clip_cov_lb >= self.clip_cov_ub:
             raise ValueError(f"clip_cov_lb {self.clip_cov_lb} must be below clip_cov_ub {self.clip_cov_ub}")
+        if self.group_size < 2 and self.algo in GROUP_RELATIVE:
+            raise ValueError(
+                f"group_size={self.group_size} with algo={self.algo}: {GROUP_RELATIVE[self.algo]}, so the policy "
+                "would get no gradient; set group_size to 2 or more (8 is the default)"
+            )
         return self
 
 
@@ -153,7 +166,9 @@ def config_help() -> str:
 
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "config"
+    if not first["loc"]:  # a check across keys (model validator): its own message names them
+        return f"config: {first['msg'].removeprefix('Value error, ')}"
+    key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         valid = ", ".join(TrainConfig.model_fields)
         return f"unknown config key '{key}'; valid keys: {valid}"

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from pydantic import ValidationError
-from tqdm import tqdm
 
 from analysis import schema
 from analysis.alerts import AlertEngine, load_rules
 from analysis.compact import UNREADABLE, compact_run
 from analysis.control import APPLIED, REJECTED, ControlError, ControlFile, ControlWatcher
 from analysis.errors import UsageError
-from analysis.metrics import group_metrics
+from analysis.metrics import final_window, group_metrics
 from analysis.schedules import scheduled_target
 from analysis.store_writer import RunWriter
 from trainer.advantages import get_advantage, zero_advantage_frac
@@ -37,6 +36,7 @@ from trainer.diagnostics import (
 )
 from trainer.models import is_preset, load_policy
 from trainer.policy import response_logprobs
+from trainer.progress import Progress
 from trainer.records import sample_rows, token_columns
 from trainer.rollout import Rollout, RolloutEngine, sample
 from trainer.tasks import make_task
@@ -429,7 +429,7 @@ def _train(cfg: TrainConfig, store: Path, run_id: str | None, resume: bool, prog
         sink = MlflowSink(cfg.mlflow, run_id, config)
     history: list[dict[str, float]] = []
     stopped = False
-    bar = tqdm(range(start + 1, cfg.steps + 1), desc=run_id, disable=not progress, dynamic_ncols=True)
+    bar = Progress(range(start + 1, cfg.steps + 1), run_id, enabled=progress)
     try:
         with writer:
             if resume:
@@ -443,7 +443,8 @@ def _train(cfg: TrainConfig, store: Path, run_id: str | None, resume: bool, prog
                     sink.log(step, res.metrics)
                 history.append(res.metrics)
                 stopped = alerts is not None and check_alerts(writer, alerts, step, res.metrics, bar.write)
-                bar.set_postfix(
+                bar.report(
+                    step,
                     reward=f"{res.metrics[schema.REWARD_MEAN]:.2f}",
                     entropy=f"{res.metrics[schema.ENTROPY_MEAN]:.3f}",
                 )
@@ -466,6 +467,7 @@ def _train(cfg: TrainConfig, store: Path, run_id: str | None, resume: bool, prog
                 if stopped:
                     break
     finally:
+        bar.close()
         if sink:
             sink.close("finished" if stopped or len(history) == cfg.steps - start else "failed")
     compact_finished(run_dir)
@@ -497,11 +499,12 @@ def summarize(
     history: list[dict[str, float]],
     alerts: tuple[str, ...] = (),
 ) -> RunSummary:
-    """First and last tenth of the run, averaged, so one noisy step does not decide the headline."""
+    """First and last tenth of the run (analysis.metrics.final_window), averaged, so one noisy step does not
+    decide the headline."""
     if not history:
         nan = float("nan")
         return RunSummary(run_id, run_dir, steps, h0 or nan, nan, nan, nan, nan)
-    n = max(1, len(history) // 10)
+    n = final_window(len(history))
 
     def avg(rows: list[dict[str, float]], key: str) -> float:
         return float(np.mean([r[key] for r in rows]))

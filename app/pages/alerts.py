@@ -11,6 +11,7 @@ import time
 import pandas as pd
 import streamlit as st
 
+from analysis.liveness import format_age
 from analysis.schema import SEVERITIES
 from analysis.watch import watch
 from app import loaders, ui
@@ -30,7 +31,7 @@ SEVERITY_ORDER = {s: i for i, s in enumerate(reversed(SEVERITIES))}  # critical 
 def display_frame(episodes: pd.DataFrame, now: float) -> pd.DataFrame:
     """Episodes as shown: most severe first, with the time since the last transition."""
     df = episodes.assign(
-        age=[ui.format_age(now - t) + " ago" for t in episodes["resolved_at"].fillna(episodes["fired_at"])],
+        age=[format_age(now - t) + " ago" for t in episodes["resolved_at"].fillna(episodes["fired_at"])],
         _rank=episodes["severity"].map(SEVERITY_ORDER),
     )
     return df.sort_values("_rank", kind="stable")[list(COLUMNS)]

@@ -1,6 +1,6 @@
 """Compare: runs side by side on one axis (step, wall time or tokens seen), any metric keys.
 
-Every control is bound to the URL (`?runs=a&runs=b&metrics=entropy/mean&x=step&smooth=0.6&norm=true`),
+A first visit shows the newest runs (up to DEFAULT_RUNS). Every control is bound to the URL (`?runs=a&runs=b&metrics=entropy/mean&x=step&smooth=0.6&norm=true`),
 so a link reproduces the view. Traces longer than MAX_POINTS are bucketed in the store query; the band
 shows each bucket's min/max. PNG: the camera button of each chart (Plotly's own, no kaleido); CSV: the
 button under the charts, with the data as plotted.
@@ -22,6 +22,8 @@ from analysis.schema import (
 from app import charts, loaders, ui
 
 MAX_POINTS = 1000
+DEFAULT_RUNS = 8
+"""A first visit (no `runs` in the URL) shows the store's newest runs, up to this many."""
 X_AXES = ("step", "wall time", "tokens seen")
 # Entropy levels (and the predicted change) are divided by the run's H0 when normalising.
 NORMALISABLE = {
@@ -78,7 +80,9 @@ def normalise(df: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[
 
 
 def controls(run_ids: list[str], store: str) -> dict | None:
-    selected = st.multiselect("Runs", run_ids, key="runs", bind="query-params", placeholder="choose runs")
+    """The view's widgets; `run_ids` newest first, so the default selection is the newest runs."""
+    selected = st.multiselect("Runs", run_ids, default=run_ids[:DEFAULT_RUNS], key="runs", bind="query-params",
+                              placeholder="choose runs")  # fmt: skip
     if not selected:
         st.info("Choose runs above, or select rows on the Runs page and press Compare.")
         return None

@@ -16,6 +16,7 @@ import streamlit as st
 
 from analysis.control import APPLIED, ControlError, write_control
 from analysis.dashboard_queries import settings_in_force
+from analysis.liveness import format_age
 from analysis.schema import (
     CONTROLLER_AT_BOUND,
     CONTROLLER_COEF,
@@ -68,7 +69,7 @@ def status_box(request: dict | None, history: pd.DataFrame, running: bool) -> No
         settings = request.get("settings") if isinstance(request.get("settings"), dict) else {}
         sent = ", ".join(f"{k}={controls.shown(v)}" for k, v in settings.items())
         written = request.get("written_at")
-        age = ui.format_age(time.time() - written) if isinstance(written, int | float) else "–"
+        age = format_age(time.time() - written) if isinstance(written, int | float) else "–"
         if running:
             st.info(
                 f"Version {version} pending ({sent}): written {age} ago, waiting for the trainer's next step."
@@ -81,7 +82,7 @@ def history_table(history: pd.DataFrame, now: float) -> pd.DataFrame:
     """Acknowledgements newest first: version, result, step, age, and the change or the reason."""
     rows = [
         {"version": r.version, "result": "applied" if r.kind == APPLIED else "rejected", "step": r.step,
-         "when": f"{ui.format_age(now - r.wall_time)} ago",
+         "when": f"{format_age(now - r.wall_time)} ago",
          "change": controls.change_text(r.old, r.new) if r.kind == APPLIED else r.reason or r.message}
         for r in history.iloc[::-1].itertuples()
     ]  # fmt: skip

@@ -6,11 +6,14 @@ diversity; optimisation health; an events timeline.
 """
 
 import json
+import time
 
 import pandas as pd
 import streamlit as st
 
 from analysis import schema as k
+from analysis.liveness import heartbeat_text, status_label
+from analysis.runs_table import FINAL_NOTE
 from app import charts, loaders, ui
 
 MAX_POINTS = 1000
@@ -27,13 +30,17 @@ DETAIL_KEYS = (
 
 def header(run: pd.Series, info: dict) -> None:
     cols = st.columns(6)
-    cols[0].metric("status", ui.status_label(run["status"], run["heartbeat"]))
+    now = time.time()
+    cols[0].metric("status", status_label(run["status"], run["heartbeat"], now))
     cols[1].metric("step", "–" if pd.isna(run["last_step"]) else int(run["last_step"]))
     cols[2].metric("H0", f"{run['h0']:.3f}" if pd.notna(run["h0"]) else "–")
     delta = f"{run['entropy_change']:+.1%} vs H0" if pd.notna(run["entropy_change"]) else None
-    cols[3].metric("entropy", f"{run['entropy']:.3f}" if pd.notna(run["entropy"]) else "–", delta)
-    cols[4].metric("reward", f"{run['reward']:.3f}" if pd.notna(run["reward"]) else "–")
-    cols[5].metric("heartbeat", ui.format_age(run["heartbeat_age_s"]) + " ago")
+    cols[3].metric("final entropy", f"{run['entropy']:.3f}" if pd.notna(run["entropy"]) else "–", delta,
+                   help=f"mean token entropy; {FINAL_NOTE}")  # fmt: skip
+    cols[4].metric(
+        "final reward", f"{run['reward']:.3f}" if pd.notna(run["reward"]) else "–", help=FINAL_NOTE
+    )
+    cols[5].metric("heartbeat", heartbeat_text(run["status"], run["heartbeat"], now))
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
     source = info.get("source") if isinstance(info.get("source"), dict) else None
     if source:  # an imported run: the tool's step metrics, no per-token records

@@ -10,6 +10,8 @@ import time
 import pandas as pd
 import streamlit as st
 
+from analysis.liveness import heartbeat_text, status_label
+from analysis.runs_table import FINAL_NOTE
 from app import nav, ui
 
 FILTERS = ("status", "algo", "controller", "precision")
@@ -17,7 +19,7 @@ COLUMNS = {
     "run_id": st.column_config.TextColumn("run"),
     "status_label": st.column_config.TextColumn("status"),
     "heartbeat_age": st.column_config.TextColumn(
-        "heartbeat", help="time since the trainer last wrote run.json"
+        "heartbeat", help="time since the trainer last wrote run.json (running runs only)"
     ),
     "algo": "algo",
     "controller": "controller",
@@ -29,9 +31,16 @@ COLUMNS = {
     ),
     "last_step": st.column_config.NumberColumn("step"),
     "h0": st.column_config.NumberColumn("H0", format="%.3f", help="entropy at the first step (nats)"),
-    "entropy": st.column_config.NumberColumn("entropy", format="%.3f", help="mean token entropy, last step"),
-    "entropy_change_pct": st.column_config.NumberColumn("ΔH vs H0", format="%+.1f%%"),
-    "reward": st.column_config.NumberColumn("reward", format="%.3f", help="reward/mean, last step"),
+    "entropy": st.column_config.NumberColumn(
+        "final H", format="%.3f", help=f"mean token entropy; {FINAL_NOTE}"
+    ),
+    "entropy_last": st.column_config.NumberColumn(
+        "last H", format="%.3f", help="mean token entropy, last step"
+    ),
+    "entropy_change_pct": st.column_config.NumberColumn(
+        "ΔH vs H0", format="%+.1f%%", help="final H / H0 - 1"
+    ),
+    "reward": st.column_config.NumberColumn("final reward", format="%.3f", help=f"reward/mean; {FINAL_NOTE}"),
     "active_alerts": st.column_config.NumberColumn("alerts", help="alerts fired and not yet resolved"),
 }
 
@@ -39,10 +48,10 @@ COLUMNS = {
 def display_frame(runs: pd.DataFrame, now: float) -> pd.DataFrame:
     """The runs table as shown: readable status and ages, change vs H0 in percent."""
     df = runs.copy()
-    df["status_label"] = [
-        ui.status_label(s, h, now) for s, h in zip(df["status"], df["heartbeat"], strict=True)
+    df["status_label"] = [status_label(s, h, now) for s, h in zip(df["status"], df["heartbeat"], strict=True)]
+    df["heartbeat_age"] = [
+        heartbeat_text(s, h, now) for s, h in zip(df["status"], df["heartbeat"], strict=True)
     ]
-    df["heartbeat_age"] = [ui.format_age(now - h) if pd.notna(h) else "–" for h in df["heartbeat"]]
     df["entropy_change_pct"] = df["entropy_change"] * 100
     for col in FILTERS[1:] + ("model", "task"):
         df[col] = df[col].fillna("–").astype(str)

@@ -1,0 +1,58 @@
+"""Progress output: a bar on a terminal, plain lines in a log (no carriage-return frames piling up)."""
+
+import io
+
+from trainer.config import load_config
+from trainer.loop import train
+from trainer.progress import PLAIN_LINES, Progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def run_through(progress: Progress) -> None:
+    for step in progress:
+        if step == 5:
+            progress.write("alert: something")
+        progress.report(step, entropy=f"{1 / step:.3f}")
+    progress.close()
+
+
+def test_off_a_terminal_prints_a_plain_line_every_few_steps():
+    out = io.StringIO()
+    run_through(Progress(range(1, 101), "run-a", file=out))
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    steps = [int(line.split("step ")[1].split("/")[0]) for line in lines if "step " in line]
+    assert steps == list(range(100 // PLAIN_LINES, 101, 100 // PLAIN_LINES))
+    assert lines[-1] == "run-a: step 100/100 entropy 0.010"
+    assert "alert: something" in lines
+
+
+def test_a_resumed_short_run_still_ends_with_its_last_step():
+    out = io.StringIO()
+    run_through(Progress(range(8, 11), "r", file=out))  # resumed at step 7, three steps left
+    assert out.getvalue().splitlines() == ["r: step 8/10 entropy 0.125", "r: step 9/10 entropy 0.111",
+                                           "r: step 10/10 entropy 0.100"]  # fmt: skip
+
+
+def test_on_a_terminal_draws_a_bar_and_disabled_prints_only_messages():
+    tty = Terminal()
+    run_through(Progress(range(1, 11), "run-b", file=tty))
+    assert "\r" in tty.getvalue() and "run-b" in tty.getvalue() and "alert: something" in tty.getvalue()
+    quiet = io.StringIO()
+    run_through(Progress(range(1, 11), "run-c", enabled=False, file=quiet))
+    assert quiet.getvalue() == "alert: something\n"
+
+
+def test_training_into_a_pipe_prints_plain_lines(tmp_path, tiny_overrides, capsys):
+    train(load_config(None, tiny_overrides), tmp_path, run_id="piped", progress=True)
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    assert [line.split(" reward")[0] for line in out.splitlines() if line.startswith("piped:")] == [
+        "piped: step 1/3",
+        "piped: step 2/3",
+        "piped: step 3/3",
+    ]
