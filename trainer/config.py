@@ -93,7 +93,7 @@ class TrainConfig(BaseModel):
     prompts_per_step: int = Field(default=16, ge=1)
     """Prompts sampled per iteration."""
     group_size: int = Field(default=8, ge=1)
-    """Completions per prompt (the GRPO group)."""
+    """Completions per prompt (the GRPO group); at least 2 for every algorithm (each is group-relative)."""
     max_new_tokens: int = Field(default=6, ge=1)
     """Longest response, in tokens."""
     temperature: float = Field(default=1.0, gt=0)
