@@ -34,6 +34,14 @@ def test_help(command, capsys):
     assert "example: entropyscope" in capsys.readouterr().out
 
 
+def test_top_level_help_says_whole_sentences(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    description = " ".join(out.split("\n\n")[1].split())
+    assert description.startswith("`entropyscope`:") and description.endswith(".")
+
+
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [

@@ -89,3 +89,4 @@ def test_default_rules_fire_collapse_on_grpo_but_not_on_repo_r(tmp_path):
     }
     assert "collapse" in fired["none"]
     assert "collapse" not in fired["repo_r"]
+    assert "no_signal" not in fired["none"] | fired["repo_r"]  # the demo's groups always have some signal
