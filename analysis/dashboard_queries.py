@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis.alerts import FIRED, RESOLVED
 from analysis.control import APPLIED, LIVE_KEYS, REJECTED, control_path
-from analysis.schema import ENTROPY_MEAN, ENTROPY_PRED_DELTA, RESPONSE_LEN_MEAN
+from analysis.schema import ENTROPY_DELTA_BATCH, ENTROPY_DELTA_PRED, RESPONSE_LEN_MEAN
 from analysis.store_reader import StoreReader, read_run_json
 from analysis.store_writer import RUN_JSON
 
@@ -107,27 +107,22 @@ def tokens_seen(reader: StoreReader, run_ids: Sequence[str]) -> tuple[pd.DataFra
 
 
 # The prediction logged at step t is for the update made at t, which shows in the next step's rollout:
-# measured = H(t+1) - H(t), only where step t+1 exists (a resumed run may skip steps).
 _DELTA_SQL = """
-WITH e AS (
-    SELECT step,
-        max("value") FILTER (WHERE "key" = ?) AS h,
-        max("value") FILTER (WHERE "key" = ?) AS predicted
-    FROM steps WHERE "key" IN (?, ?) GROUP BY step
-), d AS (
-    SELECT step, predicted, lead(h) OVER (ORDER BY step) - h AS measured,
-        lead(step) OVER (ORDER BY step) AS next_step
-    FROM e
-)
-SELECT step, predicted, measured FROM d
-WHERE next_step = step + 1 AND isfinite(predicted) AND isfinite(measured)
+SELECT step,
+    max("value") FILTER (WHERE "key" = ?) AS predicted,
+    max("value") FILTER (WHERE "key" = ?) AS measured
+FROM steps WHERE "key" IN (?, ?) GROUP BY step
+HAVING isfinite(predicted) AND isfinite(measured)
 ORDER BY step
 """
 
 
 def entropy_delta_pairs(reader: StoreReader, run_id: str) -> pd.DataFrame:
-    """Per step: predicted ΔH (entropy/pred_delta) and measured ΔH = H(t+1) - H(t)."""
-    params = [ENTROPY_MEAN, ENTROPY_PRED_DELTA, ENTROPY_MEAN, ENTROPY_PRED_DELTA]
+    """Per measured step: predicted batch ΔH (entropy/delta_pred) and measured (entropy/delta_batch).
+
+    Empty for runs that never measured it (delta_every=0, or older than the keys).
+    """
+    params = [ENTROPY_DELTA_PRED, ENTROPY_DELTA_BATCH, ENTROPY_DELTA_PRED, ENTROPY_DELTA_BATCH]
     return reader.query(_DELTA_SQL, params, ["steps"], [run_id])
 
 

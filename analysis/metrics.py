@@ -65,3 +65,14 @@ def ema(values: Sequence[float], alpha: float) -> np.ndarray:
             s = v if math.isnan(s) else alpha * v + (1 - alpha) * s
         out[i] = s
     return out
+
+
+def agreement(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """(Pearson r, least-squares slope of measured on predicted); NaN where undefined (fewer than 2 points
+    or a constant series)."""
+    x, y = np.asarray(predicted, dtype=np.float64), np.asarray(measured, dtype=np.float64)
+    if len(x) < 2 or np.ptp(x) == 0:
+        return math.nan, math.nan
+    slope = float(np.polyfit(x, y, 1)[0])
+    r = float(np.corrcoef(x, y)[0, 1]) if np.ptp(y) > 0 else math.nan
+    return r, slope

@@ -12,12 +12,19 @@ import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative
 from plotly.subplots import make_subplots
 
-from analysis.metrics import ema
+from analysis.metrics import agreement, ema
 from analysis.schema import (
     CONTROLLER_AT_BOUND,
     CONTROLLER_COEF,
     CONTROLLER_EPS_HIGH,
     CONTROLLER_ZETA,
+    ENTROPY_DELTA_BATCH,
+    ENTROPY_DELTA_PRED,
+    ENTROPY_DELTA_PRED_E1,
+    ENTROPY_DELTA_PRED_E2,
+    ENTROPY_DELTA_PRED_E3,
+    ENTROPY_DELTA_PRED_E4,
+    ENTROPY_DELTA_PRED_OTHER,
     ENTROPY_MEAN,
     ENTROPY_TARGET,
 )
@@ -35,6 +42,14 @@ CONTROLLER_PARAM = {
 }
 PARAM_KEYS = (CONTROLLER_ZETA, CONTROLLER_EPS_HIGH, CONTROLLER_COEF)
 CONTROLLER_KEYS = (ENTROPY_TARGET, *PARAM_KEYS, CONTROLLER_AT_BOUND)  # control_figure's, besides H
+DELTA_PARTS = (
+    (ENTROPY_DELTA_PRED_E1, "E1 A>0 likely"),
+    (ENTROPY_DELTA_PRED_E2, "E2 A>0 unlikely"),
+    (ENTROPY_DELTA_PRED_E3, "E3 A<0 likely"),
+    (ENTROPY_DELTA_PRED_E4, "E4 A<0 unlikely"),
+    (ENTROPY_DELTA_PRED_OTHER, "other (zero advantage, carried momentum)"),
+)
+QUADRANT_COLORS = ("#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#7f7f7f")
 SEVERITY_COLORS = {"info": "#1f77b4", "warning": "#ff7f0e", "critical": "#d62728"}
 # Modebar: keep Plotly's own "download as PNG" (kaleido is not needed for it), drop the logo.
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -236,20 +251,44 @@ def hist_figure(hists: pd.DataFrame) -> go.Figure | None:
 
 
 def delta_figure(pairs: pd.DataFrame) -> go.Figure | None:
-    """Predicted vs measured entropy change per step, with their Pearson correlation in the title."""
+    """Predicted vs measured batch ΔH per measured step, the y = x line, and their Pearson r and slope."""
     if len(pairs) < 2:
         return None
-    r = float(np.corrcoef(pairs["predicted"], pairs["measured"])[0, 1])
-    fig = go.Figure(
+    r, slope = agreement(pairs["predicted"], pairs["measured"])
+    lo = float(min(pairs["predicted"].min(), pairs["measured"].min()))
+    hi = float(max(pairs["predicted"].max(), pairs["measured"].max()))
+    fig = go.Figure([
+        go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x", line={"dash": "dot", "color": "grey"},
+                   hoverinfo="skip"),
         go.Scatter(x=pairs["predicted"], y=pairs["measured"], mode="markers", name="steps",
                    marker={"size": 5, "color": pairs["step"], "colorscale": "Viridis", "showscale": True,
                            "colorbar": {"title": "step"}},
-                   customdata=pairs["step"], hovertemplate="step %{customdata}<br>pred %{x:.3g}<br>meas %{y:.3g}")
-    )  # fmt: skip
-    corr = f"r = {r:.2f}" if np.isfinite(r) else "r undefined"
-    layout(fig, f"Predicted vs measured ΔH ({corr}, n = {len(pairs)})", "entropy_delta", y_title="measured ΔH",
-           x_title="predicted ΔH = −lr · Cov(log π, A)")  # fmt: skip
+                   customdata=pairs["step"], hovertemplate="step %{customdata}<br>pred %{x:.3g}<br>meas %{y:.3g}"),
+    ])  # fmt: skip
+    fit = f"r = {r:.2f}, slope {slope:.2f}" if np.isfinite(r) else "r undefined"
+    layout(fig, f"Predicted vs measured ΔH on the batch ({fit}, n = {len(pairs)})", "entropy_delta",
+           y_title="measured ΔH (same states, after − before)", x_title="predicted ΔH = ∇H̄ · Δθ (applied update)")  # fmt: skip
     fig.update_layout(hovermode="closest")
+    return fig
+
+
+def delta_parts_figure(w: pd.DataFrame) -> go.Figure | None:
+    """Predicted batch ΔH per step stacked by where its gradient came from (quadrants E1-E4, other), with
+    the predicted total and the measured change as lines. None when the run logged no parts."""
+    parts = [(key, label) for key, label in DELTA_PARTS if _finite(w, key)]
+    if not parts:
+        return None
+    steps = w[DELTA_PARTS[0][0]].dropna().index  # measured steps only (delta_every may skip some)
+    fig = go.Figure(
+        [go.Bar(x=steps, y=w.loc[steps, key], name=label, marker_color=color)
+         for (key, label), color in zip(parts, QUADRANT_COLORS, strict=False)]
+        + [go.Scatter(x=steps, y=w.loc[steps, key], mode="lines", name=label, line={"color": color})
+           for key, label, color in ((ENTROPY_DELTA_PRED, "predicted total", "black"),
+                                     (ENTROPY_DELTA_BATCH, "measured", "#17becf")) if key in w]
+    )  # fmt: skip
+    title = "Predicted ΔH by quadrant of the tokens behind it"
+    layout(fig, title, "entropy_delta_parts", y_title="ΔH (nats)")
+    fig.update_layout(barmode="relative", bargap=0)
     return fig
 
 

@@ -20,6 +20,13 @@ from analysis.schema import (
     CLIP_FRAC,
     CONTROLLER_AT_BOUND,
     CONTROLLER_ZETA,
+    ENTROPY_DELTA_BATCH,
+    ENTROPY_DELTA_PRED,
+    ENTROPY_DELTA_PRED_E1,
+    ENTROPY_DELTA_PRED_E2,
+    ENTROPY_DELTA_PRED_E3,
+    ENTROPY_DELTA_PRED_E4,
+    ENTROPY_DELTA_PRED_OTHER,
     ENTROPY_MEAN,
     ENTROPY_P10,
     ENTROPY_P90,
@@ -144,12 +151,37 @@ def test_run_detail_has_every_panel(monkeypatch: pytest.MonkeyPatch) -> None:
     assert_clean(at)
     assert not at.warning
     panels = {f["layout"]["meta"]["panel"] for f in figures(at)}
-    expected = {"entropy", "entropy_hist", "control", "entropy_delta", "clip", "quadrants", "precision_ratio",
+    expected = {"entropy", "entropy_hist", "control", "entropy_change", "clip", "quadrants", "precision_ratio",
                 "precision_diff", "reward", "optim", "events"}  # fmt: skip
     assert expected <= panels
+    # The sample runs predate the batch ΔH: its two panels say so instead of drawing nothing.
+    assert not panels & {"entropy_delta", "entropy_delta_parts"}
+    assert sum("No batch ΔH in this run" in c.value for c in at.caption) == 2
     entropy = next(f for f in figures(at) if f["layout"]["meta"]["panel"] == "entropy")
     assert {"mean", "p10–p90", "median"} <= {t["name"] for t in entropy["data"]}
     assert at.selectbox(key="run").value == "grpo-fp32"
+
+
+def test_run_detail_draws_batch_delta_and_its_quadrant_parts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    parts = (ENTROPY_DELTA_PRED_E1, ENTROPY_DELTA_PRED_E2, ENTROPY_DELTA_PRED_E3, ENTROPY_DELTA_PRED_E4)
+    with RunWriter(tmp_path, "d", {"algo": "grpo", "controller": "none", "delta_every": 2}) as w:
+        for s in range(1, 11):
+            w.log_scalars(s, {ENTROPY_MEAN: 1.0 - 0.01 * s})
+            if s % 2 == 0:  # measured every other step
+                pred = 0.01 * (-1) ** (s // 2) * s
+                w.log_scalars(s, {ENTROPY_DELTA_PRED: pred, ENTROPY_DELTA_BATCH: 2 * pred,
+                                  ENTROPY_DELTA_PRED_OTHER: 0.0} | dict.fromkeys(parts, pred / 4))  # fmt: skip
+    at = open_page(tmp_path, "run_detail", monkeypatch, run="d")
+    assert_clean(at)
+    by_panel = {f["layout"]["meta"]["panel"]: f for f in figures(at)}
+    scatter = by_panel["entropy_delta"]
+    assert "r = 1.00, slope 2.00, n = 5" in scatter["layout"]["title"]["text"]
+    bars = [t for t in by_panel["entropy_delta_parts"]["data"] if t["type"] == "bar"]
+    assert [t["name"][:2] for t in bars] == ["E1", "E2", "E3", "E4", "ot"]
+    assert all(values(t["x"]).tolist() == [2, 4, 6, 8, 10] for t in bars)
+    assert not any("No batch ΔH" in c.value for c in at.caption)
 
 
 def test_token_inspector_colours_escaped_tokens(monkeypatch: pytest.MonkeyPatch) -> None:

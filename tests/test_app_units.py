@@ -16,6 +16,8 @@ from analysis.schema import (
     CONTROLLER_AT_BOUND,
     CONTROLLER_EPS_HIGH,
     CONTROLLER_ZETA,
+    ENTROPY_DELTA_BATCH,
+    ENTROPY_DELTA_PRED,
     ENTROPY_MEAN,
     ENTROPY_PRED_DELTA,
     ENTROPY_TARGET,
@@ -119,6 +121,8 @@ def _store(tmp_path: Path, steps: int = 4) -> Path:
     with RunWriter(tmp_path, "r", config, flush_every_steps=1) as w:
         for s in range(1, steps + 1):
             w.log_scalars(s, {ENTROPY_MEAN: 1.0 - 0.1 * s, ENTROPY_PRED_DELTA: -0.1, RESPONSE_LEN_MEAN: 2.0})
+            if s % 2 == 0:  # batch ΔH measured every other step
+                w.log_scalars(s, {ENTROPY_DELTA_BATCH: -0.1 * s, ENTROPY_DELTA_PRED: -0.09 * s})
         w.log_event(2, "alert_fired", "low entropy", severity="warning", payload={"rule": "collapse"})
         w.log_event(3, "alert_fired", "spike", severity="warning", payload={"rule": "ratio"})
         w.log_event(4, "alert_resolved", "low entropy ok", payload={"rule": "collapse"})
@@ -140,8 +144,9 @@ def test_axes_pairs_and_alerts(tmp_path: Path) -> None:
         seen, missing = dq.tokens_seen(r, ["r"])
         assert seen["tokens_seen"].tolist() == [12.0, 24.0, 36.0, 48.0] and missing == []
         pairs = dq.entropy_delta_pairs(r, "r")
-        assert pairs["step"].tolist() == [1, 2, 3]
-        assert np.allclose(pairs["measured"], -0.1) and np.allclose(pairs["predicted"], -0.1)
+        assert pairs["step"].tolist() == [2, 4]
+        assert np.allclose(pairs["measured"], [-0.2, -0.4])
+        assert np.allclose(pairs["predicted"], [-0.18, -0.36])
         assert dq.active_alerts(r) == {"r": 1}
         assert set(dq.run_starts(r, ["r"])) == {"r"}
 

@@ -24,9 +24,11 @@ def scalar(reader, run_id, key):
 
 
 def test_run_logs_every_contract_key_and_table(tmp_path, tiny_overrides):
-    run(tmp_path, tiny_overrides)
+    run(tmp_path, [*tiny_overrides, "delta_every=2"])
     reader = StoreReader(tmp_path)
     assert set(reader.keys(["r"])) == set(schema.METRIC_KEYS)
+    # The batch ΔH on the steps delta_every picks (2 of 1..3), and only there.
+    assert reader.scalars(["r"], [schema.ENTROPY_DELTA_BATCH])["step"].tolist() == [2]
     assert reader.runs().set_index("run_id").loc["r", "status"] == "finished"
     samples = reader.samples("r", 2)
     assert len(samples) == 16 and samples["response_text"].notna().all()
@@ -197,3 +199,23 @@ def test_compaction_keeps_every_segment_when_one_is_unreadable(tmp_path):
     assert sorted((tmp_path / "r" / "steps").glob("*.parquet")) == files
     with pytest.warns(RuntimeWarning, match="skipping unreadable"):
         assert scalar(StoreReader(tmp_path), "r", schema.ENTROPY_MEAN) == [1.0, 1.0 / 3]
+
+
+@pytest.mark.slow
+def test_batch_delta_leaves_training_unchanged_and_tracks_the_measured_change(tmp_path, tiny_overrides):
+    """Measuring ΔH adds forward and backward passes but never touches the gradients the optimizer uses."""
+    base = [*tiny_overrides, "steps=6", "epochs_per_step=2", "checkpoint_every=0", "lr=5e-4"]
+    run(tmp_path, base, run_id="off")
+    run(tmp_path, [*base, "delta_every=1"], run_id="on")
+    reader = StoreReader(tmp_path)
+    for key in (schema.ENTROPY_MEAN, schema.GRAD_NORM, schema.LOSS_POLICY):
+        assert scalar(reader, "on", key) == scalar(reader, "off", key)
+    assert scalar(reader, "off", schema.ENTROPY_DELTA_BATCH) == []
+    measured = scalar(reader, "on", schema.ENTROPY_DELTA_BATCH)
+    predicted = scalar(reader, "on", schema.ENTROPY_DELTA_PRED)
+    parts = [scalar(reader, "on", key) for key in (schema.ENTROPY_DELTA_PRED_E1, schema.ENTROPY_DELTA_PRED_E2,
+                                                   schema.ENTROPY_DELTA_PRED_E3, schema.ENTROPY_DELTA_PRED_E4)]  # fmt: skip
+    assert len(measured) == 6
+    for i, (m, p) in enumerate(zip(measured, predicted, strict=True)):
+        assert abs(p - m) < 0.05 * abs(m) + 1e-5, (i, m, p)
+        assert sum(q[i] for q in parts) == pytest.approx(p, rel=1e-3, abs=1e-7)

@@ -130,6 +130,8 @@ class TrainConfig(BaseModel):
     """Tokens per chunk in the full-vocabulary entropy pass (memory O(chunk x vocab))."""
     hist_bins: int = Field(default=30, ge=2)
     """Bins of the per-step entropy histogram."""
+    delta_every: int = Field(default=0, ge=0)
+    """Measure and predict the batch-entropy change (entropy/delta_*) every N steps; 0 turns it off. A measured step adds three forward + backward passes over the batch (∇H̄ before, halfway through and after the update) and three backward passes per optimizer step (the gradient split by quadrant): see docs/entropy_dynamics.md for its cost."""
 
     @field_validator("alerts", mode="before")
     @classmethod

@@ -74,6 +74,20 @@ def entropy_dynamics(
     return {schema.ENTROPY_COV: cov, schema.ENTROPY_PRED_DELTA: -lr * cov}
 
 
+def quadrants(
+    advantages: torch.Tensor, logp: torch.Tensor, entropy: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Quadrant (B, T) int8 by sign(A) x sign(L), L = logp + entropy ("likely" when L > 0): 1 A>0 likely,
+    2 A>0 unlikely, 3 A<0 likely, 4 A<0 unlikely; 0 where A == 0 or masked."""
+    valid = mask.bool()
+    pos, neg = (advantages > 0) & valid, (advantages < 0) & valid
+    likely = (logp + entropy) > 0
+    quadrant = torch.zeros(mask.shape, dtype=torch.int8, device=mask.device)  # (B, T)
+    for q, sel in enumerate((pos & likely, pos & ~likely, neg & likely, neg & ~likely), start=1):
+        quadrant[sel] = q
+    return quadrant
+
+
 def clip_and_quadrants(
     ratio: torch.Tensor,
     advantages: torch.Tensor,
@@ -86,18 +100,14 @@ def clip_and_quadrants(
     """Per-token clip side and quadrant (B, T) int8, and the clip / quadrant / ratio metrics.
 
     clip_side: +1 where A > 0 and r > 1 + eps_high, -1 where A < 0 and r < 1 - eps_low (the tokens whose
-    gradient the clip removes), else 0. quadrant by sign(A) x sign(L), L = logp + entropy ("likely" when
-    L > 0): 1 A>0 likely, 2 A>0 unlikely, 3 A<0 likely, 4 A<0 unlikely; 0 where A == 0 or masked.
+    gradient the clip removes), else 0; quadrant as `quadrants`.
     QUADRANT_Ei is the fraction of quadrant i's tokens that were clipped (0 for an empty quadrant).
     """
     valid = mask.bool()
     pos, neg = (advantages > 0) & valid, (advantages < 0) & valid
     high, low = pos & (ratio > 1.0 + eps_high), neg & (ratio < 1.0 - eps_low)
     clip_side = high.to(torch.int8) - low.to(torch.int8)  # (B, T)
-    likely = (logp + entropy) > 0
-    quadrant = torch.zeros_like(clip_side)  # (B, T)
-    for q, sel in enumerate((pos & likely, pos & ~likely, neg & likely, neg & ~likely), start=1):
-        quadrant[sel] = q
+    quadrant = quadrants(advantages, logp, entropy, mask)
     clipped = clip_side != 0
     n = max(int(valid.sum()), 1)
     r = _masked_values(ratio, mask)

@@ -33,7 +33,9 @@ from trainer.diagnostics import (
     entropy_histogram,
     entropy_stats,
     precision_metrics,
+    quadrants,
 )
+from trainer.entropy_delta import DeltaTracker, EntropyFn
 from trainer.models import is_preset, load_policy
 from trainer.policy import response_logprobs
 from trainer.progress import Progress
@@ -274,6 +276,7 @@ class Policy:
     controller: Controller
     h0: float | None = None
     overrides: dict = field(default_factory=dict)  # live changes applied from control.json
+    delta: DeltaTracker | None = None  # measured vs predicted batch ΔH, on the steps delta_every picks
 
 
 @dataclass
@@ -326,6 +329,13 @@ def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Gen
     adv_tokens = ctrl.advantages(adv_tokens, old_logp, entropy, rollout.response_mask)
     eps_low, eps_high = ctrl.clip_range(cfg.eps_low, cfg.eps_high)
     ctrl_metrics = ctrl.metrics(cfg.eps_low, cfg.eps_high)  # the parameters this step used
+    tracker = None
+    if cfg.delta_every and step % cfg.delta_every == 0:
+        tracker = p.delta = p.delta or DeltaTracker(p.optimizer)
+        entropy_of = EntropyFn(p.model, rollout, splits[0], cfg)
+        tracker.begin(
+            step, entropy_of, quadrants(seq_adv[:, None], train_logp, entropy, rollout.response_mask)
+        )
     upd = ppo_update(
         p.model,
         p.optimizer,
@@ -340,12 +350,15 @@ def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Gen
         eps_high,
         controller=ctrl,
         generator=gen,
+        tracker=tracker,
     )
+    delta_metrics = tracker.end(entropy_of) if tracker else {}
     ctrl.update(measured, target, step)  # sets the next step's parameters
     t_update = time.perf_counter()
     metrics, clip_side, quadrant = collect_metrics(
         cfg, rollout, rewards, correct, seq_adv, train_logp, entropy, upd, target, ent_stats, ctrl_metrics
     )
+    metrics.update(delta_metrics)
     t_end = time.perf_counter()
     metrics[schema.TIME_ROLLOUT] = t_rollout - t0
     metrics[schema.TIME_DIAGNOSTICS] = (t_diag - t_rollout) + (t_end - t_update)

@@ -9,6 +9,7 @@ from analysis import schema
 from trainer.config import TrainConfig
 from trainer.controllers import Controller
 from trainer.diagnostics import onpolicy_deviation
+from trainer.entropy_delta import DeltaTracker
 from trainer.objectives import OBJECTIVE_AGG, get_objective
 from trainer.policy import response_logprobs
 
@@ -46,10 +47,12 @@ def ppo_update(
     eps_high: float,
     controller: Controller | None = None,
     generator: torch.Generator | None = None,
+    tracker: DeltaTracker | None = None,
 ) -> UpdateResult:
     """Run every minibatch of every epoch; metrics are means over minibatches.
 
-    The controller's hooks shape each minibatch's surrogate (objective kwargs) and add its loss term.
+    The controller's hooks shape each minibatch's surrogate (objective kwargs) and add its loss term. An
+    active `tracker` splits each step's gradient by quadrant (extra backward passes; the step is unchanged).
     """
     objective = get_objective(cfg.algo)
     controller = controller or Controller()
@@ -80,12 +83,15 @@ def ppo_update(
             if extra is not None:
                 loss = loss + extra
             metrics.update(extra_metrics)
+            split = tracker.split_grads(loss, [logp, entropy], rows) if tracker is not None else None
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            metrics[schema.GRAD_NORM] = float(
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            )
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            metrics[schema.GRAD_NORM] = grad_norm
             optimizer.step()
+            if tracker is not None:
+                # clip_grad_norm_'s own factor, so the parts scale as the gradient the optimizer saw.
+                tracker.after_step(split, min(1.0, cfg.grad_clip / (grad_norm + 1e-6)))
             ratio = torch.exp(logp.detach().float() - old_logp[rows])
             if epoch == 0 and i == 0:
                 # The policy has not moved yet: any deviation from 1 is numerical drift.

@@ -1,8 +1,9 @@
 """Run detail: every diagnostic panel of one run (`?run=ID`), refreshed in place while the run is live.
 
 Entropy with its percentile band and histogram heatmap; target vs measured entropy with the controller
-parameter; clipping and quadrants; predicted vs measured ΔH; precision drift; reward, pass@k and
-diversity; optimisation health; an events timeline.
+parameter; the entropy change per step (measured on the batch, predicted from the applied update, the
+covariance proxy), predicted vs measured with its correlation and the prediction stacked by quadrant;
+clipping and quadrants; precision drift; reward, pass@k and diversity; optimisation health; events.
 """
 
 import json
@@ -25,7 +26,10 @@ DETAIL_KEYS = (
     k.PRECISION_PROB_DIFF_MEAN, k.PRECISION_PROB_DIFF_MAX,
     k.REWARD_MEAN, k.PASS_AT_1, k.PASS_AT_K, k.DIVERSITY_DISTINCT_FRAC, k.DIVERSITY_DISTINCT_CORRECT,
     k.GRAD_NORM, k.KL_APPROX, k.ADV_ZERO_FRAC,
+    k.ENTROPY_PRED_DELTA, k.ENTROPY_DELTA_BATCH, k.ENTROPY_DELTA_PRED, *(key for key, _ in charts.DELTA_PARTS),
 )  # fmt: skip
+NO_DELTA = ("No batch ΔH in this run: `entropy/delta_*` are logged by runs trained with `--set delta_every=N` "
+            "(older runs predate them).")  # fmt: skip
 
 
 def header(run: pd.Series, info: dict) -> None:
@@ -63,7 +67,11 @@ def panels(store: str, run_id: str, controller: object) -> None:
     pairs = loaders.delta_pairs(store, run_id, version)
     rows = [
         (charts.entropy_figure(w, ENTROPY_KEYS, _first(w, k.ENTROPY_MEAN)), charts.hist_figure(hists)),
-        (charts.control_figure(w, controller), charts.delta_figure(pairs)),
+        (charts.control_figure(w, controller),
+         charts.lines_figure(w, [(k.ENTROPY_DELTA_BATCH, "measured on the batch"),
+                                 (k.ENTROPY_DELTA_PRED, "predicted ∇H̄·Δθ"),
+                                 (k.ENTROPY_PRED_DELTA, "covariance proxy −lr·Cov(log π, A)")],
+                             "Entropy change per step", "entropy_change", y_title="ΔH (nats)")),
         (charts.lines_figure(w, [(k.CLIP_FRAC_LOW, "low (A<0)"), (k.CLIP_FRAC_HIGH, "high (A>0)"),
                                  (k.CLIP_FRAC, "total")], "Clip fractions", "clip"),
          charts.lines_figure(w, [(k.QUADRANT_E1, "E1 A>0 likely (H↓)"), (k.QUADRANT_E2, "E2 A>0 unlikely (H↑)"),
@@ -86,6 +94,12 @@ def panels(store: str, run_id: str, controller: object) -> None:
             ui.show_figure(left, f"detail-{i}-l", "Not logged by this run yet.")
         with c2:
             ui.show_figure(right, f"detail-{i}-r", "Not logged by this run yet.")
+        if i == 1:  # the batch ΔH panels, under the entropy change per step
+            c1, c2 = st.columns(2)
+            with c1:
+                ui.show_figure(charts.delta_figure(pairs), "detail-delta-l", NO_DELTA)
+            with c2:
+                ui.show_figure(charts.delta_parts_figure(w), "detail-delta-r", NO_DELTA)
     events(store, run_id)
 
 
