@@ -7,6 +7,7 @@ from pathlib import Path
 
 import duckdb
 
+from analysis import run_ids
 from analysis.atomic import write_bytes_atomic
 from analysis.errors import UsageError
 from analysis.schema import TABLES
@@ -21,6 +22,7 @@ _RUN_COLUMNS = (
 
 def export_run(store: str | Path, run_id: str, to: str | Path) -> Path:
     """Write run `run_id` of `store` to `to` (.duckdb: every table plus `run`; .csv: one row per step)."""
+    run_ids.run_dir(store, run_id)  # a bad id or a run linked out of the store: refused before any read
     to = Path(to)
     suffix = to.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:

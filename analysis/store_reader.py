@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from analysis.errors import UsageError
 from analysis.metrics import FINAL_TAIL
+from analysis.run_ids import inside_store
 from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
 from analysis.store_writer import RUN_JSON, read_run_json
 
@@ -107,6 +108,7 @@ class StoreReader:
             if d.is_dir()
             and not d.name.startswith(".")
             and ((d / RUN_JSON).exists() or any((d / t).is_dir() for t in TABLES))
+            and inside_store(self.store, d)  # a bad name or a link out of the store is no run of it
         ]
 
     def segment_files(self, table: str, run_ids: list[str] | None = None) -> list[str]:
@@ -114,11 +116,7 @@ class StoreReader:
         if run_ids is None:
             dirs = self.run_dirs()
         else:  # ids name folders inside the store, never paths out of it
-            dirs = [
-                self.store / r
-                for r in run_ids
-                if r and "/" not in r and "\\" not in r and not r.startswith(".")
-            ]
+            dirs = [self.store / r for r in run_ids if inside_store(self.store, self.store / r)]
         paths = (p for d in dirs for p in sorted((d / table).glob("*.parquet")) if not p.name.startswith("."))
         return [str(p) for p in paths if self._readable(p)]
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from analysis import run_ids
 from analysis.atomic import write_json_atomic, write_parquet_atomic
 from analysis.errors import UsageError
 from analysis.schema import EVENT_KINDS, RUN_STATUSES, SEVERITIES, TABLES
@@ -52,13 +53,6 @@ def package_versions() -> dict[str, str]:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[name] = importlib.metadata.version(name)
     return versions
-
-
-def _validate_run_id(run_id: str) -> None:
-    if not run_id or run_id in (".", "..") or "/" in run_id or "\\" in run_id or run_id.startswith("."):
-        raise UsageError(
-            f"invalid run id {run_id!r}: use a plain name without '/' that does not start with '.'"
-        )
 
 
 def next_seq(run_dir: Path) -> int:
@@ -119,10 +113,9 @@ class RunWriter:
         meta: dict[str, Any] | None = None,
     ) -> None:
         """meta: more top-level run.json fields (an imported run's `source`)."""
-        _validate_run_id(run_id)
         self.store = Path(store)
         self.run_id = run_id
-        self.run_dir = self.store / run_id
+        self.run_dir = run_ids.run_dir(self.store, run_id)  # refuses ids and links that leave the store
         self.flush_every_s = flush_every_s
         self.flush_every_steps = flush_every_steps
         meta_path = self.run_dir / RUN_JSON

@@ -26,8 +26,11 @@ SAMPLE_RUNS = Path(__file__).resolve().parents[1] / "sample_runs"
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from analysis import run_ids
     from trainer.config import load_config
 
+    if args.run_id is not None:
+        run_ids.run_dir(args.store, args.run_id)
     cfg = load_config(args.config, args.set)  # before importing torch, so bad input fails in a blink
     from trainer.loop import train
 
@@ -134,12 +137,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_control(args: argparse.Namespace) -> int:
+    from analysis import run_ids
     from analysis.control import APPLIED, ControlError, validate_settings, wait_for_ack, write_control
     from analysis.liveness import control_refusal
     from analysis.store_writer import read_run_json
     from trainer.config import parse_overrides
 
-    run_dir = Path(args.store) / args.run_id
+    run_dir = run_ids.run_dir(args.store, args.run_id)
     if not (run_dir / "run.json").is_file():
         raise UsageError(
             f"no run {args.run_id!r} in store {args.store!r}; list runs with `entropyscope runs`"
@@ -197,12 +201,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
+    from analysis import run_ids
     from analysis.compact import STALE_S, compact_runs
     from analysis.store_reader import StoreReader
 
     stale = STALE_S if args.stale is None else args.stale  # not the parser's default: it would import pyarrow
     if not stale >= 0:  # NaN too
         raise UsageError(f"--stale must be 0 or more seconds, got {stale:g}")
+    for run_id in args.run_ids:
+        run_ids.run_dir(args.store, run_id)
     reader = StoreReader(args.store)
     found = {d.name: d for d in reader.run_dirs()}
     missing = [r for r in args.run_ids if r not in found]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
-from analysis import schema
+from analysis import run_ids, schema
 from analysis.alerts import AlertEngine, load_rules
 from analysis.compact import UNREADABLE, compact_run
 from analysis.control import APPLIED, REJECTED, ControlError, ControlFile, ControlWatcher
@@ -409,7 +409,7 @@ def _train(cfg: TrainConfig, store: Path, run_id: str | None, resume: bool, prog
     if resume and not run_id:
         raise UsageError("--resume needs --run-id ID of the run to continue")
     run_id = run_id or f"{cfg.algo}-{cfg.controller}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    run_dir = Path(store) / run_id
+    run_dir = run_ids.run_dir(store, run_id)  # before a checkpoint is read: the id must stay in the store
     device = pick_device(cfg.device)
     alerts = build_alerts(cfg)  # a bad rules file fails here, before the model is built
     ckpt = latest_checkpoint(run_dir) if resume else None

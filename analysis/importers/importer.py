@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 
+from analysis import run_ids
 from analysis.errors import UsageError
 from analysis.importers.names import KeyMapper
 from analysis.importers.rows import Rows
@@ -262,9 +263,10 @@ class ImportedRun:
 
 def _check_target(store: Path, run_id: str, source: Source) -> bool:
     """True when the run exists (holding this same source); UsageError when it holds anything else."""
-    if not (store / run_id).exists():
+    path = run_ids.run_dir(store, run_id)  # before anything is read: the id must stay in the store
+    if not path.exists():
         return False
-    info = read_run_json(store / run_id) or {}
+    info = read_run_json(path) or {}
     held = info.get("source") if isinstance(info.get("source"), dict) else {}
     location = held.get("uri", held.get("path"))
     if held.get("kind") != source.kind or location != source.location:
@@ -287,6 +289,8 @@ def plan(
 ) -> list[tuple[ImportedRun, Mapped, bool]]:
     """Read and map every run of SOURCE, nothing written yet: (run, rows to write, run exists already).
     final: the log is complete (a last line without its newline is read too)."""
+    if run_id is not None:
+        run_ids.check_run_id(run_id)
     mapper = KeyMapper(map_path)
     sources = open_sources(source, fmt, step_key)
     if run_id is not None and len(sources) > 1:
