@@ -82,7 +82,7 @@ def test_bound_dir_names_the_bound_a_controller_is_pinned_at(cfg, low, high):
 # --- REPO setpoint law -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,zmin,zmax", [("repo_r", 0.01, 1.0), ("repo_d", 1e-3, 10.0)])
+@pytest.mark.parametrize("name,zmin,zmax", [("repo_r", 0.05, 1.0), ("repo_d", 1e-3, 10.0)])
 def test_repo_low_entropy_raises_zeta_to_its_bound(name, zmin, zmax):
     ctrl = build_controller(TrainConfig(controller=name))
     assert ctrl.value == zmin

@@ -41,7 +41,7 @@ class TrainConfig(BaseModel):
     schedule_cycles: int = Field(default=3, ge=1, le=100)
     """Oscillation periods over the run for the `od` schedule."""
     zeta_min: float | None = Field(default=None, gt=0)
-    """REPO setpoint controller: smallest abs(ζ) before the sign flips; None: 0.01 (repo_r; the paper's 1e-4 adds ~7 ineffective doublings of dead time at toy scale), 1e-3 (repo_d, paper)."""
+    """REPO setpoint controller: smallest abs(ζ) before the sign flips; None: 0.05 (repo_r: 4.3 doublings to zeta_max instead of 6.6 from 0.01, so ζ acts before GRPO's decline and crosses zero sooner; swept over seeds in docs/controller_defaults.md), 1e-3 (repo_d, paper)."""
     zeta_max: float | None = Field(default=None, gt=0)
     """REPO: largest abs(ζ); None: 1.0 for repo_r (the paper's 0.05 does nothing at toy scale; above 1 the sign clamp zeroes most negative advantages and entropy falls again, measured), 10 for repo_d (paper)."""
     control_deadband: float = Field(default=0.0, ge=0, lt=1)
