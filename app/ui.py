@@ -43,9 +43,27 @@ def load_runs(store_dir: str) -> pd.DataFrame | None:
     )
 
 
+def literal(text: str, limit: int = 80) -> str:
+    """`text` as inline code on one line: markdown, HTML and newlines in it stay plain characters."""
+    shown = repr(text if len(text) <= limit else text[:limit] + "…")
+    return f"`{shown.replace('`', chr(0x2018))}`"
+
+
+def refuse_unknown_url_runs(param: str, run_ids: list[str]) -> None:
+    """Say which run ids in the address (`?param=`) are no run of this store; the picker drops them."""
+    known = set(run_ids)
+    unknown = [r for r in st.query_params.get_all(param) if r not in known]
+    if unknown:
+        st.error(
+            f"`?{param}=` in the address names no run of this store: {', '.join(literal(r) for r in unknown[:5])}"
+            " (only run folders inside the store are shown); pick a run below."
+        )
+
+
 def run_picker(runs: pd.DataFrame, label: str = "Run") -> str:
     """A run selectbox bound to the URL (`?run=ID`), defaulting to the newest run."""
     ids = runs["run_id"].tolist()
+    refuse_unknown_url_runs("run", ids)
     return st.selectbox(label, ids, index=0, key="run", bind="query-params")
 
 

@@ -178,3 +178,41 @@ def test_runs_lists_only_runs_inside_the_store(
     out = capsys.readouterr().out
     assert "real" in out and "linked" not in out and "secret" not in out and "tablelink" not in out
     assert snapshot(outside) == before
+
+
+# ---- dashboard query parameters ---------------------------------------------------------------------------
+
+URL_CASES = [  # (page, parameter): every page that takes run ids from the address
+    ("run_detail", "run"),
+    ("token_inspector", "run"),
+    ("control", "run"),
+    ("compare", "runs"),
+    ("alerts", "runs"),
+]
+
+
+@pytest.mark.parametrize(("page", "param"), URL_CASES)
+def test_dashboard_says_no_run_for_hostile_url_ids(
+    page: str, param: str, hostile: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from app.store import STORE_ENV
+
+    store, outside = hostile
+    before = snapshot(outside)
+    monkeypatch.setenv(STORE_ENV, str(store))
+    bad = ["../outside/secret", "linked", str(outside / "secret"), "a\nb", "tablelink"]
+    at = AppTest.from_file(str(Path(cli.__file__).parents[1] / "app" / "main.py"), default_timeout=60)
+    at.query_params[param] = bad if param == "runs" else bad[:1]
+    at.switch_page(f"pages/{page}.py")
+    at.run()
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and f"`?{param}=` in the address names no run" in errors[0]
+    assert "'../outside/secret'" in errors[0] and "\n" not in errors[0]
+    if param == "runs":
+        assert "'linked'" in errors[0] and "'a\\nb'" in errors[0] and "'tablelink'" in errors[0]
+    picked = at.selectbox[0].value if param == "run" else at.multiselect[0].value
+    assert picked in ("real", [], ["real"])  # the run inside the store, or nothing
+    assert snapshot(outside) == before

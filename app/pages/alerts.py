@@ -90,6 +90,7 @@ def main() -> None:
     runs = ui.load_runs(store)
     if runs is None:
         return
+    ui.refuse_unknown_url_runs("runs", runs["run_id"].tolist())
     c1, c2, c3 = st.columns([3, 2, 2], vertical_alignment="bottom")
     run_ids = c1.multiselect(
         "Runs", runs["run_id"].tolist(), key="runs", bind="query-params", placeholder="all"

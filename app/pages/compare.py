@@ -81,6 +81,7 @@ def normalise(df: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[
 
 def controls(run_ids: list[str], store: str) -> dict | None:
     """The view's widgets; `run_ids` newest first, so the default selection is the newest runs."""
+    ui.refuse_unknown_url_runs("runs", run_ids)
     selected = st.multiselect("Runs", run_ids, default=run_ids[:DEFAULT_RUNS], key="runs", bind="query-params",
                               placeholder="choose runs")  # fmt: skip
     if not selected:
