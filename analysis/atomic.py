@@ -5,6 +5,7 @@ renamed over the target with os.replace, and the directory is fsynced so the ren
 power cut. Temp names start with '.' and end in '.tmp', so globs for '*.parquet' or '*.json' never see them.
 """
 
+import errno
 import json
 import os
 import uuid
@@ -15,8 +16,30 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+STORE_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+"""errno values that mean the store cannot take more writes (disk full, quota, read-only): a fault of the
+machine, not of the run, which resumes from its last checkpoint once space is freed."""
 
-def _fsync_dir(directory: Path) -> None:
+
+def store_fault(err: BaseException, path: str | Path) -> OSError | None:
+    """The disk-full or read-only error behind `err`, raised while writing under `path`, else None.
+
+    torch.save (RuntimeError) and safetensors (SafetensorError) hide errno, so for those the filesystem
+    itself is asked; call this before removing the partial file, or the space it held looks free."""
+    if isinstance(err, OSError):
+        return err if err.errno in STORE_FAULTS else None
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return None
+    for code, hit in ((errno.EROFS, st.f_flag & os.ST_RDONLY), (errno.ENOSPC, st.f_bavail == 0)):
+        if hit:
+            return OSError(code, os.strerror(code), str(path))
+    return None
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable."""
     # Not every platform can open a directory (Windows); there the rename is as durable as it gets.
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -38,10 +61,12 @@ def _write_atomic(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if isinstance(err, OSError) and err.errno in STORE_FAULTS and not err.filename:
+            raise OSError(err.errno, os.strerror(err.errno), str(path)) from err  # pyarrow's names no file
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return path
 
 

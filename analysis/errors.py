@@ -1,5 +1,10 @@
-"""The one exception type for bad user input; the CLI turns it into a one-line message and exit code 2."""
+"""The exceptions the CLI turns into a one-line `entropyscope: error: ...`: UsageError (bad input, exit code 2)
+and RunFailed (a fault of the machine, such as a full disk, exit code 1)."""
 
 
 class UsageError(Exception):
     """Bad input (config, flag, file, path): the message says what is wrong and how to fix it."""
+
+
+class RunFailed(Exception):
+    """A run stopped by its environment (full or read-only store): the message says how to continue it."""

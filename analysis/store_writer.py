@@ -16,6 +16,7 @@ import socket
 import time
 import traceback
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -35,15 +36,29 @@ HEARTBEAT_MIN_INTERVAL_S = 1.0
 # A safety valve: flush whatever the step/time triggers say once this many rows wait in memory.
 MAX_BUFFERED_ROWS = 500_000
 _SEGMENT_NAME = re.compile(r"^(\d+)-")
+_WARNED: set[tuple[str, int, int]] = set()  # versions of damaged run.json files already warned about
 
 
 def read_run_json(run_dir: Path) -> dict[str, Any] | None:
-    """A run's run.json as a dict; None when it is missing, unreadable or not an object."""
+    """A run's run.json as a dict; None when it is missing, unreadable or not an object (the last two warned
+    once per version of the file: readers go on without the run's metadata)."""
+    path = run_dir / RUN_JSON
     try:
-        info = json.loads((run_dir / RUN_JSON).read_text())
-    except (OSError, ValueError):
+        info = json.loads(path.read_text())
+        if isinstance(info, dict):
+            return info
+        problem = f"a JSON {type(info).__name__}, not an object"
+    except FileNotFoundError:
         return None
-    return info if isinstance(info, dict) else None
+    except (OSError, ValueError) as err:  # UnicodeDecodeError is a ValueError
+        problem = f"{type(err).__name__}: {err}"
+    with contextlib.suppress(OSError):
+        st = path.stat()
+        version = (str(path), st.st_mtime_ns, st.st_size)
+        if version not in _WARNED:
+            _WARNED.add(version)
+            warnings.warn(f"skipping unreadable {path} ({problem})", RuntimeWarning, stacklevel=2)
+    return None
 
 
 def package_versions() -> dict[str, str]:
@@ -274,7 +289,9 @@ class RunWriter:
         if exc is None:
             self.close("finished")
             return
-        try:
+        # Record what still can be: on a full or read-only store these writes fail too, and their errors
+        # must not hide the one that stopped the run.
+        with contextlib.suppress(OSError):
             self.log_event(
                 self._max_step if self._max_step is not None else 0,
                 "error",
@@ -282,7 +299,7 @@ class RunWriter:
                 severity="critical",
                 payload={"traceback": "".join(traceback.format_exception(exc_type, exc, tb))},
             )
-        finally:
+        with contextlib.suppress(OSError):
             self.close("failed")
 
     # ---- internals -----------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Each command is a thin call into the library; `entropyscope COMMAND --help` shows an example.
 
-Bad input (config, flags, paths) prints one line `entropyscope: error: ...` and exits with code 2.
+Bad input (config, flags, paths) prints one line `entropyscope: error: ...` and exits with code 2; a run stopped
+by a full or read-only store prints one such line and exits with code 1.
 """
 
 import argparse
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from analysis.errors import UsageError
+from analysis.errors import RunFailed, UsageError
 
 DEFAULT_STORE = "runs"
 # One torch thread: the dashboard shares the cores, and a 2-thread trainer next to one busy core took 12.8 s
@@ -343,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"entropyscope: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:
+        print(f"entropyscope: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("entropyscope: interrupted; completed segments and checkpoints are kept", file=sys.stderr)
         return 130

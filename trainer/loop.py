@@ -17,14 +17,15 @@ from pydantic import ValidationError
 
 from analysis import run_ids, schema
 from analysis.alerts import AlertEngine, load_rules
+from analysis.atomic import STORE_FAULTS
 from analysis.compact import UNREADABLE, compact_run
 from analysis.control import APPLIED, REJECTED, ControlError, ControlFile, ControlWatcher
-from analysis.errors import UsageError
+from analysis.errors import RunFailed, UsageError
 from analysis.metrics import final_window, group_metrics
 from analysis.schedules import scheduled_target
 from analysis.store_writer import RunWriter
 from trainer.advantages import get_advantage, zero_advantage_frac
-from trainer.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from trainer.checkpoint import latest_checkpoint, resume_point, save_checkpoint
 from trainer.config import TrainConfig
 from trainer.controllers import Controller, build_controller
 from trainer.diagnostics import (
@@ -400,20 +401,38 @@ def log_step(writer: RunWriter, p: Policy, step: int, res: StepResult, np_rng: n
 def train(
     cfg: TrainConfig, store: Path, run_id: str | None = None, resume: bool = False, progress: bool = True
 ) -> RunSummary:
-    """Train `cfg.steps` iterations, logging to `<store>/<run_id>/` (and MLflow when configured)."""
-    with torch_threads(cfg.threads):
-        return _train(cfg, store, run_id, resume, progress)
+    """Train `cfg.steps` iterations, logging to `<store>/<run_id>/` (and MLflow when configured).
 
-
-def _train(cfg: TrainConfig, store: Path, run_id: str | None, resume: bool, progress: bool) -> RunSummary:
+    A full or read-only store stops the run with RunFailed, naming the checkpoint that resumes it."""
     if resume and not run_id:
         raise UsageError("--resume needs --run-id ID of the run to continue")
     run_id = run_id or f"{cfg.algo}-{cfg.controller}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    with torch_threads(cfg.threads):
+        try:
+            return _train(cfg, store, run_id, resume, progress)
+        except OSError as err:
+            if err.errno not in STORE_FAULTS:
+                raise
+            raise RunFailed(store_failure(Path(store) / run_id, err)) from err
+
+
+def store_failure(run_dir: Path, err: OSError) -> str:
+    """The one line for a run a full or read-only store stopped: what failed and how to go on."""
+    what = f"{err.strerror or err} writing {err.filename}" if err.filename else str(err)
+    ckpt = latest_checkpoint(run_dir)
+    how = (
+        f"then continue from {ckpt.name} with `entropyscope train CONFIG --resume --run-id {run_dir.name}`"
+        if ckpt
+        else "then start it again (it saved no checkpoint)"
+    )
+    return f"run {run_dir.name} stopped: {what}; free space or make the store writable, {how}"
+
+
+def _train(cfg: TrainConfig, store: Path, run_id: str, resume: bool, progress: bool) -> RunSummary:
     run_dir = run_ids.run_dir(store, run_id)  # before a checkpoint is read: the id must stay in the store
     device = pick_device(cfg.device)
     alerts = build_alerts(cfg)  # a bad rules file fails here, before the model is built
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    state = load_trainer_state(ckpt) if ckpt else {}
+    ckpt, state = resume_point(run_dir) if resume else (None, {})
     model, tokenizer, task = build_policy(cfg, device, start_from=ckpt)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     if state:
@@ -475,6 +494,7 @@ def _train(cfg: TrainConfig, store: Path, run_id: str | None, resume: bool, prog
                         "overrides": p.overrides,
                         "alerts": alerts.state_dict() if alerts is not None else None,
                     }
+                    writer.flush()  # rows up to a checkpoint are on disk before it: a resume re-runs none
                     path = save_checkpoint(run_dir, step, model, tokenizer, state)
                     writer.log_event(step, "checkpoint", f"saved {path.name}", payload={"path": str(path)})
                 if stopped:
