@@ -1,6 +1,7 @@
 """Start the dashboard as a `streamlit run` process: `start`/`wait_ready` for tests and benchmarks, and
 `python -m app.serve --store DIR [--host H] [--port N]`, which becomes the server (exec), for the
 `entropyscope dashboard` and `demo` commands: the trainer's CLI starts it as a process and never imports app/.
+Any address but 127.0.0.1 needs an access token in $ENTROPYSCOPE_TOKEN (analysis/access.py).
 
 Free of a module-level Streamlit import, so starting it costs nothing before the server itself starts.
 """
@@ -15,6 +16,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from analysis.access import server_token
+from analysis.errors import UsageError
+
 MAIN = Path(__file__).with_name("main.py")
 HEALTH_PATH = "/_stcore/health"
 
@@ -27,6 +31,7 @@ def command(store: str, host: str = "127.0.0.1", port: int = 8501) -> list[str]:
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
         # A served dashboard never edits its own source: watching the files only costs CPU.
         "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
+        "--server.enableXsrfProtection", "true",  # Streamlit's default, held here so no config file turns it off
         "--", "--store", os.path.abspath(store),
     ]  # fmt: skip
 
@@ -63,6 +68,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8501)
     args = parser.parse_args(argv)
+    try:  # the token itself travels in the environment ($ENTROPYSCOPE_TOKEN), never on a command line
+        server_token(args.host, None)
+    except UsageError as err:
+        parser.exit(2, f"entropyscope: error: {err}\n")
     cmd = command(args.store, args.host, args.port)
     # Become the server: whoever started this process can stop the server by stopping this pid.
     os.execv(cmd[0], cmd)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from analysis.access import MIN_TOKEN_LEN, TOKEN_ENV, server_token
 from analysis.errors import RunFailed, UsageError
 
 DEFAULT_STORE = "runs"
@@ -64,9 +65,13 @@ def check_port(host: str, port: int) -> None:
             raise UsageError(f"port {port} on {host} is in use; pass a free one with --port N") from None
 
 
-def start_dashboard(store: str, host: str, port: int, **popen: Any) -> subprocess.Popen:
-    """The dashboard server as its own process (`python -m app.serve`): the trainer never imports app/."""
+def start_dashboard(
+    store: str, host: str, port: int, token: str | None = None, **popen: Any
+) -> subprocess.Popen:
+    """The dashboard server as its own process (`python -m app.serve`): the trainer never imports app/.
+    token: the access token browsers must present, handed over in the environment (`ps` shows a command line)."""
     check_port(host, port)
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV} | ({TOKEN_ENV: token} if token else {})
     cmd = [
         sys.executable,
         "-m",
@@ -78,7 +83,7 @@ def start_dashboard(store: str, host: str, port: int, **popen: Any) -> subproces
         "--port",
         str(port),
     ]
-    return subprocess.Popen(cmd, **popen)
+    return subprocess.Popen(cmd, env=env, **popen)
 
 
 def stop_server(proc: subprocess.Popen) -> None:
@@ -105,6 +110,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from trainer.loop import train
 
     cfg = load_config(None, [*DEMO_OVERRIDES, f"steps={args.steps}"])
+    token = None if args.no_serve else server_token(args.host, args.token)
     store = Path(args.store)
     server = None
     if not args.no_serve:
@@ -112,7 +118,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         copy_sample_runs(store)
         # The server's own chatter would tear the progress bar; it goes to a log in the store instead.
         with (store / "dashboard.log").open("ab") as log:
-            server = start_dashboard(str(store), args.host, args.port, stdout=log, stderr=log)
+            server = start_dashboard(str(store), args.host, args.port, token, stdout=log, stderr=log)
         print(f"dashboard: http://{args.host}:{args.port} (the live run appears under Runs)")
     print(f"demo: GRPO on {cfg.task} with {cfg.model}, {cfg.steps} steps, CPU-friendly; store {store}")
     try:
@@ -188,7 +194,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise UsageError(
             f"no run store at {args.store!r}; pass --store DIR (train a run first, or sample_runs)"
         )
-    server = start_dashboard(args.store, args.host, args.port)
+    server = start_dashboard(args.store, args.host, args.port, server_token(args.host, args.token))
     print(f"entropyscope dashboard: http://{args.host}:{args.port} (store {args.store}); Ctrl-C stops it")
     return wait_server(server)
 
@@ -230,6 +236,11 @@ def cmd_compact(args: argparse.Namespace) -> int:
 def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
     p.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
+    p.add_argument(
+        "--token",
+        help=f"access token every browser must present (open the dashboard with ?token=TOKEN); required for any "
+        f"--host but 127.0.0.1, {MIN_TOKEN_LEN}+ URL-safe characters (default: ${TOKEN_ENV})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
