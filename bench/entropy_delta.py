@@ -1,7 +1,7 @@
 """Entropy dynamics bench: does the predicted batch ΔH match the measured one, do its quadrant parts add up, what
 does measuring it cost, and which quadrants does a controller change?
 
-    .venv/bin/python bench/entropy_delta.py [--steps N] [--store DIR] [--reuse] [--set key=value ...]
+    .venv/bin/python bench/entropy_delta.py [--steps N] [--store DIR] [--reuse] [--figure PNG] [--set key=value ...]
 
 Trains GRPO and REPO-R on the demo config (trainer.sample_runs.COMMON, the sample runs') with delta_every=1,
 two runs at a time, each on one torch thread, then prints from the store's per-step scalars:
@@ -102,11 +102,43 @@ def report(store: str, run: str) -> None:
     print(f"  mean measured {df[schema.ENTROPY_DELTA_BATCH].mean():+.4f}, predicted {pred.mean():+.4f}")
 
 
+def figure(store: str, path: str, window: int = 10) -> None:
+    """Per run, the quadrant parts stacked over steps (means over `window`-step bins) with the measured ΔH."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = ("#d62728", "#2ca02c", "#1f77b4", "#ff7f0e")
+    labels = ("E1 A>0 likely", "E2 A>0 unlikely", "E3 A<0 likely", "E4 A<0 unlikely")
+    fig, axes = plt.subplots(1, len(RUNS), figsize=(11, 3.8), sharey=True)
+    for ax, run in zip(axes, RUNS, strict=True):
+        df = table(store, run)
+        binned = df.groupby((df.index - 1) // window).mean()
+        x = binned.index * window + 1
+        pos, neg = np.zeros(len(binned)), np.zeros(len(binned))
+        for key, color, label in zip(PARTS, colors, labels, strict=True):
+            v = binned[key].to_numpy()
+            base = np.where(v >= 0, pos, neg)
+            ax.bar(x, v, width=window * 0.9, bottom=base, color=color, label=label, align="edge")
+            pos, neg = pos + np.maximum(v, 0), neg + np.minimum(v, 0)
+        ax.plot(x + window / 2, binned[schema.ENTROPY_DELTA_BATCH], "k.-", lw=1, label="measured ΔH")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_title(f"{run}: predicted ΔH by quadrant ({window}-step means)")
+        ax.set_xlabel("step")
+    axes[0].set_ylabel("ΔH per step (nats)")
+    axes[-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default="runs-entropy-delta")
     parser.add_argument("--steps", type=int, default=None, help="override COMMON's 200 steps")
     parser.add_argument("--reuse", action="store_true", help="report runs already in --store")
+    parser.add_argument("--figure", default=None, help="write the quadrant parts of both runs to this PNG")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     overrides = [*args.overrides, *([f"steps={args.steps}"] if args.steps else [])]
@@ -115,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
             list(pool.map(train_one, [args.store] * len(RUNS), RUNS, [overrides] * len(RUNS)))
     for run in RUNS:
         report(args.store, run)
+    if args.figure:
+        figure(args.store, args.figure)
 
 
 if __name__ == "__main__":

@@ -60,12 +60,12 @@ def entropy_histogram(
 def entropy_dynamics(
     logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, lr: float
 ) -> dict[str, float]:
-    """Batch estimate of the entropy-drift covariance and the first-order predicted entropy change.
+    """Batch estimate of the entropy-drift covariance and the covariance proxy of the entropy change.
 
-    cov = mean((logp - mean logp) * (A - mean A)) over unmasked tokens; pred_delta = -lr * cov. The
-    prediction is first order for a plain softmax-policy gradient step of size lr: with Adam, clipping
-    and a network between logits and parameters it is right in sign, and in scale only up to the
-    optimizer's effective step size.
+    cov = mean((logp - mean logp) * (A - mean A)) over unmasked tokens; pred_delta = -lr * cov, the first-order
+    change for a plain gradient step of size lr on a softmax policy's logits. With Adam, clipping and a network
+    between logits and parameters it is a proxy, informative in sign only; trainer/entropy_delta.py measures
+    and predicts the change from the update actually applied.
     """
     lp, adv = _masked_values(logp, mask), _masked_values(advantages, mask)
     if lp.numel() == 0:
