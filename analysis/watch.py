@@ -8,15 +8,14 @@ run's `events/` as a new immutable segment (never run.json, which the trainer ow
 a trainer that records the same transitions itself, repeats nothing.
 
 Simplifications: on a run first seen with more than a window of steps, transitions older than the window are
-not reconstructed (the states at its end are); a transition is POSTed once, after it is recorded, with no retry;
+not reconstructed (the states at its end are); a transition is POSTed after it is recorded, and retried with
+backoff while the endpoint is down (analysis.webhook);
 H0 is the first finite value in the run's first segment.
 """
 
 import json
 import math
 import time
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,11 +32,11 @@ from analysis.alerts import FIRED, RESOLVED, AlertState, RuleSet, Transition, ev
 from analysis.errors import UsageError
 from analysis.store_reader import StoreReader, read_run_json
 from analysis.store_writer import write_events
+from analysis.webhook import Webhook
 
 WINDOW_STEPS = 200
 """Steps of each run read per cycle (at least twice the rules' lookback); a transition that starts and ends
 within one cycle is still seen when a run makes fewer steps than this between two cycles."""
-WEBHOOK_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -258,21 +257,13 @@ def record_events(run_dir: Path, transitions: list[Transition]) -> Path:
     return write_events(run_dir, [(t.step, t.kind, t.severity, t.message, t.payload) for t in transitions])
 
 
-def post_webhook(url: str, body: dict[str, Any], timeout_s: float = WEBHOOK_TIMEOUT_S) -> None:
-    """POST `body` as JSON; raises OSError (URLError, HTTPError, timeout) or ValueError (bad URL)."""
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        response.read()
-
-
 def transition_line(run_id: str, t: Transition) -> str:
     return f"{run_id} {t.line()}"
 
 
-def notify(store: Path, results: list[RunAlerts], webhook: str | None, out: Callable[[str], Any]) -> None:
-    """Record each run's new transitions, then print them and POST one webhook message per transition."""
+def notify(store: Path, results: list[RunAlerts], webhook: Webhook | None, out: Callable[[str], Any]) -> None:
+    """Record each run's new transitions, then print them and POST one webhook message per transition (and
+    whatever an outage of the endpoint left queued, once its backoff has passed)."""
     for res in results:
         if not res.transitions:
             continue
@@ -288,10 +279,9 @@ def notify(store: Path, results: list[RunAlerts], webhook: str | None, out: Call
             if webhook and recorded:  # an unrecorded transition comes back next cycle: POST it then
                 body = {"text": line, "run_id": res.run_id, "rule": t.rule, "kind": t.kind, "step": t.step,
                         "severity": t.severity, "message": t.message, "payload": t.payload}  # fmt: skip
-                try:
-                    post_webhook(webhook, body)
-                except (OSError, ValueError) as err:
-                    out(f"webhook POST to {webhook} failed: {err}")
+                webhook.send(body)
+    if webhook:
+        webhook.deliver()
 
 
 def summary_line(results: list[RunAlerts]) -> str:
@@ -319,11 +309,12 @@ def watch(
     if interval_s <= 0 or not math.isfinite(interval_s):
         raise UsageError(f"interval must be a positive number of seconds, got {interval_s}")
     watcher = Watcher(store, load_rules(rules_path))
+    hook = Webhook(webhook, out) if webhook else None
     cycles, code = 0, 0
     try:
         while True:
             results = watcher.cycle()
-            notify(store, results, webhook, out)
+            notify(store, results, hook, out)
             code = int(any(a.severity == "critical" for r in results for a in r.active))
             cycles += 1
             if once:
@@ -334,4 +325,6 @@ def watch(
     except KeyboardInterrupt:
         return code
     finally:
+        if hook:
+            hook.close()
         watcher.reader.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from analysis import webhook
 from analysis.alerts import FIRED, RESOLVED, AlertEngine, evaluate, load_rules
 from analysis.errors import UsageError
 from analysis.schema import CLIP_FRAC_HIGH, ENTROPY_MEAN, GRAD_NORM, LOSS_POLICY
@@ -227,13 +228,89 @@ def test_webhook_gets_exactly_one_post_per_transition(tmp_path, hook):
     assert len(bodies) == len(printed)  # nothing new, nothing posted
 
 
-def test_webhook_failure_prints_one_line_per_post_and_the_watch_goes_on(tmp_path):
+def dead_url() -> str:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return f"http://127.0.0.1:{s.getsockname()[1]}/x"
+
+
+def test_webhook_down_costs_one_line_when_it_fails_and_one_at_close(tmp_path, monkeypatch):
+    monkeypatch.setattr(webhook, "CLOSE_S", 0.0)  # close tries once more, without waiting on the backoff
     write_run(tmp_path, "collapsed", collapsing())
-    code, lines = run_watch(tmp_path, webhook=f"http://127.0.0.1:{port}/x")
-    failures = [line for line in lines if line.startswith("webhook POST to")]
-    assert code == 1
-    assert len(failures) == len(transitions(lines)) > 0
-    assert len(alert_events(tmp_path)) == len(transitions(lines))  # recorded all the same
+    write_run(tmp_path, "clipping", [1.0] * 30, clip=0.3)
+    url = dead_url()
+    code, lines = run_watch(tmp_path, webhook=url)
+    sent = transitions(lines)
+    assert code == 1 and len(sent) >= 3
+    outage = [line for line in lines if line.startswith("webhook")]
+    assert len(outage) == 2
+    assert outage[0].startswith(f"webhook POST to {url} failed (") and "retrying with backoff" in outage[0]
+    assert outage[1].startswith(f"webhook {url}: 0 POSTs delivered, {len(sent)} dropped after 2 failed tries")
+    assert len(alert_events(tmp_path)) == len(sent)  # recorded all the same
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _serve(port: int = 0) -> tuple[HTTPServer, threading.Thread]:
+    server = HTTPServer(("127.0.0.1", port), _Collect)
+    server.bodies = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _stop(server: HTTPServer, thread: threading.Thread) -> None:
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+def test_webhook_that_goes_away_gets_the_queued_posts_in_order_when_it_is_back(tmp_path, monkeypatch):
+    """Up, down for two watch cycles (one line, the second cycle inside the backoff tries nothing), back: the
+    queue goes out in order with one line; every transition reaches the endpoint once."""
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    server, thread = _serve()
+    port = server.server_port
+    url = f"http://127.0.0.1:{port}/alerts"
+    lines: list[str] = []
+    clock = _Clock()
+    hook = webhook.Webhook(url, lines.append, clock=clock)
+    watcher = Watcher(tmp_path, load_rules())
+
+    def cycle() -> None:
+        notify(tmp_path, watcher.cycle(), hook, lines.append)
+
+    write_run(tmp_path, "collapsed", collapsing())
+    cycle()
+    first = list(server.bodies)  # type: ignore[attr-defined]
+    assert first and [b["text"] for _, _, b in first] == transitions(lines)
+    _stop(server, thread)
+
+    write_run(tmp_path, "clipping", [1.0] * 30, clip=0.3)
+    cycle()  # fails: one line, the POSTs queued
+    clock.now += 0.5  # within the first backoff (1 s): nothing is tried
+    write_run(tmp_path, "clipping2", [1.0] * 30, clip=0.3)
+    cycle()
+    outage = [line for line in lines if line.startswith("webhook")]
+    assert len(outage) == 1 and outage[0].startswith(f"webhook POST to {url} failed (")
+    assert hook.failures == 1
+
+    server, thread = _serve(port)
+    try:
+        clock.now += 1.0
+        cycle()  # no new transition: the queue goes out
+        late = list(server.bodies)  # type: ignore[attr-defined]
+        texts = [b["text"] for _, _, b in first + late]
+        assert texts == transitions(lines) and len(texts) == len(set(texts)) == len(alert_events(tmp_path))
+        (back,) = [line for line in lines if "answers again" in line]
+        assert back == f"webhook {url} answers again: {len(late)} queued POSTs delivered late"
+        hook.close()
+        assert len(server.bodies) == len(late)  # type: ignore[attr-defined]  # nothing left, nothing repeated
+    finally:
+        _stop(server, thread)
