@@ -369,6 +369,9 @@ def test_runaway_does_not_fire_on_the_sample_runs():
     for run_id in reader.runs()["run_id"]:
         ev = evaluate(reader.table("steps", [run_id]), load_rules())
         assert "runaway" not in {t.rule for t in ev.transitions if t.kind == FIRED}, run_id
+    # The controller runs log the bound's direction: the rule was judged on them, not skipped.
+    for run_id in ("repo-r", "adapo", "repo-r-od"):
+        assert CONTROLLER_BOUND_DIR in set(reader.table("steps", [run_id])["key"]), run_id
 
 
 @pytest.mark.parametrize("run_id", ["grpo-fp32", "grpo-bf16", "dapo-fp32"])
