@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -191,6 +192,31 @@ def test_resume_removes_a_killed_save_and_continues_from_the_previous_checkpoint
     assert not partial.exists() and ckpt(run_copy, 3).is_dir()
     assert logged_steps(run_copy.parent) == [1, 2, 3]
     assert read_run_json(run_copy)["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_the_cli_prints_a_skipped_checkpoint_as_one_warning_line(run_copy, tiny_overrides):
+    (ckpt(run_copy, 3) / "model.safetensors").unlink()
+    sets = [a for o in [*tiny_overrides, "threads=1"] for a in ("--set", o)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainer.cli",
+        "train",
+        "--store",
+        str(run_copy.parent),
+        "--run-id",
+        RUN,
+        *sets,
+    ]
+    proc = subprocess.run(
+        [*cmd, "--resume"], capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
+    assert warned == [
+        "entropyscope: warning: resuming r from step_2: skipped damaged step_3 lacks model.safetensors"
+    ]
 
 
 def test_garbage_run_json_is_skipped_with_one_warning_naming_it(tmp_path):

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,20 @@ DEFAULT_STORE = "runs"
 # for 40 steps against 7.6 s with one thread (alone, both take the same time).
 DEMO_OVERRIDES = ["checkpoint_every=0", "threads=1"]
 SAMPLE_RUNS = Path(__file__).resolve().parents[1] / "sample_runs"
+_OWN_CODE = tuple(
+    str(Path(__file__).resolve().parents[1] / d) + os.sep for d in ("analysis", "trainer", "app")
+)
+_python_format_warning = warnings.formatwarning
+
+
+def format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+) -> str:
+    """Our own warnings (a damaged file skipped, an endpoint down) as one line `entropyscope: warning: ...`;
+    other libraries' as Python prints them."""
+    if filename.startswith(_OWN_CODE):
+        return f"entropyscope: warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -349,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    warnings.formatwarning = format_warning
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
