@@ -22,6 +22,7 @@ from analysis.errors import UsageError
 from analysis.metrics import FINAL_TAIL
 from analysis.run_ids import inside_store
 from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
+from analysis.segments import live_segments
 from analysis.store_writer import RUN_JSON, read_run_json
 
 CONFIG_COLUMNS = ("algo", "controller", "precision", "model", "task")
@@ -40,7 +41,7 @@ _KEYS = {
     "tokens": ("run_id", "step", "sample_id", "position"),
     "samples": ("run_id", "step", "sample_id"),
     "hists": ("run_id", "step", "bin_lo"),
-    # Events never repeat, but a compaction's merged segment and the parts it replaces coexist for a moment.
+    # Events never repeat, but a compaction's merged segment and the parts it replaces can both be listed.
     "events": ("run_id", "wall_time", "kind", "message"),
 }
 _MAX_ATTEMPTS = 5
@@ -117,8 +118,7 @@ class StoreReader:
             dirs = self.run_dirs()
         else:  # ids name folders inside the store, never paths out of it
             dirs = [self.store / r for r in run_ids if inside_store(self.store, self.store / r)]
-        paths = (p for d in dirs for p in sorted((d / table).glob("*.parquet")) if not p.name.startswith("."))
-        return [str(p) for p in paths if self._readable(p)]
+        return [str(p) for d in dirs for p in live_segments(d / table) if self._readable(p)]
 
     def _readable(self, path: Path) -> bool:
         try:

@@ -29,6 +29,7 @@ from analysis import run_ids
 from analysis.atomic import write_json_atomic, write_parquet_atomic
 from analysis.errors import UsageError
 from analysis.schema import EVENT_KINDS, RUN_STATUSES, SEVERITIES, TABLES
+from analysis.segments import sweep_run
 
 RUN_JSON = "run.json"
 VERSIONED_PACKAGES = ("torch", "transformers", "duckdb", "pyarrow", "entropyscope")
@@ -145,6 +146,8 @@ class RunWriter:
         now = time.time()
         # A damaged run.json must not block a resume: the segments are the data, run.json is rebuilt.
         previous = (read_run_json(self.run_dir) or {}) if resume else {}
+        if resume:  # this is the run's only writer: a temp file left now is a killed writer's
+            sweep_run(self.run_dir, temp_age_s=0)
         self._meta: dict[str, Any] = {
             "run_id": run_id,
             "config": config,

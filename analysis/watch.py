@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from analysis.alerts import FIRED, RESOLVED, AlertState, RuleSet, Transition, evaluate, load_rules
 from analysis.errors import UsageError
+from analysis.segments import live_segments
 from analysis.store_reader import StoreReader, read_run_json
 from analysis.store_writer import write_events
 from analysis.webhook import Webhook
@@ -93,8 +94,7 @@ class _Window:
 def _window_files(reader: StoreReader, ranges: _StepRanges, window: int) -> _Window:
     tail, head, bounds = [], [], {}
     for run_dir in reader.run_dirs():
-        paths = (p for p in sorted((run_dir / "steps").glob("*.parquet")) if not p.name.startswith("."))
-        seen = [(str(p), r) for p in paths if (r := ranges.get(p))]
+        seen = [(str(p), r) for p in live_segments(run_dir / "steps") if (r := ranges.get(p))]
         if not seen:
             continue
         first, last = min(r[0] for _, r in seen), max(r[1] for _, r in seen)

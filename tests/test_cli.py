@@ -11,7 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from analysis import compact
 from analysis.schema import ENTROPY_MEAN
+from analysis.segments import live_segments
 from analysis.store_reader import StoreReader
 from analysis.store_writer import RunWriter
 from app.serve import wait_ready
@@ -60,6 +62,7 @@ def test_top_level_help_says_whole_sentences(capsys):
         (["control", "nope", "--set", "lr=0.1"], "no run 'nope'"),
         (["compact", "nope"], "no run 'nope'"),
         (["compact", "--stale", "-5"], "--stale must be 0 or more"),
+        (["compact", "--grace", "nan"], "--grace must be 0 or more"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, fragment):
@@ -165,8 +168,12 @@ def test_compact_merges_ended_runs_skips_live_ones_and_keeps_damaged_ones(tmp_pa
     out = dict(line.split(": ", 1) for line in capsys.readouterr().out.splitlines())
     for run_id in ("failed", "killed"):
         assert out[run_id].startswith("3 segments -> 1,"), out
-        assert len(list((tmp_path / run_id / "steps").glob("*.parquet"))) == 1
+        assert len(live_segments(tmp_path / run_id / "steps")) == 1
+        assert len(list((tmp_path / run_id / "steps").glob("*.parquet"))) == 4  # parts kept for readers
         assert entropy_steps(tmp_path, run_id) == before[run_id]
+    assert main(["compact", "failed", "--grace", "0", "--store", str(tmp_path)]) == 0
+    assert "3 superseded or temp files removed" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "failed" / "steps").iterdir()] == [compact.COMPACTED]
     assert out["live"].startswith("skipped: running")
     assert sorted((tmp_path / "live" / "steps").glob("*.parquet")) == live_files
     assert out["damaged"].startswith("kept all 3 segments: one is unreadable")
@@ -174,7 +181,7 @@ def test_compact_merges_ended_runs_skips_live_ones_and_keeps_damaged_ones(tmp_pa
 
     # Forced on a live run: the writer goes on appending after the merged segment and nothing is lost.
     assert main(["compact", "live", "--stale", "0", "--store", str(tmp_path)]) == 0
-    assert len(list((tmp_path / "live" / "steps").glob("*.parquet"))) == 1
+    assert len(live_segments(tmp_path / "live" / "steps")) == 1
     live.log_scalars(7, {ENTROPY_MEAN: 1.0 / 7})
     live.close()
     assert [s for s, _ in entropy_steps(tmp_path, "live")] == list(range(1, 8))

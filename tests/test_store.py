@@ -19,6 +19,7 @@ from analysis.atomic import write_json_atomic, write_parquet_atomic
 from analysis.compact import compact_run
 from analysis.errors import UsageError
 from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
+from analysis.segments import live_segments
 from analysis.store_reader import RUNS_COLUMNS, StoreReader
 from analysis.store_writer import RunWriter
 
@@ -374,8 +375,8 @@ def test_compaction_keeps_every_row_and_a_resumed_run_sorts_after_it(tmp_path, m
     before = {t: table(t) for t in TABLES}
     assert len(segments(run_dir, "steps")) == 3
     merged = compact_run(run_dir)
-    assert merged["steps"] == 3 and all(len(segments(run_dir, t)) == 1 for t in TABLES)
-    groups = pq.ParquetFile(segments(run_dir, "steps")[0]).num_row_groups
+    assert merged["steps"] == 3 and all(len(live_segments(run_dir / t)) == 1 for t in TABLES)
+    groups = pq.ParquetFile(live_segments(run_dir / "steps")[0]).num_row_groups
     assert groups == (1 if group_rows > 100 else 2)  # parts of 4 rows: 1+2 reach 5 rows, then 3 alone
     for t in TABLES:
         pd.testing.assert_frame_equal(table(t), before[t])

@@ -7,6 +7,7 @@ import torch
 
 from analysis import schema
 from analysis.schema import TABLES
+from analysis.segments import live_segments, superseded, sweep_run
 from analysis.store_reader import StoreReader
 from trainer.config import load_config
 from trainer.loop import train
@@ -107,8 +108,16 @@ def test_lr_zero_keeps_policy_and_logprobs_constant(tmp_path, tiny_overrides):
 def test_finished_run_is_compacted_to_one_segment_per_table(tmp_path, tiny_overrides):
     run(tmp_path, [*tiny_overrides, "steps=12", "checkpoint_every=0"])  # the writer flushes every 5 steps
     for table in TABLES:
-        assert len(list((tmp_path / "r" / table).glob("*.parquet"))) == 1, table
+        assert len(live_segments(tmp_path / "r" / table)) == 1, table
     assert sorted(StoreReader(tmp_path).scalars(["r"], [schema.ENTROPY_MEAN])["step"]) == list(range(1, 13))
+    # The merged parts stay for readers that listed them, until a sweep after their grace period.
+    steps_dir = tmp_path / "r" / "steps"
+    assert len(list(steps_dir.glob("*.parquet"))) > 1 and superseded(steps_dir)
+    assert sweep_run(tmp_path / "r", grace_s=0) > 0
+    for table in TABLES:
+        assert [p.name for p in (tmp_path / "r" / table).glob("*")] == [
+            p.name for p in live_segments(tmp_path / "r" / table)
+        ], table
 
 
 def test_resume_continues_the_step_count(tmp_path, tiny_overrides):

@@ -230,6 +230,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
     stale = STALE_S if args.stale is None else args.stale  # not the parser's default: it would import pyarrow
     if not stale >= 0:  # NaN too
         raise UsageError(f"--stale must be 0 or more seconds, got {stale:g}")
+    if not args.grace >= 0:
+        raise UsageError(f"--grace must be 0 or more seconds, got {args.grace:g}")
     for run_id in args.run_ids:
         run_ids.run_dir(args.store, run_id)
     reader = StoreReader(args.store)
@@ -242,7 +244,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         print(f"no runs in {args.store}")
         return 0
     failed = 0
-    for run_id, ok, message in compact_runs(dirs, stale):
+    for run_id, ok, message in compact_runs(dirs, stale, args.grace):
         print(f"{run_id}: {message}")
         failed += not ok
     return 1 if failed else 0
@@ -359,6 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="compact a run marked running once its heartbeat is this many seconds old (default 600, the "
         "stalled alert's)",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=60.0,
+        help="remove merged parts only once they were superseded this many seconds ago, so a reader that "
+        "listed them can still open them (default 60)",
     )
     return parser
 

@@ -17,12 +17,12 @@ from pydantic import ValidationError
 
 from analysis import run_ids, schema
 from analysis.alerts import AlertEngine, load_rules
-from analysis.atomic import STORE_FAULTS
 from analysis.compact import UNREADABLE, compact_run
 from analysis.control import APPLIED, REJECTED, ControlError, ControlFile, ControlWatcher
-from analysis.errors import RunFailed, UsageError
+from analysis.errors import STORE_FAULTS, RunFailed, UsageError
 from analysis.metrics import final_window, group_metrics
 from analysis.schedules import scheduled_target
+from analysis.segments import sweep_run
 from analysis.store_writer import RunWriter
 from trainer.advantages import get_advantage, zero_advantage_frac
 from trainer.checkpoint import latest_checkpoint, resume_point, save_checkpoint
@@ -516,6 +516,7 @@ def compact_finished(run_dir: Path) -> bool:
     run); on an unreadable segment keep them all and warn."""
     try:
         compact_run(run_dir)
+        sweep_run(run_dir)  # parts an earlier compaction (before a resume) superseded
     except UNREADABLE as err:
         warnings.warn(
             f"kept {run_dir}'s segments unmerged (one is unreadable: {err})", RuntimeWarning, stacklevel=2

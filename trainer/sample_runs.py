@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from analysis.plots import entropy_curves_png, summary_markdown, summary_rows
+from analysis.segments import sweep_run
 from trainer.config import load_config
 
 # The demo config of bench/controllers.py too. Two epochs per rollout: the ratio moves, clipping binds (on
@@ -74,6 +75,7 @@ def train_runs(store: Path, names: list[str]) -> None:
         run_dir = store / name
         shutil.rmtree(run_dir, ignore_errors=True)
         summary = train(load_config(None, SAMPLE_RUNS[name]), store, run_id=name)
+        sweep_run(run_dir, grace_s=0)  # nobody reads these yet: the merged parts go at once
         drop_weights(run_dir)
         print("\n".join(summary.lines()))
 
