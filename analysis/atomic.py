@@ -16,9 +16,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-STORE_FAULTS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-"""errno values that mean the store cannot take more writes (disk full, quota, read-only): a fault of the
-machine, not of the run, which resumes from its last checkpoint once space is freed."""
+from analysis.errors import STORE_FAULTS
 
 
 def store_fault(err: BaseException, path: str | Path) -> OSError | None:

@@ -17,7 +17,7 @@ import pytest
 from analysis.errors import UsageError
 from analysis.schema import ENTROPY_MEAN
 from analysis.store_reader import StoreReader
-from analysis.store_writer import read_run_json
+from analysis.store_writer import RunWriter, read_run_json
 from trainer.checkpoint import MANIFEST, STATE_FILE, checkpoint_problem, resume_point
 from trainer.cli import main
 
@@ -79,6 +79,27 @@ def test_store_fault_stops_with_one_line_and_the_last_checkpoint_resumes(
     assert train_cli(tmp_path, overrides, "--resume") == 0
     assert logged_steps(tmp_path) == [1, 2, 3, 4, 5, 6]
     assert read_run_json(run_dir)["status"] == "finished"
+
+
+def test_other_commands_on_a_read_only_store_say_so_in_one_line(tmp_path, monkeypatch, capsys):
+    import analysis.control
+
+    writer = RunWriter(tmp_path, "live", {"algo": "grpo"})  # running, fresh heartbeat: control accepts it
+
+    def read_only(path, obj):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(analysis.control, "write_json_atomic", read_only)
+    code = main(
+        ["control", "live", "--store", str(tmp_path), "--set", "target_entropy=0.5", "--timeout", "0"]
+    )
+    assert code == 1
+    (line,) = error_lines(capsys.readouterr().err)
+    assert line == (
+        f"entropyscope: error: Read-only file system writing {tmp_path / 'live' / 'control.json'}; "
+        "free space or make it writable"
+    )
+    writer.close()
 
 
 def _mount_tmpfs(where: Path, size: str) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.access import MIN_TOKEN_LEN, TOKEN_ENV, server_token
-from analysis.errors import RunFailed, UsageError
+from analysis.errors import STORE_FAULTS, RunFailed, UsageError
 
 DEFAULT_STORE = "runs"
 # One torch thread: the dashboard shares the cores, and a 2-thread trainer next to one busy core took 12.8 s
@@ -382,6 +382,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except RunFailed as e:
         print(f"entropyscope: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a store or output file on a full or read-only disk
+        if e.errno not in STORE_FAULTS:
+            raise
+        print(
+            f"entropyscope: error: {e.strerror} writing {e.filename}; free space or make it writable",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("entropyscope: interrupted; completed segments and checkpoints are kept", file=sys.stderr)

@@ -17,10 +17,9 @@ from pydantic import ValidationError
 
 from analysis import run_ids, schema
 from analysis.alerts import AlertEngine, load_rules
-from analysis.atomic import STORE_FAULTS
 from analysis.compact import UNREADABLE, compact_run
 from analysis.control import APPLIED, REJECTED, ControlError, ControlFile, ControlWatcher
-from analysis.errors import RunFailed, UsageError
+from analysis.errors import STORE_FAULTS, RunFailed, UsageError
 from analysis.metrics import final_window, group_metrics
 from analysis.schedules import scheduled_target
 from analysis.segments import sweep_run
