@@ -576,6 +576,8 @@ def parse_rules(data: Any, source: str = "rules") -> RuleSet:
     """A RuleSet from parsed YAML; any problem is one UsageError line naming the rule and field."""
     if not isinstance(data, dict):
         raise UsageError(f"{source}: expected a mapping with 'rules:' (and optionally 'on_critical:')")
+    if not isinstance(data.get("rules") or [], list):
+        raise UsageError(f"{source}: rules: expected a list of rules, got {data['rules']!r}")
     for i, rule in enumerate(data.get("rules") or []):
         kind = rule.get("kind") if isinstance(rule, dict) else None
         if kind not in RULE_KINDS:

@@ -76,10 +76,11 @@ class ControlError(ValueError):
 
 def _reason(err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if p != "settings") or "control file"
-    if first["type"] == "extra_forbidden":
-        return f"unknown key '{loc}'; live-tunable keys: {', '.join(LIVE_KEYS)}"
-    return f"key '{loc}': {first['msg'].lower()} (got {first.get('input')!r})"
+    parts = [str(p) for p in first["loc"]]
+    loc = ".".join(parts[1:] if parts[:1] == ["settings"] and len(parts) > 1 else parts) or "control file"
+    if first["type"] == "extra_forbidden":  # repr: a key with a newline in it must not break the line
+        return f"unknown key {loc!r}; live-tunable keys: {', '.join(LIVE_KEYS)}"
+    return f"key {loc!r}: {first['msg'].lower()} (got {first.get('input')!r})"
 
 
 def validate_settings(settings: dict[str, Any]) -> dict[str, Any]:

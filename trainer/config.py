@@ -173,7 +173,7 @@ def _format_error(err: ValidationError) -> str:
     key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         valid = ", ".join(TrainConfig.model_fields)
-        return f"unknown config key '{key}'; valid keys: {valid}"
+        return f"unknown config key {key!r}; valid keys: {valid}"
     got = first.get("input")
     return f"config key '{key}': {first['msg'].lower()} (got {got!r}); fix it in the YAML file or with --set {key}=..."
 

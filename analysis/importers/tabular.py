@@ -10,6 +10,7 @@
 Strings, lists and null values are not metrics and are skipped.
 """
 
+import contextlib
 import csv
 import json
 import re
@@ -23,25 +24,35 @@ from analysis.importers.rows import RowBuffer, Rows
 STEP_KEYS = ("step", "global_step", "_step", "train/global_step", "iteration", "iter", "Step")
 _CONSOLE = re.compile(r"step:(\d+) - (.*)")
 _NUMPY_REPR = re.compile(r"^np\.\w+\((.*)\)$")  # pprint of a numpy scalar under numpy 2: np.float64(0.5)
+# Steps are stored as int64; past 2**53 a JSON reader may already have rounded them (and no run is that long).
+MAX_STEP = 2**53
 
 
 def as_step(value: Any, where: str) -> int:
-    """A step number from an int, an integral float or a string of digits."""
-    if isinstance(value, bool):
+    """A step number from an int, an integral float or a string of digits, within ±MAX_STEP."""
+    step = _whole(value)
+    if step is None:
         raise UsageError(f"{where}: step {value!r} is not a whole number")
+    if abs(step) > MAX_STEP:
+        raise UsageError(f"{where}: step {value!r} is out of range (at most {MAX_STEP} either side of 0)")
+    return step
+
+
+def _whole(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+        with contextlib.suppress(ValueError):  # "²" is a digit too, and int() refuses 4,300+ digits
+            return int(value)
     try:
         number = float(value)
     except (TypeError, ValueError):
-        number = None
-    if number is not None and number.is_integer():
-        return int(number)
-    raise UsageError(f"{where}: step {value!r} is not a whole number")
+        return None
+    return int(number) if number.is_integer() else None
 
 
 def find_step_key(names: list[str], step_key: str | None, where: str) -> str:
@@ -180,11 +191,11 @@ class VerlConsoleSource:
 
     def read(self, final: bool = True) -> Rows:
         add = self._buffer.add
-        for _, line, _ in self._tail.lines(final):
+        for lineno, line, _ in self._tail.lines(final):
             m = _CONSOLE.search(line.decode("utf-8", errors="replace"))
             if not m:
                 continue
-            step = int(m.group(1))
+            step = as_step(m.group(1), f"{self.path}:{lineno}")
             for item in m.group(2).split(" - "):
                 key, _, text = item.strip().rpartition(":")
                 value = console_value(text) if key else None
