@@ -209,8 +209,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise UsageError(
             f"no run store at {args.store!r}; pass --store DIR (train a run first, or sample_runs)"
         )
-    server = start_dashboard(args.store, args.host, args.port, server_token(args.host, args.token))
-    print(f"entropyscope dashboard: http://{args.host}:{args.port} (store {args.store}); Ctrl-C stops it")
+    token = server_token(args.host, args.token)
+    server = start_dashboard(args.store, args.host, args.port, token)
+    door = "/?token=TOKEN (once per browser tab)" if token else ""
+    print(
+        f"entropyscope dashboard: http://{args.host}:{args.port}{door}; store {args.store}; Ctrl-C stops it"
+    )
     return wait_server(server)
 
 
