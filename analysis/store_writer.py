@@ -319,7 +319,7 @@ class RunWriter:
         n = len(columns[expected[0]])
         if n == 0:
             return
-        arrays = [pa.array([self.run_id] * n, pa.string())]
+        arrays = [pa.array([self.run_id], pa.string()).take(np.zeros(n, dtype=np.int32))]  # no n-item list
         # pa.array converts lists and numpy arrays to the contract type, refusing lossy ones (1.5 -> int).
         arrays += [pa.array(columns[name], type=schema.field(name).type) for name in expected]
         self._buffers[table].append(pa.Table.from_arrays(arrays, schema=schema))

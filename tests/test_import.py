@@ -22,6 +22,7 @@ from analysis.importers.importer import (
     import_source,
     open_sources,
 )
+from analysis.importers.mlflow_runs import open_mlflow
 from analysis.importers.names import KeyMapper
 from analysis.store_reader import StoreReader
 from analysis.watch import watch
@@ -44,10 +45,12 @@ def stored(store: Path, run_id: str) -> pd.DataFrame:
 
 
 def raw_row_count(store: Path, run_id: str) -> int:
-    """Rows in the run's segments before de-duplication: a second import must not add any."""
-    import pyarrow.parquet as pq
-
-    return sum(pq.read_metadata(p).num_rows for p in (store / run_id / "steps").glob("*.parquet"))
+    """Rows in the run's live segments before de-duplication: a second import must not add any."""
+    reader = StoreReader(store)
+    try:
+        return int(reader.query("SELECT count(*) AS n FROM seg_steps", [], ["steps"], [run_id])["n"][0])
+    finally:
+        reader.close()
 
 
 def series(df: pd.DataFrame, key: str) -> dict[int, float]:
@@ -201,6 +204,12 @@ def test_mlflow_sqlite_full_history_params_tags(tmp_path):
     assert info["source"]["tags"] == {"team": "rl"}
     assert info["source"]["experiment"] == "trl-sweep"
     assert info["source"]["uri"] == f"{uri}#{run.info.run_id}"
+    # --follow reads only what was logged since the last read
+    (live,) = open_mlflow(source)
+    assert len(live.read()) == 2 * n + 2 and len(live.read()) == 0
+    client.log_metric(run.info.run_id, "kl", 0.5, step=n)
+    new = live.read()
+    assert (new.keys, new.step.tolist(), new.value.tolist()) == (["kl"], [n], [0.5])
 
 
 def test_mlflow_bad_sources(tmp_path):
@@ -498,3 +507,30 @@ def test_mlflow_file_store_read_directly(tmp_path, monkeypatch):
     assert series(df, schema.ENTROPY_MEAN) == pytest.approx({s: entropy_at(s) for s in range(STEPS)})
     assert series(df, schema.CLIP_DUAL_FRAC) == {3: 0.01}
     assert info["config"] == {"algo": "ppo"} and info["source"]["experiment"] == "verl-sweep"
+
+
+# ---- command line -----------------------------------------------------------------------------------------
+
+
+def test_cli_import_is_torch_free_and_bad_input_exits_2(tmp_path):
+    import subprocess
+    import sys
+
+    tb_log(tmp_path / "tb", range(5))
+    store = tmp_path / "runs"
+    code = (
+        "import sys; from trainer.cli import main; "
+        f"rc = main(['import', {str(tmp_path / 'tb')!r}, '--store', {str(store)!r}]); "
+        "assert 'torch' not in sys.modules, 'import pulled in torch'; sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "tensorboard-tb-" in done.stdout and "20 rows read, 20 new" in done.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", "import", str(tmp_path / "nope.jsonl"), "--store", str(store)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        f"entropyscope: error: no such file or directory: {tmp_path / 'nope.jsonl'}"
+    ]

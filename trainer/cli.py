@@ -226,6 +226,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from analysis.importers.importer import FOLLOW_INTERVAL_S, follow_source, import_source
+
+    options = {"run_id": args.run_id, "fmt": args.format, "step_key": args.step_key, "map_path": args.map}
+    if args.follow:
+        print(f"importing {args.source}, then new rows every {FOLLOW_INTERVAL_S:g} s; Ctrl-C stops")
+        runs = follow_source(args.source, store=args.store, **options)
+    else:
+        runs = import_source(args.source, store=args.store, **options)
+    print("\n".join(run.line() for run in runs))
+    return 0
+
+
 def cmd_compact(args: argparse.Namespace) -> int:
     from analysis import run_ids
     from analysis.compact import STALE_S, compact_runs
@@ -350,6 +363,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("run_id")
     p.add_argument("--to", required=True, help="FILE.duckdb or FILE.csv")
+
+    p = add(
+        "import",
+        cmd_import,
+        "import runs from TensorBoard, MLflow, verl, TRL, JSONL/CSV or W&B offline logs into the store "
+        "(again: only what is new)",
+        "entropyscope import tensorboard_log/gsm8k/grpo --store runs",
+    )
+    p.add_argument("source", help="log file or folder, or MLflow tracking URI[#EXPERIMENT|RUN_ID,...]")
+    p.add_argument("--run-id", help="run id in the store (default: derived from the source, stable)")
+    p.add_argument("--format", default="auto", help="auto, tensorboard, mlflow, verl, trl, jsonl, csv, wandb")
+    p.add_argument("--follow", action="store_true", help="keep importing what the log appends, until Ctrl-C")
+    p.add_argument("--map", metavar="FILE.yaml", help="extra name map (their_name: our_name) over ours")
+    p.add_argument("--step-key", help="step field of a JSONL or CSV (default: step, global_step, _step, ...)")
 
     p = add(
         "compact",

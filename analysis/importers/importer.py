@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from analysis import run_ids
@@ -164,9 +165,10 @@ def map_rows(rows: Rows, mapper: KeyMapper, mapped: dict[str, str]) -> Mapped:
         ours = mapper(raw)
         if ours != raw:
             mapped[raw] = ours
-        lookup[i] = index.setdefault(ours, len(out_keys))
-        if lookup[i] == len(out_keys):
+        if ours not in index:
+            index[ours] = len(out_keys)
             out_keys.append(ours)
+        lookup[i] = index[ours]
     code = lookup[rows.code] if len(rows) else rows.code
     n = len(code)
     order = np.lexsort((np.arange(n), rows.step, code))  # by key, step, then position in the source
@@ -177,7 +179,7 @@ def map_rows(rows: Rows, mapper: KeyMapper, mapped: dict[str, str]) -> Mapped:
     return Mapped(out_keys, code[keep], rows.step[keep], rows.value[keep], rows.wall_time[keep])
 
 
-def _stored_steps(store: Path, run_id: str) -> Any:
+def _stored_steps(store: Path, run_id: str) -> pd.DataFrame:
     from analysis.store_reader import StoreReader
 
     reader = StoreReader(store)
@@ -193,8 +195,7 @@ def new_rows(batch: Mapped, store: Path, run_id: str) -> Mapped:
     stored = _stored_steps(store, run_id)
     if stored.empty or not len(batch):
         return batch
-    codes = {k: i for i, k in enumerate(batch.keys)}
-    s_code = np.array([codes.get(k, -1) for k in stored["key"]], dtype=np.int64)
+    s_code = pd.Categorical(stored["key"], categories=batch.keys).codes.astype(np.int64)  # -1: not in batch
     known = s_code >= 0
     lo = int(min(batch.step.min(), stored["step"].min()))
     span = int(max(batch.step.max(), stored["step"].max())) - lo + 1

@@ -80,20 +80,25 @@ class SqliteBackend:
 
     def metrics(self, run_id: str, cursor: Any) -> tuple[Rows, Any]:
         """Points logged after `cursor` (a rowid; None for all), per key, in logging order."""
-        after = -1 if cursor is None else cursor
         keys = [
             r[0] for r in self.con.execute("SELECT key FROM latest_metrics WHERE run_uuid = ?", (run_id,))
         ]
-        series, last = [], after
+        sql = """SELECT step, CASE WHEN is_nan THEN NULL ELSE value END, timestamp, rowid FROM metrics
+                 WHERE run_uuid = ? AND key = ?"""
+        # A first read goes by key through MLflow's primary-key index (it covers these columns: 1.7 s for 500k
+        # points); a rowid bound there would make SQLite scan the whole run once per key (9.9 s). Later reads
+        # take only the rows past the last one seen, through the run_uuid index.
+        if cursor is not None:
+            sql += " AND rowid > ?"
+        series, last = [], -1 if cursor is None else cursor
         for key in sorted(keys):
-            sql = """SELECT step, CASE WHEN is_nan THEN NULL ELSE value END, timestamp, rowid FROM metrics
-                     WHERE run_uuid = ? AND key = ? AND rowid > ?"""
-            rows = self.con.execute(sql, (run_id, key, after)).fetchall()
+            rows = self.con.execute(
+                sql, (run_id, key) if cursor is None else (run_id, key, cursor)
+            ).fetchall()
             if not rows:
                 continue
             a = np.array(rows, dtype=np.float64)  # NULL -> NaN
-            order = np.lexsort((a[:, 3], a[:, 2]))  # by timestamp, then insertion: the later point wins
-            a = a[order]
+            a = a[np.lexsort((a[:, 3], a[:, 2]))]  # by timestamp, then insertion: the later point wins
             series.append((key, a[:, 0], a[:, 1], a[:, 2] * MS))
             last = max(last, int(a[:, 3].max()))
         return Rows.of_series(series), last

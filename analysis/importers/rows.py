@@ -5,6 +5,7 @@ Readers append rows one at a time into a RowBuffer (typed arrays: a 2M-row impor
 importer stamps those rows with the import time.
 """
 
+import contextlib
 import math
 from array import array
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ class RowBuffer:
     def __init__(self) -> None:
         self.keys: list[str] = []
         self._codes: dict[str, int] = {}
+        self._key_sets: dict[tuple[str, ...], array] = {}
         self._code = array("i")
         self._step = array("q")
         self._value = array("d")
@@ -70,24 +72,38 @@ class RowBuffer:
         self._value.append(value)
         self._time.append(wall_time)
 
+    def extend(self, steps: list[int], keys: list[str], values: list[float], wall_times: list[float]) -> None:
+        """Many rows at once, as parallel lists."""
+        code = self.code
+        self._code.extend([code(k) for k in keys])
+        self._step.extend(steps)
+        self._value.extend(values)
+        self._time.extend(wall_times)
+
     def add_dict(
         self, step: int, values: dict[str, Any], wall_time: float = NO_TIME, prefix: str = ""
     ) -> None:
-        """Every number in `values` (nested dicts flattened with '/'); strings, lists and None are skipped."""
-        codes, code, add_code = self._codes, self.code, self._code.append
-        add_step, add_value, add_time = self._step.append, self._value.append, self._time.append
+        """Every number in `values` (nested dicts flattened with '/', booleans as 0/1); strings, lists and
+        None are skipped."""
+        if not prefix:
+            try:
+                numbers = array("d", values.values())  # all or nothing: raises on any non-number
+            except (TypeError, OverflowError):
+                numbers = None
+            if numbers is not None:  # the common line, all numbers: C-level appends, codes cached per key set
+                names = tuple(values)
+                codes = self._key_sets.get(names)
+                if codes is None:
+                    codes = self._key_sets[names] = array("i", [self.code(k) for k in names])
+                self._code.extend(codes)
+                self._value.extend(numbers)
+                self._step.extend(array("q", [step]) * len(numbers))
+                self._time.extend(array("d", [wall_time]) * len(numbers))
+                return
         for key, value in values.items():
-            if (
-                type(value) is float
-                or type(value) is int
-                or (isinstance(value, Real) and not isinstance(value, bool))
-            ):
-                name = prefix + key if prefix else key
-                c = codes.get(name)
-                add_code(code(name) if c is None else c)
-                add_step(step)
-                add_value(value)
-                add_time(wall_time)
+            if isinstance(value, Real):
+                with contextlib.suppress(OverflowError):  # an int beyond float range is no metric
+                    self.add(step, prefix + key, float(value), wall_time)
             elif isinstance(value, dict):
                 self.add_dict(step, value, wall_time, f"{prefix}{key}/")
 

@@ -85,8 +85,8 @@ class JsonlSource:
         for lineno, line, is_tail in self._tail.lines(final):
             where = f"{self.path}:{lineno}"
             try:
-                obj = loads(line)
-            except ValueError:
+                obj = loads(line.decode())  # str: json skips its encoding sniffing
+            except ValueError:  # UnicodeDecodeError too
                 if is_tail:
                     continue  # the writer's half-written last line
                 raise UsageError(f"{where}: not a JSON object line") from None

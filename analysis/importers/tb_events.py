@@ -83,19 +83,23 @@ class TensorBoardSource:
 
     def _read_file(self, loader: object, file: Path) -> None:
         parse = self.event_pb2.Event.FromString
-        add = self._buffer.add
+        steps, tags, values, times = [], [], [], []  # plain lists: the loop runs once per scalar
         try:
             for record in loader.Load():
                 event = parse(record)
-                if not event.HasField("summary"):
-                    continue
                 for v in event.summary.value:
-                    kind = v.WhichOneof("value")
-                    if kind == "simple_value":
-                        add(event.step, v.tag, v.simple_value, event.wall_time)
-                    elif kind == "tensor" and v.metadata.plugin_data.plugin_name == "scalars":
+                    if v.HasField("simple_value"):
+                        value = v.simple_value
+                    elif v.HasField("tensor") and v.metadata.plugin_data.plugin_name == "scalars":
                         value = _scalar(v.tensor)
-                        if value is not None:
-                            add(event.step, v.tag, value, event.wall_time)
+                        if value is None:
+                            continue
+                    else:
+                        continue
+                    steps.append(event.step)
+                    tags.append(v.tag)
+                    values.append(value)
+                    times.append(event.wall_time)
         except Exception as err:  # a damaged file: protobuf's DecodeError and the loader's own errors
             raise UsageError(f"cannot read TensorBoard event file {file}: {err}") from None
+        self._buffer.extend(steps, tags, values, times)
