@@ -148,14 +148,16 @@ def commands(store: Path, run_id: str, tmp_path: Path) -> dict[str, list[str]]:
         "control": ["control", run_id, "--set", "target_entropy=0.5", "--timeout", "0", *s],
         "export": ["export", run_id, "--to", str(tmp_path / "out.duckdb"), *s],
         "compact": ["compact", run_id, "--stale", "0", *s],
+        "import": ["import", str(tmp_path / "log.jsonl"), "--run-id", run_id, *s],
     }
 
 
-@pytest.mark.parametrize("name", ["train", "train --resume", "control", "export", "compact"])
+@pytest.mark.parametrize("name", ["train", "train --resume", "control", "export", "compact", "import"])
 def test_every_command_refuses_bad_ids_with_one_line(
     name: str, hostile: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     store, outside = hostile
+    (tmp_path / "log.jsonl").write_text('{"step": 1, "entropy": 0.5}\n')
     before, store_before = snapshot(outside), snapshot(store)
     for bad in BAD_IDS:
         started = time.monotonic()
