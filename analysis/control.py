@@ -11,6 +11,7 @@ acknowledgement up in the run's events. Torch-free: used by the trainer, the CLI
 import hashlib
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,12 +121,44 @@ def control_path(run_dir: str | Path) -> Path:
 
 
 def read_version(run_dir: str | Path) -> int:
-    """The version in the current control.json, 0 when absent or unreadable."""
+    """The version in the current control.json, 0 when absent. When it cannot be read (hand-edited garbage),
+    a warning names it and the newest version the trainer acknowledged stands in, so the next version numbered
+    from this one is not refused as stale."""
+    path = control_path(run_dir)
     try:
-        v = json.loads(control_path(run_dir).read_text()).get("version", 0)
-        return v if isinstance(v, int) and not isinstance(v, bool) else 0
-    except (OSError, ValueError, AttributeError):
+        v = json.loads(path.read_text()).get("version", 0)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return v
+        problem = f"its version is {v!r}, not a whole number"
+    except FileNotFoundError:
         return 0
+    except (OSError, ValueError, AttributeError) as err:
+        problem = f"{type(err).__name__}: {err}"
+    acked = acknowledged_version(run_dir)
+    message = f"skipping unreadable {path} ({problem}); numbering after version {acked}"
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return acked
+
+
+def acknowledged_version(run_dir: str | Path) -> int:
+    """The newest control version the run's events applied or rejected; 0 when none."""
+    from analysis.store_reader import StoreReader
+
+    run_dir = Path(run_dir)
+    reader = StoreReader(run_dir.parent)
+    try:
+        events = reader.events(run_dir.name, kinds=[APPLIED, REJECTED])
+    finally:
+        reader.close()
+    return max(map(_payload_version, events["payload"]), default=0)
+
+
+def _payload_version(payload: str | None) -> int:
+    try:
+        v = json.loads(payload or "{}").get("version")
+    except (ValueError, AttributeError):
+        return 0
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 def write_control(run_dir: str | Path, settings: dict[str, Any], version: int | None = None) -> int:

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from analysis.control import APPLIED, read_version, write_control
 from analysis.errors import UsageError
 from analysis.schema import ENTROPY_MEAN
 from analysis.store_reader import StoreReader
@@ -255,3 +256,16 @@ def test_garbage_run_json_is_skipped_with_one_warning_naming_it(tmp_path):
         read_run_json(run_dir)
     assert len(caught) == 1
     assert read_run_json(tmp_path / "missing") is None  # absent is not damaged: no warning
+
+
+def test_control_after_a_garbage_control_json_numbers_past_what_the_trainer_saw(tmp_path):
+    """Numbering from 0 would make the next version stale to a trainer that applied version 3."""
+    writer = RunWriter(tmp_path, "live", {"algo": "grpo"})
+    writer.log_event(5, APPLIED, "control v3 applied", payload={"version": 3})
+    path = tmp_path / "live" / "control.json"
+    path.write_text("{garbage")
+    with pytest.warns(RuntimeWarning, match=rf"skipping unreadable {path} \(JSONDecodeError") as caught:
+        assert write_control(tmp_path / "live", {"target_entropy": 0.5}) == 4
+    assert len(caught) == 1 and str(caught[0].message).endswith("numbering after version 3")
+    assert read_version(tmp_path / "live") == 4
+    writer.close()
