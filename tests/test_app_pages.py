@@ -6,7 +6,9 @@ browser checks are in test_browser.py.
 """
 
 import base64
+import errno
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import analysis.control
 from analysis.control import APPLIED, REJECTED, read_version, write_control
 from analysis.schema import (
     CLIP_FRAC,
@@ -346,6 +349,23 @@ def test_control_rejects_bad_input_in_one_line(
     (message,) = [e.value for e in at.error if e.value.startswith("Not sent")]
     assert "eps_low" in message and "\n" not in message
     assert read_version(store / "open") == 2  # nothing written
+
+
+def test_control_on_a_read_only_store_says_so_in_one_line(
+    open_run: tuple[Path, RunWriter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, _ = open_run
+
+    def read_only(path: Path, obj: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(analysis.control, "write_json_atomic", read_only)
+    at = open_page(store, "control", monkeypatch, run="open")
+    text_box(at, "target entropy (nats)").input("0.8")
+    apply_button(at).click().run()
+    assert not at.exception
+    (message,) = [e.value for e in at.error if e.value.startswith("Not sent")]
+    assert message == f"Not sent: cannot write {store / 'open' / 'control.json'} (Read-only file system)"
 
 
 def test_control_of_a_finished_run_is_read_only(monkeypatch: pytest.MonkeyPatch) -> None:

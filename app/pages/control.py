@@ -152,6 +152,9 @@ def apply(store: str, run_id: str, changes: dict[str, str]) -> None:
     except ControlError as err:  # a bad value: the reason in one line, nothing written
         st.error(f"Not sent: {err}")
         return
+    except OSError as err:  # a full or read-only store
+        st.error(f"Not sent: cannot write {err.filename or 'control.json'} ({err.strerror or err})")
+        return
     st.toast(f"Sent version {version}: {', '.join(f'{k}={v}' for k, v in changes.items())}")
 
 
