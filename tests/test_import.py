@@ -534,3 +534,16 @@ def test_cli_import_is_torch_free_and_bad_input_exits_2(tmp_path):
     assert bad.stderr.strip().splitlines() == [
         f"entropyscope: error: no such file or directory: {tmp_path / 'nope.jsonl'}"
     ]
+
+
+def test_control_refuses_an_imported_run(tmp_path):
+    from analysis.liveness import control_refusal
+
+    log = tmp_path / "live.jsonl"
+    log.write_text('{"step": 1, "data": {"actor/entropy": 1.0}}\n')
+    stop = threading.Event()
+    stop.set()  # import, then stop at the first poll: the run was marked running meanwhile
+    (run,) = follow_source(str(log), store=tmp_path / "runs", stop=stop)
+    info = json.loads((tmp_path / "runs" / run.run_id / "run.json").read_text())
+    refusal = control_refusal(run.run_id, info | {"status": "running", "heartbeat": time.time()}, time.time())
+    assert refusal and "imported from verl" in refusal

@@ -250,7 +250,7 @@ class ImportedRun:
     def line(self) -> str:
         """What the import did, in one line."""
         source = self.meta()["source"]
-        trainer = f" ({source['trainer']})" if source["trainer"] else ""
+        trainer = f" ({source['trainer']})" if source["trainer"] not in (None, self.source.kind) else ""
         return (
             f"{self.run_id}: {self.rows_read} rows read, {self.rows_written} new; {len(self.mapped)} names mapped; "
             f"from {self.source.kind}{trainer} {self.source.location}"

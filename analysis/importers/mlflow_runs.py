@@ -36,6 +36,8 @@ def split_source(spec: str) -> tuple[str, list[str]]:
     if "://" not in uri and ":" not in uri.split("/")[0]:
         path = Path(uri).resolve()
         uri = f"file://{path}" if path.is_dir() else f"sqlite:///{path}"
+    elif (db := sqlite_path(uri)) is not None:
+        uri = f"sqlite:///{db.resolve()}"  # absolute: run.json's source and the run id name one database
     return uri, [s.strip() for s in selector.split(",") if s.strip()]
 
 
