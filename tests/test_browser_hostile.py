@@ -182,8 +182,6 @@ def open_with_token(context: object, server: str, path: str) -> tuple[object, li
     sep = "&" if "?" in path else "?"
     page.goto(f"{server}{path}{sep}token={TOKEN}")
     settle(page)
-    page.wait_for_timeout(300)  # let any injected onerror/onload handler fire before checking it did not
-    settle(page)
     return page, dialogs
 
 
@@ -195,6 +193,8 @@ def picked_run(page: object) -> str:
 
 
 def assert_inert(page: object, dialogs: list[str], where: str) -> None:
+    # An injected <img onerror> would fire once its load fails: wait until every image has loaded or failed.
+    page.wait_for_function("() => [...document.images].every(i => i.complete)", timeout=TIMEOUT_MS)
     state = page.evaluate(STATE_JS)
     assert state == {"xss": None, "jsLinks": 0, "scripts": 0}, (where, state)
     assert dialogs == [], (where, dialogs)
