@@ -16,6 +16,7 @@ import pandas as pd
 
 from analysis.alerts import FIRED, RESOLVED
 from analysis.control import APPLIED, LIVE_KEYS, REJECTED, control_path
+from analysis.run_ids import inside_store
 from analysis.schema import ENTROPY_DELTA_BATCH, ENTROPY_DELTA_PRED, RESPONSE_LEN_MEAN
 from analysis.store_reader import StoreReader, read_run_json
 from analysis.store_writer import RUN_JSON
@@ -163,8 +164,10 @@ def find_tokenizer(store: str | Path, run_id: str) -> Path | None:
     root = Path(store)
     model = _config_at(root / run_id).get("model")
     candidates = [root / run_id]
-    candidates += (
-        [d for d in sorted(root.iterdir()) if d.is_dir() and d.name != run_id] if root.is_dir() else []
+    candidates += (  # other runs of the store only: a run linked out of it is none of its runs
+        [d for d in sorted(root.iterdir()) if d.is_dir() and d.name != run_id and inside_store(root, d)]
+        if root.is_dir()
+        else []
     )
     for run_dir in candidates:
         if run_dir.name != run_id and _config_at(run_dir).get("model") != model:

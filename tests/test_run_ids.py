@@ -112,6 +112,21 @@ def test_readers_list_and_read_only_runs_inside_the_store(hostile: tuple[Path, P
     reader.close()
 
 
+def test_token_texts_come_from_no_run_linked_out_of_the_store(hostile: tuple[Path, Path]) -> None:
+    from analysis.dashboard_queries import find_tokenizer
+
+    store, outside = hostile
+    theirs = outside / "secret" / "checkpoints" / "step_1" / "tokenizer.json"
+    theirs.parent.mkdir(parents=True)
+    theirs.write_text("{}")  # same model as the store's run: a tokenizer the dashboard would borrow
+    assert find_tokenizer(store, "real") is None
+    ours = store / "real2" / "checkpoints" / "step_1" / "tokenizer.json"
+    make_run(store, "real2")
+    ours.parent.mkdir(parents=True)
+    ours.write_text("{}")
+    assert find_tokenizer(store, "real") == ours
+
+
 def test_writers_refuse_before_touching_anything(hostile: tuple[Path, Path]) -> None:
     store, outside = hostile
     before = snapshot(outside)
