@@ -216,15 +216,15 @@ def _token_mean(entropy: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 class EntropyFn:
-    """Per-token entropy (B, R) of a rollout batch under the current parameters, on the training path,
-    minibatch by minibatch (`rows`), exactly as the old log-probs and entropy are computed."""
+    """Per-token entropy (B, R) of a rollout batch under the current parameters, with gradient, on the
+    training path (the formula an entropy bonus differentiates), minibatch by minibatch (`rows`)."""
 
     def __init__(self, model: torch.nn.Module, rollout: Rollout, rows: list[torch.Tensor], cfg: TrainConfig):
         self.model, self.rollout, self.rows, self.cfg = model, rollout, rows, cfg
         self.response_mask = rollout.response_mask
 
-    def chunks(self, grad: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(rows, entropy (b, R)) per minibatch; with gradient when `grad`."""
+    def chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(rows, entropy (b, R)) per minibatch."""
         for rows in self.rows:
             _, ent = response_logprobs(
                 self.model,
@@ -235,7 +235,7 @@ class EntropyFn:
                 precision=self.cfg.precision,
                 chunk_size=self.cfg.entropy_chunk,
                 with_entropy=True,
-                entropy_grad=grad,
+                entropy_grad=True,
             )
             yield rows, ent
 
@@ -250,7 +250,7 @@ def entropy_grad(
     grad = [torch.zeros_like(p) for p in params]
     entropy = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
     with torch.enable_grad():
-        for rows, ent in entropy_of.chunks(True):
+        for rows, ent in entropy_of.chunks():
             entropy[rows] = ent.detach().float()
             part = (ent.float() * mask[rows]).sum() / n
             if not part.requires_grad:
