@@ -1,6 +1,8 @@
 """Is a run alive? Status plus heartbeat age, read one way by the CLI, the dashboard and `control`."""
 
 import math
+import os
+import socket
 from typing import Any
 
 STALE_HEARTBEAT_S = 120.0
@@ -31,6 +33,20 @@ def heartbeat_age(info: dict[str, Any], now: float) -> float | None:
     return None if math.isnan(beat) else now - beat
 
 
+def writer_gone(info: dict[str, Any]) -> bool:
+    """run.json says running, but the process it names on this host is gone: the trainer was killed."""
+    pid = info.get("pid")
+    if info.get("status") != "running" or info.get("host") != socket.gethostname() or type(pid) is not int:
+        return False
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists, under another user
+    return False
+
+
 def status_label(status: object, heartbeat: Any, now: float) -> str:
     """run.json's status, flagged when a run marked running has gone silent."""
     status = str(status) if isinstance(status, str) and status else "unknown"
@@ -54,7 +70,7 @@ def control_refusal(run_id: str, info: dict[str, Any], now: float) -> str | None
             f"run {run_id!r} is imported from {source.get('kind')} logs: no trainer reads its control.json, "
             "so nothing was written; steer it in the trainer that writes those logs"
         )
-    status = info.get("status")
+    status = "killed" if writer_gone(info) else info.get("status")
     if status != "running":
         return (
             f"run {run_id!r} is {status or 'of unknown status'}: only a running trainer reads control.json, "

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.errors import UsageError
+from analysis.liveness import writer_gone
 from analysis.metrics import FINAL_TAIL
 from analysis.run_ids import inside_store
 from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
@@ -183,7 +184,8 @@ class StoreReader:
     # ---- runs ----------------------------------------------------------------------------------------
 
     def runs(self) -> pd.DataFrame:
-        """One row per run: status, liveness, config headline and final entropy/reward (RUNS_COLUMNS)."""
+        """One row per run: status (run.json's, or `killed` when it says running but its trainer process on
+        this host is gone), liveness, config headline and final entropy/reward (RUNS_COLUMNS)."""
         now = time.time()
         rows = []
         for d in self.run_dirs():
@@ -193,6 +195,8 @@ class StoreReader:
                 "run_id": d.name,
                 **{k: info.get(k) for k in ("status", "created", "heartbeat", "last_step")},
             }
+            if writer_gone(info):  # run.json still says running, but nothing will write it any more
+                row["status"] = "killed"
             rows.append(row | {k: config.get(k) for k in CONFIG_COLUMNS} | {"source": source_label(info)})
         meta = pd.DataFrame(
             rows, columns=["run_id", "status", "created", "heartbeat", "last_step", *CONFIG_COLUMNS, "source"]

@@ -76,10 +76,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def damage(store: Path) -> None:
+    """What crashes and bad disks leave behind; every page must still show everything else."""
+    (store / "empty-run").mkdir()
+    steps = store / "grpo-fp32" / "steps"
+    segment = sorted(steps.glob("*.parquet"))[0]
+    (steps / "00000099-1-deadbeef.parquet").write_bytes(segment.read_bytes()[:100])  # truncated
+    (steps / ".00000098-1-cafecafe.parquet.1234abcd.tmp").write_bytes(b"PAR1 half")  # a killed write
+    (store / "grpo-bf16" / "control.json").write_text("{not json")
+    (store / "dapo-fp32" / "run.json").write_bytes(b"\x00garbage")
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("browser") / "store"
     shutil.copytree(SAMPLE_RUNS, dest)
+    damage(dest)
     return dest
 
 
@@ -169,6 +181,17 @@ def test_compare_opens_on_the_newest_runs(page: object, server: str) -> None:
     first_chart.locator("g.trace.scatter").first.wait_for(timeout=TIMEOUT_MS)
     assert first_chart.locator("g.trace.scatter").count() == n_runs >= 2
     assert page.get_by_text("Choose runs above").count() == 0
+
+
+def test_a_damaged_store_shows_everything_else(page: object, server: str) -> None:
+    """A truncated segment, a temp file, garbage run.json and control.json, an empty run folder (damage())."""
+    open_page(page, server + "/", PAGES["runs"][1])
+    grid = page.locator('[data-testid="stDataFrame"]')
+    runs = sorted(d.name for d in SAMPLE_RUNS.iterdir() if (d / "run.json").is_file())
+    page.get_by_text(f"{len(runs)} of {len(runs)} runs").wait_for(timeout=TIMEOUT_MS)  # not the empty folder
+    assert grid.count() == 1 and page.locator(EXCEPTION).count() == 0
+    for run in ("grpo-fp32", "dapo-fp32", "grpo-bf16"):  # every damaged run keeps its charts
+        open_page(page, f"{server}/run?run={run}", f"() => ({ENTROPY_POINTS_JS})() == 200")
 
 
 def test_alerts_evaluate_rules_now_lists_the_collapse(page: object, server: str) -> None:

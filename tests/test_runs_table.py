@@ -1,6 +1,8 @@
 """One meaning of "final" (mean of the last 10% of steps) and human units, in every runs listing."""
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -61,3 +63,16 @@ def test_runs_command_shows_ages_percentages_and_heartbeats_of_running_runs_only
     assert rows["live"].endswith(" 3 s")
     assert "running? (silent 5.8 d)" in rows["dead"] and rows["dead"].endswith(" 5.8 d")
     assert "501324" not in "".join(lines)
+
+
+def test_a_run_whose_trainer_process_is_gone_reads_killed(tmp_path, capsys):
+    """run.json still says running with a fresh heartbeat, but the process it names on this host is dead."""
+    write_run(tmp_path, "gone", "running", 1)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    info = json.loads((tmp_path / "gone" / "run.json").read_text())
+    (tmp_path / "gone" / "run.json").write_text(json.dumps(info | {"pid": int(dead.stdout)}))
+    assert StoreReader(tmp_path).runs()["status"].tolist() == ["killed"]
+    assert main(["control", "gone", "--store", str(tmp_path), "--set", "target_entropy=1"]) == 2
+    assert "run 'gone' is killed" in capsys.readouterr().err
+    write_run(tmp_path, "alive", "running", 1)  # this test's own process: alive
+    assert StoreReader(tmp_path).runs().set_index("run_id").loc["alive", "status"] == "running"
