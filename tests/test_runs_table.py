@@ -46,7 +46,8 @@ def test_final_is_the_same_number_everywhere(tmp_path):
     assert row["entropy_change"] == pytest.approx(final / ENTROPY[0] - 1)
     (readme_row,) = summary_rows(tmp_path, ["done"])  # the docs' sample-runs table
     assert readme_row["final_entropy"] == pytest.approx(final)
-    assert summarize("done", tmp_path, 30, ENTROPY[0], history()).entropy == pytest.approx(final)  # CLI summary
+    summary = summarize("done", tmp_path, 30, ENTROPY[0], history())  # what the CLI prints after training
+    assert summary.entropy == pytest.approx(final)
 
 
 def test_runs_command_shows_ages_percentages_and_heartbeats_of_running_runs_only(tmp_path, capsys):
@@ -68,7 +69,9 @@ def test_runs_command_shows_ages_percentages_and_heartbeats_of_running_runs_only
 def test_a_run_whose_trainer_process_is_gone_reads_killed(tmp_path, capsys):
     """run.json still says running with a fresh heartbeat, but the process it names on this host is dead."""
     write_run(tmp_path, "gone", "running", 1)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     info = json.loads((tmp_path / "gone" / "run.json").read_text())
     (tmp_path / "gone" / "run.json").write_text(json.dumps(info | {"pid": int(dead.stdout)}))
     assert StoreReader(tmp_path).runs()["status"].tolist() == ["killed"]
