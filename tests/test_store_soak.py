@@ -48,6 +48,7 @@ def test_readers_see_no_error_and_no_duplicate_through_training_resume_and_compa
         for p in procs:
             p.wait(timeout=120)
     results = {m: json.loads(out.read_text()) for m, out in outs.items()}
+    print({m: {k: r[k] for k in ("reads", "max_dupes", "backwards", "last")} for m, r in results.items()})
     n_rows = len(StoreReader(store).table("steps", ["soak"]))
     for mode, r in results.items():
         assert r["errors"] == [], (mode, r["errors"][:3])
