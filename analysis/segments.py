@@ -31,10 +31,13 @@ def superseded(table_dir: Path) -> dict[str, float]:
 
 
 def live_segments(table_dir: Path) -> list[Path]:
-    """The folder's segments a reader should scan, in name (= write) order: finished, not superseded."""
+    """The folder's segments a reader should scan, in name (= write) order: finished, not superseded, and
+    not a link (writers never make one; it could lead out of the store)."""
     gone = superseded(table_dir)
     return [
-        p for p in sorted(table_dir.glob("*.parquet")) if not p.name.startswith(".") and p.name not in gone
+        p
+        for p in sorted(table_dir.glob("*.parquet"))
+        if not p.name.startswith(".") and p.name not in gone and not p.is_symlink()
     ]
 
 

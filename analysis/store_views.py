@@ -5,8 +5,8 @@
     con.sql("select run_id, step, value from steps where key = 'entropy/mean' order by run_id, step")
 
 or, for the duckdb command line, `python -m analysis.store_views runs > views.sql` and
-`duckdb -init views.sql`. Each view globs the store's segments at every query, so a live run's new rows
-appear without reconnecting, and keeps one row per natural key (a resumed run's repeated steps: the newest;
+`duckdb -init views.sql`. Each view globs its runs' segments at every query, so a live run's new rows
+appear without reconnecting (a run started later, at the next `connect`), and keeps one row per natural key (a resumed run's repeated steps: the newest;
 a compaction's merged segment and the parts it superseded, both listed for a while: one copy). Compaction
 leaves superseded parts in place for analysis.segments.GRACE_S, so a query never opens a vanished file.
 A table with no segment yet when the views are made is an empty view until `connect` is called again.
@@ -18,24 +18,30 @@ from pathlib import Path
 import duckdb
 
 from analysis.schema import TABLES
-from analysis.store_reader import clean_view_sql
+from analysis.store_reader import StoreReader, clean_view_sql
 
 
-def _glob(store: Path, table: str) -> str:
-    return str(store.resolve() / "*" / table / "*.parquet").replace("'", "''")
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
 
 
 def views_sql(store: str | Path) -> str:
-    """CREATE VIEW statements for every table of the store that has segments (others are left out)."""
-    store = Path(store)
+    """CREATE VIEW statements for every table of the store that has segments (others are left out). Each
+    globs the table folder of every run there now (run folders that pass analysis.run_ids, so none leads
+    out of the store): new segments of those runs show up at the next query, a new run at the next call."""
+    reader = StoreReader(store)
+    runs = reader.run_dirs()
+    reader.close()
     out = []
     for table in TABLES:
-        if not any(store.glob(f"*/{table}/*.parquet")):
+        folders = [d.resolve() / table for d in runs if any((d / table).glob("*.parquet"))]
+        if not folders:
             continue
-        raw = (
-            f"read_parquet('{_glob(store, table)}', filename = true, file_row_number = true, "
-            "union_by_name = true)"
-        )
+        files = ", ".join(_quote(f / "*.parquet") for f in folders)
+        raw = f"read_parquet([{files}], filename = true, file_row_number = true, union_by_name = true)"
+        links = [_quote(p) for f in folders for p in f.glob("*.parquet") if p.is_symlink()]
+        if links:  # writers never make one; it could lead out of the store
+            raw = f"(SELECT * FROM {raw} WHERE filename NOT IN ({', '.join(links)}))"
         out.append(f"CREATE OR REPLACE VIEW {table} AS {clean_view_sql(table, raw)};")
     return "\n".join(out)
 

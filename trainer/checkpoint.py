@@ -85,12 +85,13 @@ def checkpoint_problem(ckpt: Path) -> str | None:
 
 
 def checkpoints(run_dir: Path) -> list[Path]:
-    """The run's step_N directories, newest first."""
+    """The run's step_N directories, newest first; a link (the trainer never makes one) could lead out of the
+    store, so it is not a checkpoint."""
     root = run_dir / "checkpoints"
     found = [
         (int(m.group(1)), p)
-        for p in (root.iterdir() if root.is_dir() else [])
-        if (m := _STEP_DIR.match(p.name))
+        for p in (root.iterdir() if root.is_dir() and not root.is_symlink() else [])
+        if (m := _STEP_DIR.match(p.name)) and not p.is_symlink()
     ]
     return [p for _, p in sorted(found, reverse=True)]
 
