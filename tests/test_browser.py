@@ -95,12 +95,13 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
-@pytest.fixture(scope="module")
-def server(store: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(store: Path, host: str = "127.0.0.1", env: dict[str, str] | None = None) -> Iterator[str]:
+    """The dashboard over `store` in its own process, as `entropyscope dashboard` starts it; yields its URL."""
     port = free_port()
     log = open(store.parent / "server.log", "w")  # noqa: SIM115 - open for the server's whole life
-    proc = serve.start(str(store), port=port, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    proc = serve.start(str(store), host=host, port=port, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://{host}:{port}"
     try:
         serve.wait_ready(url, timeout=120, proc=proc)
         yield url
@@ -111,6 +112,12 @@ def server(store: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server(store: Path) -> Iterator[str]:
+    with serving(store) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,18 @@ access token, as `entropyscope dashboard --host ADDRESS --token TOKEN` serves it
   messages show as text on every page and never run (no dialog, a window flag the payloads set stays unset).
 """
 
-import subprocess
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from test_browser import CHROMIUM, CHROMIUM_ARGS, IDLE, TIMEOUT_MS, free_port, sync_api
+from test_browser import CHROMIUM, CHROMIUM_ARGS, IDLE, TIMEOUT_MS, serving, sync_api
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 
 from analysis.access import TOKEN_ENV
 from analysis.store_writer import RunWriter
-from app import serve
 
 pytestmark = pytest.mark.browser
 
@@ -79,21 +78,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(store: Path) -> Iterator[str]:
-    port = free_port()
-    log = open(store.parent / "server.log", "w")  # noqa: SIM115 - open for the server's whole life
-    env = {**__import__("os").environ, TOKEN_ENV: TOKEN}
-    proc = serve.start(str(store), host=HOST, port=port, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://{HOST}:{port}"
-    try:
-        serve.wait_ready(url, timeout=120, proc=proc)
+    with serving(store, HOST, {**os.environ, TOKEN_ENV: TOKEN}) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 @pytest.fixture(scope="module")

@@ -100,6 +100,10 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
+def restore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_demo_serves_the_dashboard_over_sample_runs_and_the_live_run(tmp_path):
     store, port, log = tmp_path / "store", free_port(), tmp_path / "demo.out"
     args = [
@@ -114,8 +118,10 @@ def test_demo_serves_the_dashboard_over_sample_runs_and_the_live_run(tmp_path):
         "--port",
         str(port),
     ]
-    with log.open("w") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, text=True)
+    with log.open("w") as out:  # Ctrl-C reaches it even when the suite runs as a background job (SIG_IGN)
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, text=True, preexec_fn=restore_sigint
+        )
     try:
         deadline = time.monotonic() + 240
         while "still serving" not in log.read_text():
