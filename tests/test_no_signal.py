@@ -19,7 +19,9 @@ def test_default_rule_needs_ten_steps_without_any_signal():
     ruleset = parse_rules({"rules": [rule.model_dump(by_alias=True)]})
     zero = [1.0] * 10 + [0.75] + [1.0] * 11 + [0.9]
     steps = np.arange(1, len(zero) + 1)
-    ev = evaluate({ADV_ZERO_FRAC: (steps, np.array(zero)), REWARD_MEAN: (steps, np.zeros(len(zero)))}, ruleset)
+    ev = evaluate(
+        {ADV_ZERO_FRAC: (steps, np.array(zero)), REWARD_MEAN: (steps, np.zeros(len(zero)))}, ruleset
+    )
     # Ten steps of 1.0 then one group with a reward difference: never fires; the next eleven do (pending at 12,
     # firing at 12 + 10), and the first step with any signal resolves it.
     assert [(t.kind, t.step) for t in ev.transitions] == [(FIRED, 22), (RESOLVED, 23)]
