@@ -57,7 +57,12 @@ def test_group_relative_algos_refuse_groups_of_one(algo):
 
 @pytest.mark.parametrize(
     ("text", "fragment"),
-    [("algo: [grpo\n", "not valid YAML"), ("- a\n- b\n", "mapping")],
+    [
+        ("algo: [grpo\n", "not valid YAML"),
+        ("- a\n- b\n", "mapping"),
+        ("?\n", "key None is not a name"),
+        ("1: 2\n", "key 1"),
+    ],
 )
 def test_bad_yaml_file(tmp_path, text, fragment):
     path = tmp_path / "bad.yaml"

@@ -207,6 +207,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise UsageError(f"config file {str(p)!r} is not valid YAML{where}; fix its syntax") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise UsageError(f"config file {str(p)!r} must hold a mapping of key: value pairs")
+        bad = [k for k in loaded or {} if not isinstance(k, str)]
+        if bad:
+            raise UsageError(
+                f"config file {str(p)!r}: key {bad[0]!r} is not a name; write keys as `name: value`"
+            )
         data.update(loaded or {})
     data.update(parse_overrides(overrides or []))
     try:
