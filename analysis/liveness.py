@@ -65,7 +65,7 @@ def heartbeat_text(status: object, heartbeat: Any, now: float) -> str:
 def control_refusal(run_id: str, info: dict[str, Any], now: float) -> str | None:
     """Why a control change sent to this run would never be read (None: its trainer is live)."""
     source = info.get("source")
-    if isinstance(source, dict):  # `entropyscope import`: its trainer runs elsewhere and never reads ours
+    if isinstance(source, dict) and not source.get("live"):  # `entropyscope import`: no trainer reads ours
         return (
             f"run {run_id!r} is imported from {source.get('kind')} logs: no trainer reads its control.json, "
             "so nothing was written; steer it in the trainer that writes those logs"

@@ -47,7 +47,7 @@ def header(run: pd.Series, info: dict) -> None:
     cols[5].metric("heartbeat", heartbeat_text(run["status"], run["heartbeat"], now))
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
     source = info.get("source") if isinstance(info.get("source"), dict) else None
-    if source:  # an imported run: the tool's step metrics, no per-token records
+    if source and not source.get("live"):  # an imported run: the tool's step metrics, no per-token records
         where = source.get("uri") or source.get("path")
         st.caption(f"Imported from {source.get('kind')} `{where}`: step metrics only, so the panels built from "
                    "per-token records (entropy histogram, ΔH by quadrant) have none.")  # fmt: skip
