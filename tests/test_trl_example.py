@@ -1,0 +1,35 @@
+"""examples/trl_grpo.py end to end: one run in the store from the offline tiny model; bad input is one line."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "trl_grpo.py")
+
+
+def run_example(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
+    monkeypatch.setattr(sys, "argv", [EXAMPLE, *argv])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(EXAMPLE, run_name="__main__")
+    return done.value.code
+
+
+def test_example_writes_one_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+    store = tmp_path / "store"
+    code = run_example(
+        monkeypatch, "--store", str(store), "--steps", "2", "--run-id", "ex", "--controller", "repo_r"
+    )
+    assert code == 0
+    assert "run ex: 2 steps" in capsys.readouterr().out
+    info = json.loads((store / "ex" / "run.json").read_text())
+    assert info["status"] == "finished" and info["config"]["controller"] == "repo_r"
+    assert [d.name for d in store.iterdir() if (d / "run.json").exists()] == ["ex"]
+
+
+def test_example_bad_model_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+    code = run_example(monkeypatch, "--store", str(tmp_path), "--model", str(tmp_path / "nope"))
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("entropyscope: error: ") and "\n" not in err
