@@ -25,6 +25,7 @@ import json
 import sys
 import time
 import uuid
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from analysis import schema
 from analysis.errors import UsageError
 from analysis.store_writer import RunWriter
 from trainer.config import TrainConfig, _format_error
+from trainer.integrations.background import BackgroundWriter, Worker
 from trainer.integrations.session import CONTROLLERS, Session
 from trainer.integrations.step_stats import StepStats, rollout_metrics
 from trainer.records import sample_rows
@@ -139,13 +141,14 @@ class EntropyScopeGRPOTrainer(GRPOTrainer):
         self.es_run_id = run_id or f"trl-{controller}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
         self._es_knobs = knobs
         self._es: Session | None = None
-        self._es_writer: RunWriter | None = None
+        self._es_writer: BackgroundWriter | None = None  # the main rank's
+        self._es_worker: Worker | None = None  # the main rank's bookkeeping thread
         self._es_stats = StepStats(
             knobs.get("token_records", TrainConfig.model_fields["token_records"].default)
         )
         self._es_inputs: dict | None = None  # the micro-batch whose loss TRL is computing
         self._es_rewards: torch.Tensor | None = None
-        self._es_rollout: tuple[dict[str, float], list[dict]] | None = None  # metrics, samples rows
+        self._es_rollout: Future | None = None  # -> (rollout metrics, samples rows), on the main rank
         self._es_generations = 0
         self._es_first_pass = False
         self._es_time = 0.0  # seconds spent in this module during the step
@@ -161,7 +164,9 @@ class EntropyScopeGRPOTrainer(GRPOTrainer):
         if main:
             meta = {"source": {"kind": "trl", "trainer": type(self).__mro__[1].__name__, "live": True,
                                "version": trl.__version__, "config": _jsonable(self.args.to_dict())}}  # fmt: skip
-            self._es_writer = RunWriter(self.es_store, self.es_run_id, cfg.model_dump(), meta=meta)
+            self._es_worker = Worker()
+            writer = RunWriter(self.es_store, self.es_run_id, cfg.model_dump(), meta=meta)
+            self._es_writer = BackgroundWriter(writer, self._es_worker)
         run_dir = self.es_store / self.es_run_id
         self._es = Session(cfg, self._es_writer, run_dir, None, self._broadcast)
         if self._es_writer is None:
@@ -207,7 +212,7 @@ class EntropyScopeGRPOTrainer(GRPOTrainer):
             self._gather, self._reduce_max, self.epsilon_low, self.epsilon_high, cfg.lr, cfg.hist_bins,
             self.model.config.vocab_size,
         )  # fmt: skip
-        rollout, samples = self._es_rollout or ({}, [])
+        rollout, samples = self._es_rollout.result() if self._es_rollout is not None else ({}, [])
         self._es_rollout = None
         metrics.update(rollout)
         metrics[schema.ENTROPY_TARGET] = s.target(step, metrics[schema.ENTROPY_MEAN])
@@ -230,17 +235,18 @@ class EntropyScopeGRPOTrainer(GRPOTrainer):
         return stop
 
     def _es_record_rollout(self, out: dict[str, Any]) -> torch.Tensor:
-        """Rollout metrics and samples of a fresh generation batch; returns the rows' run-unique sample ids."""
+        """Rollout metrics and samples of a fresh generation batch (made on the main rank's worker thread);
+        returns the rows' run-unique sample ids."""
         t0 = time.perf_counter()
-        acc, tok = self.accelerator, self.processing_class
+        acc = self.accelerator
         n_local = len(out["completion_ids"])
         n_all = n_local * acc.num_processes
         base = self._es_generations * n_all
         self._es_generations += 1
         self._es_first_pass = True
         ids = base + acc.process_index * n_local + torch.arange(n_local, device=out["completion_ids"].device)
-        per_func, self._es_rewards = self._es_rewards, None
-        rewards = (per_func * self.reward_weights.to(per_func.device)[None]).nansum(1)
+        per_func, self._es_rewards = self._es_rewards.cpu(), None
+        rewards = (per_func * self.reward_weights.cpu()[None]).nansum(1)
         rewards[torch.isnan(per_func).all(1)] = torch.nan  # unscorable, as TRL counts them
         prompt_ids = [
             r[m.bool()].tolist() for r, m in zip(out["prompt_ids"], out["prompt_mask"], strict=True)
@@ -250,16 +256,12 @@ class EntropyScopeGRPOTrainer(GRPOTrainer):
         ]
         if acc.num_processes > 1:
             prompt_ids, completion = gather_object(prompt_ids), gather_object(completion)
-        responses = tok.batch_decode(completion, skip_special_tokens=True)
-        group_ids = torch.arange(n_all) // self.num_generations + base // self.num_generations
-        lengths = torch.tensor([len(c) for c in completion])
-        metrics, correct = rollout_metrics(rewards.cpu(), group_ids, responses, lengths)
-        rows: list[dict] = []
-        if acc.is_main_process:
-            view = _rollout_view(prompt_ids, completion, responses, group_ids, tok.pad_token_id)
+        if self._es_worker is not None:
             step = self.state.global_step + 1  # the optimizer step this rollout trains first
-            rows = sample_rows(step, base, view, rewards.cpu().nan_to_num(0.0), correct, tok)
-        self._es_rollout = (metrics, rows)
+            self._es_rollout = self._es_worker.submit(
+                _rollout_records, step, base, prompt_ids, completion, rewards, self.num_generations,
+                self.processing_class,
+            )  # fmt: skip
         self._es_time += time.perf_counter() - t0
         return ids
 
@@ -355,6 +357,24 @@ class _StepHooks(TrainerCallback):
         if self.trainer._es_step_end(state.global_step):
             control.should_training_stop = True
         return control
+
+
+def _rollout_records(
+    step: int,
+    base: int,
+    prompt_ids: list[list[int]],
+    completion: list[list[int]],
+    rewards: torch.Tensor,
+    group_size: int,
+    tokenizer: Any,
+) -> tuple[dict[str, float], list[dict]]:
+    """(rollout metrics, `samples` rows) of one generation batch, all ranks' rows; sample ids from `base`."""
+    responses = tokenizer.batch_decode(completion, skip_special_tokens=True)
+    group_ids = (torch.arange(len(completion)) + base) // group_size
+    lengths = torch.tensor([len(c) for c in completion])
+    metrics, correct = rollout_metrics(rewards, group_ids, responses, lengths)
+    view = _rollout_view(prompt_ids, completion, responses, group_ids, tokenizer.pad_token_id)
+    return metrics, sample_rows(step, base, view, rewards.nan_to_num(0.0), correct, tokenizer)  # fmt: skip
 
 
 def _rollout_view(
