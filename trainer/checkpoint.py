@@ -32,8 +32,10 @@ def save_checkpoint(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     state: dict[str, Any],
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write step_N atomically: a crash mid-save leaves the previous checkpoints intact and no partial one.
+    `weights`: the model's whole state dict when its parameters are sharded (gathered by the caller).
     A full or read-only disk raises OSError (ENOSPC, EROFS) whatever library was writing."""
     root = run_dir / "checkpoints"
     final = root / f"step_{step}"
@@ -41,7 +43,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         torch.save({**state, "step": step}, tmp / STATE_FILE)
         sizes = {}

@@ -49,10 +49,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.run_id is not None:
         run_ids.run_dir(args.store, args.run_id)
     cfg = load_config(args.config, args.set)  # before importing torch, so bad input fails in a blink
+    if args.nproc < 1:
+        raise UsageError(f"--nproc {args.nproc}: pass a number of processes, 1 or more")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from trainer.launch import spawn
+
+        again = [*([args.config] if args.config else []), *(f"--set={kv}" for kv in args.set)]
+        again += ["--store", args.store, *(["--run-id", args.run_id] if args.run_id else [])]
+        return spawn(["train", *again, *(["--resume"] if args.resume else [])], args.nproc)
     from trainer.loop import train
 
     summary = train(cfg, Path(args.store), run_id=args.run_id, resume=args.resume)
-    print("\n".join(summary.lines()))
+    if os.environ.get("RANK", "0") == "0":  # one summary for a run of several processes
+        print("\n".join(summary.lines()))
     return 0
 
 
@@ -308,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     p.add_argument("--run-id", help="run directory name (default: generated)")
     p.add_argument("--resume", action="store_true", help="continue run --run-id from its last checkpoint")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="train data-parallel in N processes on torch.distributed (config key dist: fsdp2 or ddp; "
+        "docs/distributed.md); the same as torchrun --nproc_per_node N -m trainer.cli train ...",
+    )
 
     p = add(
         "demo",

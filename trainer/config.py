@@ -114,6 +114,8 @@ class TrainConfig(BaseModel):
     """Alert rules evaluated live each step: `default` (analysis/default_alerts.yaml), a YAML file, or `off`."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """`auto` picks CUDA when available."""
+    dist: Literal["fsdp2", "ddp"] = "fsdp2"
+    """With several processes (`--nproc N` or torchrun): FSDP2 (fully_shard per decoder layer, then the root) or DDP."""
     threads: int = Field(default=0, ge=0)
     """torch CPU threads for this run; 0: torch's default (one per core). Give each of several trainings sharing a machine 1: two default-threaded runs on 2 cores took 3.8x as long as with 1 thread each (measured)."""
     warmup_steps: int = Field(default=300, ge=0)

@@ -1,8 +1,10 @@
 """The training loop: rollout -> reward -> advantages -> old log-probs and diagnostics -> update -> log.
 
-Deliberate simplifications: one process, one device, no reference-model KL term, no value model; the
-rollout and training paths share the model weights (a colocated setup), so all drift between them is
-numerical and is what the precision metrics measure.
+Deliberate simplifications: no reference-model KL term, no value model; the rollout and training paths
+share the model weights (a colocated setup), so all drift between them is numerical and is what the
+precision metrics measure. Under torchrun (or `entropyscope train --nproc N`) the same loop runs on every
+rank, data-parallel (trainer/distributed.py): each rank samples and forwards its share of the batch, and
+everything computed from the whole batch is computed identically everywhere.
 """
 
 import time
@@ -36,9 +38,21 @@ from trainer.diagnostics import (
     precision_metrics,
     quadrants,
 )
+from trainer.distributed import (
+    SINGLE,
+    NullWriter,
+    Ranks,
+    check_batch,
+    full_weights,
+    init_ranks,
+    load_optimizer_state,
+    local_device,
+    optimizer_state,
+    wrap,
+)
 from trainer.entropy_delta import DeltaTracker, EntropyFn
 from trainer.models import is_preset, load_policy
-from trainer.policy import response_logprobs
+from trainer.policy import as_root
 from trainer.progress import Progress
 from trainer.records import sample_rows, token_columns
 from trainer.rollout import Rollout, RolloutEngine, sample
@@ -149,8 +163,10 @@ def apply_control(p: "Policy", doc: ControlFile) -> tuple[dict, dict]:
 
 
 def poll_control(writer: RunWriter, p: "Policy", watcher: ControlWatcher, step: int) -> None:
-    """Check control.json once; record control_applied (old -> new) or control_rejected (the reason)."""
-    doc = watcher.poll()
+    """Check control.json once; record control_applied (old -> new) or control_rejected (the reason).
+    Across ranks, rank 0 reads the file and every rank applies what it read, at the same step."""
+    ranks = getattr(p, "ranks", SINGLE)
+    doc = ranks.share(watcher.poll() if ranks.main else None)
     if doc is None:
         return
     try:
@@ -197,24 +213,28 @@ def check_alerts(writer: RunWriter, engine: AlertEngine, step: int, metrics: dic
     return True
 
 
-def old_logprobs(model, rollout: Rollout, splits, cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def old_logprobs(
+    model, rollout: Rollout, splits, cfg: TrainConfig, ranks: Ranks = SINGLE
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Training-path log-probs and entropy (B, R) before the update, on epoch 0's minibatch split so the
-    first minibatch's ratio is bitwise 1 when the pipeline is numerically consistent."""
+    first minibatch's ratio is bitwise 1 when the pipeline is numerically consistent (across ranks, each
+    rank's share of each minibatch, as the update splits it)."""
+    root = as_root(model)
     logp = torch.zeros_like(rollout.rollout_logp)
     entropy = torch.zeros_like(rollout.rollout_logp)
     with torch.no_grad():
         for rows in splits[0]:
-            lp, ent = response_logprobs(
-                model,
-                rollout.input_ids[rows],
-                rollout.attention_mask[rows],
+            mine = rows[ranks.rows(len(rows))]
+            lp, ent = root(
+                rollout.input_ids[mine],
+                rollout.attention_mask[mine],
                 rollout.response_mask.shape[1],
                 temperature=cfg.temperature,
                 precision=cfg.precision,
                 chunk_size=cfg.entropy_chunk,
                 with_entropy=True,
             )
-            logp[rows], entropy[rows] = lp.float(), ent
+            logp[rows], entropy[rows] = ranks.assemble(lp.float(), len(rows)), ranks.assemble(ent, len(rows))
     return logp, entropy
 
 
@@ -278,6 +298,8 @@ class Policy:
     h0: float | None = None
     overrides: dict = field(default_factory=dict)  # live changes applied from control.json
     delta: DeltaTracker | None = None  # measured vs predicted batch ΔH, on the steps delta_every picks
+    root: torch.nn.Module | None = None  # the training root: `model` under a LogprobModule, sharded or not
+    ranks: Ranks = SINGLE
 
 
 @dataclass
@@ -310,12 +332,13 @@ def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Gen
         temperature=cfg.temperature,
         precision=cfg.precision,
         generator=gen,
+        ranks=p.ranks,
     )
     t_rollout = time.perf_counter()
     rewards, correct = score(p.task, rollout)
     seq_adv = get_advantage(cfg.algo)(rewards, rollout.group_ids.cpu()).to(p.device)
     splits = minibatch_splits(len(rollout.prompts), cfg, gen)
-    train_logp, entropy = old_logprobs(p.model, rollout, splits, cfg)
+    train_logp, entropy = old_logprobs(p.root or p.model, rollout, splits, cfg, p.ranks)
     # Naive bf16 trusts the rollout engine's log-probs as the old policy; the other modes recompute them
     # on the training path, so old and new log-probs share one code path.
     old_logp = rollout.rollout_logp if cfg.precision == "bf16" else train_logp
@@ -338,7 +361,7 @@ def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Gen
             step, entropy_of, quadrants(seq_adv[:, None], train_logp, entropy, rollout.response_mask)
         )
     upd = ppo_update(
-        p.model,
+        p.root or p.model,
         p.optimizer,
         rollout.input_ids,
         rollout.attention_mask,
@@ -352,6 +375,7 @@ def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Gen
         controller=ctrl,
         generator=gen,
         tracker=tracker,
+        ranks=p.ranks,
     )
     delta_metrics = tracker.end(entropy_of) if tracker else {}
     ctrl.update(measured, target, step)  # sets the next step's parameters
@@ -403,17 +427,25 @@ def train(
 ) -> RunSummary:
     """Train `cfg.steps` iterations, logging to `<store>/<run_id>/` (and MLflow when configured).
 
+    Under torchrun (WORLD_SIZE > 1) this process is one rank of a data-parallel job (trainer/distributed.py).
     A full or read-only store stops the run with RunFailed, naming the checkpoint that resumes it."""
     if resume and not run_id:
         raise UsageError("--resume needs --run-id ID of the run to continue")
-    run_id = run_id or f"{cfg.algo}-{cfg.controller}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    with torch_threads(cfg.threads):
-        try:
-            return _train(cfg, store, run_id, resume, progress)
-        except OSError as err:
-            if err.errno not in STORE_FAULTS:
-                raise
-            raise RunFailed(store_failure(Path(store) / run_id, err)) from err
+    device = pick_device(cfg.device)
+    ranks = init_ranks(cfg.dist, local_device(device))
+    try:
+        new_id = f"{cfg.algo}-{cfg.controller}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+        run_id = ranks.share(run_id or new_id)  # one run, one id: rank 0's
+        with torch_threads(cfg.threads):
+            try:
+                return _train(cfg, store, run_id, resume, progress, ranks)
+            except OSError as err:
+                if err.errno not in STORE_FAULTS:
+                    raise
+                raise RunFailed(store_failure(Path(store) / run_id, err)) from err
+    finally:
+        if ranks.world > 1:
+            torch.distributed.destroy_process_group()
 
 
 def store_failure(run_dir: Path, err: OSError) -> str:
@@ -428,16 +460,33 @@ def store_failure(run_dir: Path, err: OSError) -> str:
     return f"run {run_dir.name} stopped: {what}; free space or make the store writable, {how}"
 
 
-def _train(cfg: TrainConfig, store: Path, run_id: str, resume: bool, progress: bool) -> RunSummary:
-    run_dir = run_ids.run_dir(store, run_id)  # before a checkpoint is read: the id must stay in the store
-    device = pick_device(cfg.device)
-    alerts = build_alerts(cfg)  # a bad rules file fails here, before the model is built
+def check_ranks(cfg: TrainConfig, ranks: Ranks, state: dict) -> None:
+    """UsageError for what a data-parallel run cannot do, and for resuming with another process count."""
+    saved = state.get("world", 1) if state else ranks.world
+    if saved != ranks.world:
+        raise UsageError(f"the checkpoint was saved by {saved} processes; resume it with --nproc {saved}")
+    if ranks.world == 1:
+        return
+    if cfg.delta_every:
+        raise UsageError("delta_every needs one process (its gradient split is not distributed); set it to 0")
+    check_batch(cfg.prompts_per_step * cfg.group_size, cfg.minibatches, ranks.world)
+
+
+def setup(cfg: TrainConfig, run_dir: Path, resume: bool, ranks: Ranks) -> tuple[Policy, ControlWatcher, dict]:
+    """The policy, optimizer, controller and control watcher of a new or resumed run, and its saved state."""
+    device = local_device(pick_device(cfg.device))
+    if not ranks.main:  # rank 0 first: it removes partial checkpoints and fills the warm-start cache
+        ranks.barrier()
     ckpt, state = resume_point(run_dir) if resume else (None, {})
+    check_ranks(cfg, ranks, state)
     model, tokenizer, task = build_policy(cfg, device, start_from=ckpt)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    if ranks.main:
+        ranks.barrier()
+    engine = RolloutEngine(model, cfg.precision, own_copy=ranks.kind == "fsdp2" and ranks.world > 1)
+    root = wrap(model, ranks, device, cfg.precision)
+    optimizer = torch.optim.AdamW(root.parameters(), lr=cfg.lr, weight_decay=0.0)
     if state:
-        optimizer.load_state_dict(state["optimizer"])
-    engine = RolloutEngine(model, cfg.precision)
+        load_optimizer_state(root, optimizer, state["optimizer"], ranks)
     if state.get("overrides"):  # live changes made before the checkpoint stay in force
         cfg = TrainConfig(**{**cfg.model_dump(), **state["overrides"]})
     controller = build_controller(cfg)
@@ -448,33 +497,65 @@ def _train(cfg: TrainConfig, store: Path, run_id: str, resume: bool, progress: b
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr
     p = Policy(cfg, model, tokenizer, task, optimizer, device, engine, controller, h0=state.get("h0"))
+    p.root, p.ranks = root, ranks
     p.overrides = dict(state.get("overrides") or {})
+    return p, watcher, {**state, "ckpt": ckpt}
+
+
+def checkpoint(writer, p: Policy, run_dir: Path, step: int, extra: dict) -> None:
+    """Save step_N (gathered from every rank under FSDP2; written by rank 0) and record it."""
+    weights = full_weights(p.root, p.ranks)
+    state = {
+        "optimizer": optimizer_state(p.root, p.optimizer, p.ranks),
+        "h0": p.h0,
+        "controller": p.controller.state_dict(),
+        "overrides": p.overrides,
+        "world": p.ranks.world,
+        **extra,
+    }
+    if not p.ranks.main:
+        return
+    writer.flush()  # rows up to a checkpoint are on disk before it: a resume re-runs none
+    path = save_checkpoint(run_dir, step, p.model, p.tokenizer, state, weights=weights)
+    writer.log_event(step, "checkpoint", f"saved {path.name}", payload={"path": str(path)})
+
+
+def _train(
+    cfg: TrainConfig, store: Path, run_id: str, resume: bool, progress: bool, ranks: Ranks
+) -> RunSummary:
+    run_dir = run_ids.run_dir(store, run_id)  # before a checkpoint is read: the id must stay in the store
+    alerts = build_alerts(cfg)  # a bad rules file fails here, before the model is built
+    p, watcher, state = setup(cfg, run_dir, resume, ranks)
+    cfg = p.cfg
     if state.get("alerts") and alerts is not None:
         alerts.load_state_dict(state["alerts"])
     start = state.get("step", 0)
     config = cfg.model_dump()
-    writer = RunWriter(store, run_id, config, resume=resume)
+    writer = RunWriter(store, run_id, config, resume=resume) if ranks.main else NullWriter()
     sink = None
-    if cfg.mlflow:
+    if cfg.mlflow and ranks.main:
         from trainer.mlflow_sink import MlflowSink
 
         sink = MlflowSink(cfg.mlflow, run_id, config)
     history: list[dict[str, float]] = []
     stopped = False
-    bar = Progress(range(start + 1, cfg.steps + 1), run_id, enabled=progress)
+    bar = Progress(range(start + 1, cfg.steps + 1), run_id, enabled=progress and ranks.main)
     try:
         with writer:
             if resume:
+                ckpt = state["ckpt"]
                 writer.log_event(start, "resumed", f"resumed from {ckpt or 'scratch'} at step {start}")
             for step in bar:
                 np_rng, gen = step_rng(cfg, step)
                 res = train_step(p, step, np_rng, gen)
-                log_step(writer, p, step, res, np_rng)
+                if ranks.main:
+                    log_step(writer, p, step, res, np_rng)
                 poll_control(writer, p, watcher, step)
                 if sink:
                     sink.log(step, res.metrics)
                 history.append(res.metrics)
                 stopped = alerts is not None and check_alerts(writer, alerts, step, res.metrics, bar.write)
+                stopped = ranks.share(stopped)  # decided on rank 0's metrics (time/* differ across ranks)
                 bar.report(
                     step,
                     reward=f"{res.metrics[schema.REWARD_MEAN]:.2f}",
@@ -485,25 +566,20 @@ def _train(cfg: TrainConfig, store: Path, run_id: str, resume: bool, progress: b
                     or step == cfg.steps
                     or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)
                 ):
-                    state = {
-                        "optimizer": optimizer.state_dict(),
-                        "h0": p.h0,
+                    extra = {
                         "config": config,
-                        "controller": p.controller.state_dict(),
                         "control": watcher.state_dict(),
-                        "overrides": p.overrides,
                         "alerts": alerts.state_dict() if alerts is not None else None,
                     }
-                    writer.flush()  # rows up to a checkpoint are on disk before it: a resume re-runs none
-                    path = save_checkpoint(run_dir, step, model, tokenizer, state)
-                    writer.log_event(step, "checkpoint", f"saved {path.name}", payload={"path": str(path)})
+                    checkpoint(writer, p, run_dir, step, extra)
                 if stopped:
                     break
     finally:
         bar.close()
         if sink:
             sink.close("finished" if stopped or len(history) == cfg.steps - start else "failed")
-    compact_finished(run_dir)
+    if ranks.main:
+        compact_finished(run_dir)
     active = alerts.active if alerts is not None else []
     firing = tuple(f"{a.rule} [{a.severity}]" for a in active)
     summary = summarize(run_id, run_dir, start + len(history), p.h0, history, firing)

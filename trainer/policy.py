@@ -50,3 +50,25 @@ def response_logprobs(
         )
     logp = logp.view(b, response_len)
     return logp, (entropy.view(b, response_len) if entropy is not None else None)
+
+
+class LogprobModule(torch.nn.Module):
+    """`response_logprobs` as a module's forward, the root of distributed wrapping: FSDP2 gathers the head's
+    weight only inside its root's forward (calling `model.base_model` and then the head outside it mixes
+    Tensors with DTensors), and DDP all-reduces gradients only of what went through its forward."""
+
+    def __init__(self, lm: PreTrainedModel):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_len: int, **kwargs):
+        logp, entropy = response_logprobs(self.lm, input_ids, attention_mask, response_len, **kwargs)
+        # Not views: FSDP2 hooks a root's outputs for backward, and a view's hook an in-place op would drop.
+        return logp.clone(), None if entropy is None else entropy.clone()
+
+
+def as_root(model: torch.nn.Module) -> torch.nn.Module:
+    """A callable policy root: a bare (or PEFT) model gets wrapped, a root (sharded, under DDP, or not) is kept."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model if isinstance(model, (LogprobModule, DistributedDataParallel)) else LogprobModule(model)

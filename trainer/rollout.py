@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from trainer.distributed import SINGLE, Ranks, full_value
 from trainer.logprobs import head_logprobs
 from trainer.tasks import Prompt
 from trainer.warmup import encode_prompt
@@ -50,11 +51,16 @@ class RolloutEngine:
     bf16 checkpoint) while training computes in bf16 over fp32 master weights: the two paths round
     differently, which is the drift the precision metrics measure. bf16_fixed keeps the head in fp32.
     Weights are copied from the trainer after every update (`sync`), as verl syncs actor -> rollout.
+    `own_copy`: an fp32 engine holds its own whole copy too (the trainer's is sharded under FSDP2), gathered
+    from the shards at every sync.
     """
 
-    def __init__(self, model: PreTrainedModel, precision: str):
+    def __init__(self, model: PreTrainedModel, precision: str, own_copy: bool = False):
         self.precision = precision
-        self.model = model if precision == "fp32" else copy.deepcopy(model).to(torch.bfloat16)
+        if precision == "fp32":
+            self.model = copy.deepcopy(model) if own_copy else model
+        else:
+            self.model = copy.deepcopy(model).to(torch.bfloat16)
         if precision == "bf16_fixed":
             # Its own fp32 parameter: with tied embeddings (GPT-2, Qwen2-0.5B) converting the shared one
             # would also turn the input embeddings fp32 and feed fp32 into the bf16 body.
@@ -70,12 +76,14 @@ class RolloutEngine:
         # By name, tied names included: the engine's head may be untied from the embeddings it shares.
         source = dict(self._source.named_parameters(remove_duplicate=False))
         for name, dst in self.model.named_parameters(remove_duplicate=False):
-            dst.copy_(source[name])
+            dst.copy_(full_value(source[name]))
 
 
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad token lists into (ids, mask), both (B, max_len)."""
-    width = max(len(s) for s in seqs)
+def left_pad(
+    seqs: list[list[int]], pad_id: int, width: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists into (ids, mask), both (B, width), width the longest list's length by default."""
+    width = width or max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
@@ -107,12 +115,22 @@ def sample(
     temperature: float,
     precision: str,
     generator: torch.Generator,
+    ranks: Ranks = SINGLE,
 ) -> Rollout:
-    """Draw `group_size` completions per prompt; stops early once every sequence has emitted eos."""
+    """Draw `group_size` completions per prompt; stops early once every sequence has emitted eos.
+
+    Across `ranks`, each samples its own rows (Ranks.rows) of the same left-padded batch with those rows'
+    share of the whole batch's noise, so the tokens are those one process would draw; the returned Rollout
+    is the whole batch, on every rank."""
     device = next(model.parameters()).device
     expanded = [p for p in prompts for _ in range(group_size)]
+    n, rows = len(expanded), ranks.rows(len(expanded))
     group_ids = torch.arange(len(prompts)).repeat_interleave(group_size)
-    ids, mask = left_pad([encode_prompt(tokenizer, p.text) for p in expanded], tokenizer.pad_token_id)
+    encoded = [encode_prompt(tokenizer, p.text) for p in expanded]
+    width = max(
+        len(s) for s in encoded
+    )  # the whole batch's, so every rank's rows are the same as one process's
+    ids, mask = left_pad([encoded[i] for i in rows.tolist()], tokenizer.pad_token_id, width)
     ids, mask = ids.to(device), mask.to(device)
     prompt_mask = mask.clone()
     body, head = model.base_model, model.get_output_embeddings()
@@ -123,19 +141,21 @@ def sample(
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     out = body(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True)
     hidden, past = out.last_hidden_state[:, -1], out[cache_arg]  # (B, D)
-    alive = torch.ones(len(expanded), dtype=torch.bool, device=device)
+    alive = torch.ones(len(rows), dtype=torch.bool, device=device)
     draw = device_generator(generator, device)
     tokens, logps, masks = [], [], []
     for _ in range(max_new_tokens):
-        logp_all = head_logprobs(hidden, head, temperature=temperature, precision=precision)  # (B, V)
-        # Sample in fp32 from the same log-probs we record.
-        tok = torch.multinomial(logp_all.float().exp(), 1, generator=draw).squeeze(1)  # (B,)
+        logp_all = head_logprobs(hidden, head, temperature=temperature, precision=precision)  # (b, V)
+        # Sample in fp32 from the same log-probs we record: argmax p / q with q ~ Exp(1) is exactly what
+        # torch.multinomial(p, 1) computes, but the noise q of the whole batch is drawn on every rank.
+        noise = torch.empty((n, logp_all.shape[1]), device=device).exponential_(generator=draw)  # (B, V)
+        tok = (logp_all.float().exp() / noise[rows.to(device)]).argmax(-1)  # (b,)
         tok_logp = logp_all.gather(1, tok[:, None]).squeeze(1).float()
         masks.append(alive.clone())
         tokens.append(torch.where(alive, tok, torch.full_like(tok, pad)))
         logps.append(torch.where(alive, tok_logp, torch.zeros_like(tok_logp)))
         alive = alive & (tok != eos)
-        if not alive.any():
+        if not ranks.any(alive.any()):
             break
         mask = torch.cat([mask, masks[-1].long()[:, None]], dim=1)
         position_ids = position_ids[:, -1:] + 1
@@ -148,16 +168,16 @@ def sample(
         )
         hidden, past = out.last_hidden_state[:, -1], out[cache_arg]
 
-    response = torch.stack(tokens, 1)  # (B, R)
-    response_mask = torch.stack(masks, 1).long()  # (B, R)
+    response = ranks.assemble(torch.stack(tokens, 1), n)  # (B, R)
+    response_mask = ranks.assemble(torch.stack(masks, 1).long(), n)  # (B, R)
     texts = tokenizer.batch_decode(
         response.masked_fill(response_mask == 0, pad).tolist(), skip_special_tokens=True
     )
     return Rollout(
-        input_ids=torch.cat([ids, response], 1),
-        attention_mask=torch.cat([prompt_mask, response_mask], 1),
+        input_ids=torch.cat([ranks.assemble(ids, n), response], 1),
+        attention_mask=torch.cat([ranks.assemble(prompt_mask, n), response_mask], 1),
         response_mask=response_mask,
-        rollout_logp=torch.stack(logps, 1),
+        rollout_logp=ranks.assemble(torch.stack(logps, 1), n),
         group_ids=group_ids.to(device),
         prompts=expanded,
         responses=texts,

@@ -9,9 +9,10 @@ from analysis import schema
 from trainer.config import TrainConfig
 from trainer.controllers import Controller
 from trainer.diagnostics import onpolicy_deviation
+from trainer.distributed import SINGLE, Ranks, full_value
 from trainer.entropy_delta import DeltaTracker
 from trainer.objectives import OBJECTIVE_AGG, get_objective
-from trainer.policy import response_logprobs
+from trainer.policy import as_root
 
 
 @dataclass
@@ -33,6 +34,54 @@ def minibatch_splits(batch: int, cfg: TrainConfig, generator: torch.Generator) -
     ]
 
 
+@dataclass
+class Pass:
+    """One minibatch's log-probs and entropy (b, R) over all its rows and, across ranks, this rank's rows
+    of it with their outputs still on the autograd graph."""
+
+    logp: torch.Tensor
+    entropy: torch.Tensor | None
+    rows: torch.Tensor | None = None
+    local: list[torch.Tensor] = field(default_factory=list)
+    world: int = 1
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate `loss`; across ranks, through each rank's own rows, with the gradient scaled by N
+        because DDP and FSDP2 average (not sum) the ranks' gradients."""
+        loss.backward()
+        if self.rows is None:
+            return
+        pairs = [(out, full.grad) for out, full in zip(self.local, (self.logp, self.entropy), strict=False)]
+        pairs = [(out, g) for out, g in pairs if g is not None and out.requires_grad]
+        torch.autograd.backward([o for o, _ in pairs], [g[self.rows] * self.world for _, g in pairs])
+
+
+def policy_pass(
+    root: torch.nn.Module,
+    ranks: Ranks,
+    input_ids: torch.Tensor,  # (b, T)
+    attention_mask: torch.Tensor,  # (b, T)
+    response_len: int,
+    cfg: TrainConfig,
+    entropy: bool,
+) -> Pass:
+    """Forward one minibatch; across ranks each computes its rows and the results are assembled into
+    leaves that the loss (computed identically on every rank) differentiates."""
+    kw = dict(
+        temperature=cfg.temperature,
+        precision=cfg.precision,
+        chunk_size=cfg.entropy_chunk,
+        with_entropy=entropy,
+        entropy_grad=entropy,
+    )
+    if ranks.world == 1:
+        return Pass(*root(input_ids, attention_mask, response_len, **kw))
+    n, rows = input_ids.shape[0], ranks.rows(input_ids.shape[0])
+    local = [t for t in root(input_ids[rows], attention_mask[rows], response_len, **kw) if t is not None]
+    full = [ranks.assemble(t.detach(), n).requires_grad_(t.requires_grad) for t in local]
+    return Pass(full[0], full[1] if len(full) > 1 else None, rows, local, ranks.world)
+
+
 def ppo_update(
     model: PreTrainedModel,
     optimizer: torch.optim.Optimizer,
@@ -48,30 +97,33 @@ def ppo_update(
     controller: Controller | None = None,
     generator: torch.Generator | None = None,
     tracker: DeltaTracker | None = None,
+    ranks: Ranks = SINGLE,
 ) -> UpdateResult:
     """Run every minibatch of every epoch; metrics are means over minibatches.
 
     The controller's hooks shape each minibatch's surrogate (objective kwargs) and add its loss term. An
     active `tracker` splits each step's gradient by quadrant (extra backward passes; the step is unchanged).
+    Across `ranks`, each forwards its share of every minibatch (trainer/distributed.py); the loss, metrics
+    and every decision are computed from the whole minibatch on every rank.
     """
     objective = get_objective(cfg.algo)
+    root = as_root(model)
     controller = controller or Controller()
     response_len = response_mask.shape[1]
     result = UpdateResult(ratio=torch.ones_like(old_logp))
     sums: dict[str, float] = {}
     for epoch, epoch_splits in enumerate(splits):
         for i, rows in enumerate(epoch_splits):
-            logp, entropy = response_logprobs(
-                model,
+            fwd = policy_pass(
+                root,
+                ranks,
                 input_ids[rows],
                 attention_mask[rows],
                 response_len,
-                temperature=cfg.temperature,
-                precision=cfg.precision,
-                chunk_size=cfg.entropy_chunk,
-                with_entropy=controller.needs_entropy_grad,
-                entropy_grad=controller.needs_entropy_grad,
+                cfg,
+                controller.needs_entropy_grad,
             )
+            logp, entropy = fwd.logp, fwd.entropy
             adv, mask = advantages[rows], response_mask[rows]
             mods = controller.objective_kwargs(logp, old_logp[rows], adv, mask, generator)
             loss, metrics = objective(
@@ -85,8 +137,8 @@ def ppo_update(
             metrics.update(extra_metrics)
             split = tracker.split_grads(loss, [logp, entropy], rows) if tracker is not None else None
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            fwd.backward(loss)
+            grad_norm = float(full_value(torch.nn.utils.clip_grad_norm_(root.parameters(), cfg.grad_clip)))
             metrics[schema.GRAD_NORM] = grad_norm
             optimizer.step()
             if tracker is not None:
