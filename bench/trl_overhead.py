@@ -3,9 +3,11 @@ EntropyScopeGRPOTrainer, side by side in one process, alternating (ABBA) so mach
 
     python bench/trl_overhead.py [--steps 20] [--reps 2] [--model tiny-qwen2] [--batch 64]
 
-Step time = TRL's on_step_begin to the end of on_step_end (generation, reward, forward/backward, optimizer and,
-with the integration, our diagnostics, store writes, control and alert checks), median over steps after the
-first two; one CPU thread. Goal: with / without <= 1.10.
+Step time = from one optimizer step's end to the next (generation, reward, forward/backward, optimizer, TRL's
+logging and, with the integration, our diagnostics, background store writes, control and alert checks), median
+over steps after the first two, as wall time and as this process's CPU time (all threads): on a machine shared
+with other work the CPU time is the steadier measure of what the integration adds. One torch thread.
+Goal: with / without <= 1.10.
 """
 
 import argparse
@@ -26,20 +28,20 @@ from trainer.integrations.trl_demo import digit_sum_setup  # noqa: E402
 
 
 class StepTimer(TrainerCallback):
-    """Per-step wall time; added last, so its on_step_end runs after the integration's."""
+    """(wall, CPU) seconds between consecutive step ends; added last, so it runs after the integration's hook."""
 
     def __init__(self) -> None:
-        self.times: list[float] = []
-        self._t0 = 0.0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._t0 = time.perf_counter()
+        self.times: list[tuple[float, float]] = []
+        self._last: tuple[float, float] | None = None
 
     def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._t0)
+        now = (time.perf_counter(), time.process_time())
+        if self._last is not None:
+            self.times.append((now[0] - self._last[0], now[1] - self._last[1]))
+        self._last = now
 
 
-def step_times(scoped: bool, args: argparse.Namespace, tmp: str) -> list[float]:
+def step_times(scoped: bool, args: argparse.Namespace, tmp: str) -> list[tuple[float, float]]:
     model, tokenizer, dataset, reward = digit_sum_setup(args.model, seed=0)
     config = GRPOConfig(
         output_dir=tmp, max_steps=args.steps, per_device_train_batch_size=args.batch, num_generations=8,
@@ -56,7 +58,7 @@ def step_times(scoped: bool, args: argparse.Namespace, tmp: str) -> list[float]:
     timer = StepTimer()
     trainer.add_callback(timer)
     trainer.train()
-    return timer.times[2:]
+    return timer.times[1:]  # from the third step end on
 
 
 def main() -> None:
@@ -67,16 +69,17 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64, help="sequences per step (8 per prompt)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    times: dict[bool, list[float]] = {False: [], True: []}
+    times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
             for i, scoped in enumerate((False, True, True, False)):
                 times[scoped] += step_times(scoped, args, os.path.join(tmp, f"{rep}-{i}"))
-    plain, scoped = statistics.median(times[False]), statistics.median(times[True])
+    med = {k: [statistics.median(t[i] for t in v) for i in (0, 1)] for k, v in times.items()}
     print(f"model {args.model}, {args.batch} sequences/step, {len(times[True])} timed steps per variant")
-    print("variant                      median step s   ratio")
-    print(f"trl.GRPOTrainer              {plain:13.4f}   1.000")
-    print(f"EntropyScopeGRPOTrainer      {scoped:13.4f}   {scoped / plain:.3f}")
+    print("variant                  wall s/step  ratio   CPU s/step  ratio")
+    for name, key in (("trl.GRPOTrainer", False), ("EntropyScopeGRPOTrainer", True)):
+        (wall, cpu), (wall0, cpu0) = med[key], med[False]
+        print(f"{name:<24} {wall:11.4f}  {wall / wall0:5.3f}  {cpu:10.4f}  {cpu / cpu0:5.3f}")
 
 
 if __name__ == "__main__":
