@@ -14,15 +14,16 @@ from analysis.store_reader import StoreReader
 
 
 class WriteControl(TrainerCallback):
-    """Writes control.json (version 1) as TRL starts step `before_step`, as the dashboard would."""
+    """Writes control.json as TRL starts a step, as the dashboard would: {step: (version, settings)}, unvalidated
+    (the trainer must judge it)."""
 
-    def __init__(self, run_dir: Path, before_step: int, settings: dict) -> None:
-        self.run_dir, self.before_step, self.settings = run_dir, before_step, settings
+    def __init__(self, run_dir: Path, plan: dict[int, tuple[int, dict]]) -> None:
+        self.run_dir, self.plan = run_dir, plan
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if state.global_step + 1 == self.before_step:  # unvalidated: the trainer must judge it
-            text = json.dumps({"version": 1, "settings": self.settings})
-            (self.run_dir / "control.json").write_text(text)
+        if state.global_step + 1 in self.plan:
+            version, settings = self.plan[state.global_step + 1]
+            (self.run_dir / "control.json").write_text(json.dumps({"version": version, "settings": settings}))
 
 
 def steps_and_events(store: Path, run_id: str) -> tuple[dict[int, dict], list[dict]]:
@@ -39,34 +40,22 @@ def steps_and_events(store: Path, run_id: str) -> tuple[dict[int, dict], list[di
 
 
 def test_control_file_applies_from_the_next_step(tmp_path: Path) -> None:
-    """A control file written while step 2 runs is read at its end and in force from step 3, acknowledged
-    with a control_applied event as in our loop."""
+    """A bad control file written during step 1 is rejected with its reason; a good one written during step 2
+    is read at its end and in force from step 3, acknowledged with control_applied as in our loop."""
     store = tmp_path / "store"
     trainer = make_trainer(store, "ctl", tmp_path / "out", max_steps=4, scope={"controller": "repo_r"})
-    trainer.add_callback(
-        WriteControl(store / "ctl", before_step=2, settings={"target_entropy": 1.5, "zeta_max": 0.5})
-    )
+    good = {"target_entropy": 1.5, "zeta_max": 0.5}
+    trainer.add_callback(WriteControl(store / "ctl", {1: (1, {"zeta": 1}), 2: (2, good)}))
     trainer.train()
     steps, events = steps_and_events(store, "ctl")
     h0 = steps[1][schema.ENTROPY_MEAN]
     assert steps[1][schema.ENTROPY_TARGET] == steps[2][schema.ENTROPY_TARGET] == pytest.approx(h0)
     assert steps[3][schema.ENTROPY_TARGET] == steps[4][schema.ENTROPY_TARGET] == 1.5
-    (applied,) = [e for e in events if e["kind"] == APPLIED]
-    assert applied["step"] == 2 and json.loads(applied["payload"])["new"] == {
-        "target_entropy": 1.5,
-        "zeta_max": 0.5,
-    }
-    assert trainer._es.cfg.zeta_max == 0.5 and trainer._es.controller.zmax == 0.5
-
-
-def test_bad_control_file_is_rejected(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    trainer = make_trainer(store, "bad", tmp_path / "out", max_steps=2)
-    trainer.add_callback(WriteControl(store / "bad", before_step=1, settings={"zeta": 1}))
-    trainer.train()
-    _, events = steps_and_events(store, "bad")
     (rejected,) = [e for e in events if e["kind"] == REJECTED]
-    assert "unknown key 'zeta'" in rejected["message"]
+    assert rejected["step"] == 1 and "unknown key 'zeta'" in rejected["message"]
+    (applied,) = [e for e in events if e["kind"] == APPLIED]
+    assert applied["step"] == 2 and json.loads(applied["payload"])["new"] == good
+    assert trainer._es.cfg.zeta_max == 0.5 and trainer._es.controller.zmax == 0.5
 
 
 def test_repo_r_shapes_the_advantages_trl_trains_on(tmp_path: Path) -> None:

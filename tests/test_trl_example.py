@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from trainer.models import load_policy
+
 EXAMPLE = str(Path(__file__).resolve().parents[1] / "examples" / "trl_grpo.py")
 
 
@@ -18,10 +20,13 @@ def run_example(monkeypatch: pytest.MonkeyPatch, *argv: str) -> int:
 
 
 def test_example_writes_one_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+    """--model PATH: a local Hugging Face directory (our tiny preset saved with save_pretrained, no warm-up)."""
+    model, tokenizer = load_policy("tiny-qwen2", seed=0)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
     store = tmp_path / "store"
-    code = run_example(
-        monkeypatch, "--store", str(store), "--steps", "2", "--run-id", "ex", "--controller", "repo_r"
-    )
+    argv = ["--store", str(store), "--steps", "2", "--run-id", "ex", "--controller", "repo_r"]
+    code = run_example(monkeypatch, *argv, "--model", str(tmp_path / "model"))
     assert code == 0
     assert "run ex: 2 steps" in capsys.readouterr().out
     info = json.loads((store / "ex" / "run.json").read_text())
