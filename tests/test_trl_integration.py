@@ -68,7 +68,7 @@ def test_rollout_metrics_and_onpolicy_ratio(trl_run) -> None:
 
 
 def test_run_tables_and_run_json(trl_run) -> None:
-    store, _, _ = trl_run
+    store, ours, _ = trl_run
     info = json.loads((store / RUN / "run.json").read_text())
     assert info["status"] == "finished"
     assert info["source"]["kind"] == "trl" and info["source"]["live"] is True
@@ -76,7 +76,7 @@ def test_run_tables_and_run_json(trl_run) -> None:
     assert info["config"]["group_size"] == 4 and info["config"]["controller"] == "none"
     reader = StoreReader(store)
     try:
-        samples, tokens = reader.samples(RUN, 1), reader.tokens(RUN, 2)
+        samples, tokens, first = reader.samples(RUN, 1), reader.tokens(RUN, 2), reader.tokens(RUN, 1)
         hists = reader.hists(RUN)
         assert reader.runs().set_index("run_id").loc[RUN, "source"] == "trl (GRPOTrainer)"
     finally:
@@ -87,6 +87,11 @@ def test_run_tables_and_run_json(trl_run) -> None:
     assert tokens["sample_id"].nunique() == 8 and set(tokens["sample_id"]) <= set(range(8))
     assert tokens["clip_side"].ne(0).any() and set(tokens["quadrant"]) <= {0, 1, 2, 3, 4}
     assert sorted(hists["step"].unique()) == [1, 2, 3, 4]
+    # step 1 trains each of its 8 sequences once, and all 8 are in `tokens`: the means recomputed from them
+    assert first["entropy"].mean() == pytest.approx(ours[1][schema.ENTROPY_MEAN], abs=1e-5)
+    per_sequence = first.groupby("sample_id")["entropy"].mean()
+    assert per_sequence.mean() == pytest.approx(ours[1][schema.ENTROPY_SEQ_MEAN], abs=1e-5)
+    assert per_sequence.mean() != pytest.approx(first["entropy"].mean(), abs=1e-7)  # lengths differ
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -74,6 +74,9 @@ class StepStats:
             values["sampling_logp"] = sampling_logp.detach().float()
         for key, x in values.items():
             self._flat.setdefault(key, []).append(x[valid])
+        n = valid.sum(1)  # (B,) tokens per sequence
+        seq_mean = (entropy * valid).sum(1)[n > 0] / n[n > 0]
+        self._flat.setdefault("seq_entropy", []).append(seq_mean)
         if first_pass and valid.any():
             self._onpolicy_dev = max(self._onpolicy_dev, float((ratio[valid] - 1.0).abs().max()))
         take = self.token_records - len(self._rows.sample_ids)
@@ -105,6 +108,7 @@ class StepStats:
         logp, ratio, adv = cat["logp"][None], cat["ratio"][None], cat["adv"][None]
         _, _, m = clip_and_quadrants(ratio, adv, logp, entropy, mask, eps_low, eps_high)
         m.update(entropy_stats(entropy, mask))
+        m[schema.ENTROPY_SEQ_MEAN] = float(cat["seq_entropy"].mean())  # flat tokens lost the sequences
         m.update(entropy_dynamics(logp, adv, mask, lr))
         if "sampling_logp" in cat:
             m.update(precision_metrics(cat["sampling_logp"][None], logp, mask))
