@@ -186,18 +186,16 @@ class EntropyScopeGRPOTrainer(GRPOTrainer):
                 self._es_writer.set_meta({"config": s.cfg.model_dump()})
         s.optimizer = self.optimizer
         self._es_push()
+        self._es_step_t0 = time.perf_counter()
 
     def _es_push(self) -> None:
         """Hand the controller's parameters and live config to TRL for the next step."""
         cfg, ctrl = self._es.cfg, self._es.controller
         self.epsilon_low, self.epsilon_high = ctrl.clip_range(cfg.eps_low, cfg.eps_high)
         if cfg.controller == "entropy_bonus":
-            # ours drives TRL's coefficient; TRL's adaptive controller would fight it
-            self.entropy_coef, self._entropy_bonus_enabled, self.use_adaptive_entropy = (
-                ctrl.value,
-                True,
-                False,
-            )
+            self.entropy_coef = ctrl.value
+            self._entropy_bonus_enabled = True  # TRL fixes it at construction from entropy_coef != 0
+            self.use_adaptive_entropy = False  # TRL's own controller would fight ours
         if "lr" in self._es.overrides and self.lr_scheduler is not None:
             self.lr_scheduler.base_lrs = [cfg.lr] * len(self.lr_scheduler.base_lrs)
 
