@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,11 @@ def save_checkpoint(
     tokenizer: PreTrainedTokenizerBase,
     state: dict[str, Any],
     weights: dict[str, torch.Tensor] | None = None,
+    extra_files: Callable[[Path], None] | None = None,
 ) -> Path:
     """Write step_N atomically: a crash mid-save leaves the previous checkpoints intact and no partial one.
-    `weights`: the model's whole state dict when its parameters are sharded (gathered by the caller).
+    `weights`: the state dict to save instead of the model's own (gathered from shards, or LoRA-merged);
+    `extra_files(dir)` writes more files (a LoRA adapter's folder) before the checkpoint is sealed.
     A full or read-only disk raises OSError (ENOSPC, EROFS) whatever library was writing."""
     root = run_dir / "checkpoints"
     final = root / f"step_{step}"
@@ -46,11 +49,13 @@ def save_checkpoint(
         model.save_pretrained(tmp, state_dict=weights)
         tokenizer.save_pretrained(tmp)
         torch.save({**state, "step": step}, tmp / STATE_FILE)
+        if extra_files is not None:
+            extra_files(tmp)
         sizes = {}
-        for f in sorted(tmp.iterdir()):
+        for f in sorted(f for f in tmp.rglob("*") if f.is_file()):
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-            sizes[f.name] = f.stat().st_size
+            sizes[f.relative_to(tmp).as_posix()] = f.stat().st_size
         write_json_atomic(tmp / MANIFEST, {"step": step, "files": sizes})
         if final.exists():  # a damaged step_N that a resume skipped is being written again
             shutil.rmtree(final)

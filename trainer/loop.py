@@ -51,6 +51,7 @@ from trainer.distributed import (
     wrap,
 )
 from trainer.entropy_delta import DeltaTracker, EntropyFn
+from trainer.lora import add_adapter, load_adapter, save_adapter, split_weights
 from trainer.models import is_preset, load_policy
 from trainer.policy import as_root
 from trainer.progress import Progress
@@ -102,9 +103,11 @@ def pick_device(name: str) -> torch.device:
 
 
 def build_policy(cfg: TrainConfig, device: torch.device, start_from: Path | None = None):
-    """Model + tokenizer on `device`: from a checkpoint, or the preset (warm-started) / local path."""
+    """Model + tokenizer on `device`: from a checkpoint, or the preset (warm-started) / local path; with
+    `lora_r` > 0 the base as the run began plus an adapter (the checkpoint's, when resuming)."""
     torch.manual_seed(cfg.seed)
     task = make_task(cfg.task, seed=cfg.seed)
+    adapter_from, start_from = (start_from, None) if cfg.lora_r else (None, start_from)
     if start_from is not None:
         model, tokenizer = load_policy(str(start_from), seed=cfg.seed)
     else:
@@ -120,6 +123,10 @@ def build_policy(cfg: TrainConfig, device: torch.device, start_from: Path | None
                 derail_frac=cfg.warmup_derail_frac,
                 cache_dir=default_cache_dir(),
             )
+    if cfg.lora_r:
+        add_adapter(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets)
+        if adapter_from is not None:
+            load_adapter(model, adapter_from)
     model.to(device).eval()  # eval: no dropout, so rollout and training paths see the same function
     return model, tokenizer, task
 
@@ -484,7 +491,8 @@ def setup(cfg: TrainConfig, run_dir: Path, resume: bool, ranks: Ranks) -> tuple[
         ranks.barrier()
     engine = RolloutEngine(model, cfg.precision, own_copy=ranks.kind == "fsdp2" and ranks.world > 1)
     root = wrap(model, ranks, device, cfg.precision)
-    optimizer = torch.optim.AdamW(root.parameters(), lr=cfg.lr, weight_decay=0.0)
+    trainable = [w for w in root.parameters() if w.requires_grad]  # all but a frozen LoRA base
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
     if state:
         load_optimizer_state(root, optimizer, state["optimizer"], ranks)
     if state.get("overrides"):  # live changes made before the checkpoint stay in force
@@ -515,8 +523,16 @@ def checkpoint(writer, p: Policy, run_dir: Path, step: int, extra: dict) -> None
     }
     if not p.ranks.main:
         return
+    files, cfg = None, p.cfg
+    if cfg.lora_r:  # the merged policy as the HF model, and the adapter beside it
+        sd = p.model.state_dict() if weights is None else weights
+        weights, adapter = split_weights(sd, cfg.lora_r, cfg.lora_alpha)
+
+        def files(ckpt: Path) -> None:
+            save_adapter(ckpt, adapter, cfg.lora_r, cfg.lora_alpha, cfg.lora_targets, cfg.model)
+
     writer.flush()  # rows up to a checkpoint are on disk before it: a resume re-runs none
-    path = save_checkpoint(run_dir, step, p.model, p.tokenizer, state, weights=weights)
+    path = save_checkpoint(run_dir, step, p.model, p.tokenizer, state, weights=weights, extra_files=files)
     writer.log_event(step, "checkpoint", f"saved {path.name}", payload={"path": str(path)})
 
 
