@@ -1,12 +1,12 @@
 """Entropy controllers inside TRL's GRPOTrainer: plain GRPO vs REPO-R vs the auto-tuned entropy bonus over seeds,
 and a live target_entropy change sent to a running TRL run through control.json (docs/trl.md, "Controllers").
 
-    python bench/trl_controllers.py [--store DIR] [--steps 200] [--seeds 0 1 2] [--live-step 60]
+    python bench/trl_controllers.py [--store DIR] [--steps 200] [--seeds 0 1 2] [--lr 2e-3] [--live-step 60]
 
 Each run is examples/trl_grpo.py in its own process (one CPU thread). Final = mean over the last 10% of steps.
-The live run: REPO-R started with target 0.5 x H0 (so it lets entropy fall as GRPO does); at step `--live-step`
-this script writes control.json with target_entropy = H0, as the dashboard's Control page would, and reports
-the entropy before and 30 steps after the change.
+The live run: `--live-controller` (the bonus) started with target 0.5 x H0 (so it lets entropy fall as GRPO
+does); at step `--live-step` this script writes control.json with target_entropy = H0, as the dashboard's
+Control page would, and reports the entropy before and 30 steps after the change.
 """
 
 import argparse
@@ -28,10 +28,10 @@ CONTROLLERS = ("none", "repo_r", "entropy_bonus")
 
 
 def run(
-    store: Path, run_id: str, steps: int, seed: int, controller: str, target: float | None = None
+    store: Path, run_id: str, steps: int, seed: int, lr: float, controller: str, target: float | None = None
 ) -> None:
     cmd = [sys.executable, str(EXAMPLE), "--store", str(store), "--steps", str(steps), "--seed", str(seed),
-           "--controller", controller, "--run-id", run_id]  # fmt: skip
+           "--lr", str(lr), "--controller", controller, "--run-id", run_id]  # fmt: skip
     if target is not None:
         cmd += ["--target-entropy", str(target)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -70,7 +70,9 @@ def main() -> None:
     p.add_argument("--store", type=Path, default=Path("runs-trl-controllers"))
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--live-step", type=int, default=60)
+    p.add_argument("--live-controller", default="entropy_bonus", choices=CONTROLLERS[1:])
     args = p.parse_args()
     rows = []
     for seed in args.seeds:
@@ -78,7 +80,7 @@ def main() -> None:
             run_id = f"{controller}-s{seed}"
             if not (args.store / run_id / "run.json").exists():
                 t0 = time.perf_counter()
-                run(args.store, run_id, args.steps, seed, controller)
+                run(args.store, run_id, args.steps, seed, args.lr, controller)
                 print(f"{run_id}: {time.perf_counter() - t0:.0f} s", flush=True)
             h, r = series(args.store, run_id, "entropy/mean"), series(args.store, run_id, "reward/mean")
             rows.append((seed, controller, h[0], final(h), final(r)))
@@ -88,8 +90,8 @@ def main() -> None:
         print(f"{seed:>4} {controller:<14} {h0:.3f}  {h:.3f}  {h / h0 - 1:+6.0%}  {h / base[3]:8.2f}x  "
               f"{r:11.3f}  {r / base[4]:12.2f}x")  # fmt: skip
 
-    # The live change: REPO-R told at step live_step to hold H0 instead of 0.5 x H0.
-    run_id = "repo_r-live"
+    # The live change: the controller told at step live_step to hold H0 instead of 0.5 x H0.
+    run_id = f"{args.live_controller}-live"
     h0 = rows[0][2]
     sent: dict = {}
     if not (args.store / run_id / "run.json").exists():
@@ -97,12 +99,20 @@ def main() -> None:
             target=change_target_at, args=(args.store, run_id, args.live_step, h0, sent)
         )
         watcher.start()
-        run(args.store, run_id, args.live_step + 60, args.seeds[0], "repo_r", target=0.5 * h0)
+        run(
+            args.store,
+            run_id,
+            args.live_step + 60,
+            args.seeds[0],
+            args.lr,
+            args.live_controller,
+            target=0.5 * h0,
+        )
         watcher.join()
     h = series(args.store, run_id, "entropy/mean")
     at = sent.get("step", args.live_step)
     before, after = h[at - 10 : at].mean(), h[at + 20 : at + 30].mean()
-    print(f"\nlive: REPO-R target {0.5 * h0:.3f} -> {h0:.3f} written after step {at}: mean entropy steps "
+    print(f"\nlive: {args.live_controller} target {0.5 * h0:.3f} -> {h0:.3f} written after step {at}: mean entropy steps "
           f"{at - 9}-{at} {before:.3f}, steps {at + 21}-{at + 30} {after:.3f} "
           f"(gap to the new target {h0 - before:.3f} -> {h0 - after:.3f})")  # fmt: skip
 

@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--run-id", default=None, help="the run's folder in the store (default: trl-<controller>-...)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     p.add_argument("--out", default=None, help="TRL's output_dir (default: <store>/.trl/<run>)")
     args = p.parse_args(argv)
     if args.steps < 1:
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         per_device_train_batch_size=64,  # 8 prompts x 8 completions per step
         num_generations=8,
         max_completion_length=6,
-        learning_rate=1e-3,
+        learning_rate=args.lr,
         lr_scheduler_type="constant",
         temperature=1.0,
         logging_steps=10,
