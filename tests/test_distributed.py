@@ -1,6 +1,6 @@
 """Two CPU processes (gloo) train what one process trains: FSDP2 (killed and resumed) and DDP runs of the same
 global batch match a single-process run step by step and in their final weights, with a control file that
-every rank applies at the same step."""
+every rank applies at the same step; bf16_fixed under FSDP2 is exactly on-policy."""
 
 import os
 import signal
@@ -83,11 +83,17 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     fsdp2 = launch(tmp_path, "fsdp2", ["dist=fsdp2"])
     kill_after_checkpoint(fsdp2, tmp_path / "fsdp2" / "checkpoints" / "step_1")
     ddp = launch(tmp_path, "ddp", ["dist=ddp"])
+    bf16 = launch(tmp_path, "bf16", ["dist=fsdp2", "precision=bf16_fixed", "steps=1", "checkpoint_every=0"])
     train(load_config(None, OVERRIDES), tmp_path, run_id="one", progress=False)
     finish(ddp)
+    finish(bf16)
     finish(launch(tmp_path, "fsdp2", ["dist=fsdp2"], resume=True))
 
     reader = StoreReader(tmp_path)
+    # bf16_fixed under FSDP2 (bf16 layers, fp32 root with the head): old and new log-probs share one path.
+    prec = reader.scalars(["bf16"], [schema.RATIO_ONPOLICY_DEV, schema.PRECISION_PEARSON]).set_index("key")
+    assert prec.loc[schema.RATIO_ONPOLICY_DEV, "value"] == 0.0
+    assert 0.99 < prec.loc[schema.PRECISION_PEARSON, "value"] <= 1.0  # finite: no NaN from the bf16 cast
     resumed = reader.events("fsdp2", kinds=["resumed"])
     assert len(resumed) == 1 and resumed["step"].iloc[0] < STEPS  # the kill landed mid-run
     for run_id in ("one", "fsdp2", "ddp"):

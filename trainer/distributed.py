@@ -128,9 +128,14 @@ def wrap(lm: nn.Module, ranks: Ranks, device: torch.device, precision: str) -> n
     mesh = init_device_mesh(device.type, (ranks.world,))
     fp32 = MixedPrecisionPolicy()
     bf16 = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    body = fp32 if precision == "fp32" else bf16
+    # Under an fp32 root the layers get fp32 inputs, the attention mask among them, and must not cast it:
+    # the mask's fp32 minimum rounds to -inf in bf16, a fully masked (left-pad) row's softmax is then NaN,
+    # and the NaN spreads through attention to every position (measured). Autocast runs their matmuls in bf16.
+    layer_bf16 = MixedPrecisionPolicy(
+        param_dtype=torch.bfloat16, reduce_dtype=torch.float32, cast_forward_inputs=BF16_ROOT[precision]
+    )
     for layer in decoder_layers(lm):
-        fully_shard(layer, mesh=mesh, mp_policy=body)
+        fully_shard(layer, mesh=mesh, mp_policy=fp32 if precision == "fp32" else layer_bf16)
     fully_shard(root, mesh=mesh, mp_policy=bf16 if BF16_ROOT[precision] else fp32)
     return root
 

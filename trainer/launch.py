@@ -13,9 +13,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(argv: list[str], nproc: int) -> int:
-    """Run `python -m trainer.cli ARGV` in `nproc` processes wired as torchrun wires them; the first failing
-    worker's exit code (the others are then stopped), or 0."""
+def spawn(argv: list[str], nproc: int, program: list[str] | None = None) -> int:
+    """Run `python -m trainer.cli ARGV` (or `program ARGV`) in `nproc` processes wired as torchrun wires
+    them; the first failing worker's exit code (the others are then stopped), or 0."""
     port = str(free_port())
     procs = []
     for rank in range(nproc):
@@ -27,7 +27,7 @@ def spawn(argv: list[str], nproc: int) -> int:
             "MASTER_ADDR": "127.0.0.1",
             "MASTER_PORT": port,
         }
-        procs.append(subprocess.Popen([sys.executable, "-m", "trainer.cli", *argv], env=env))
+        procs.append(subprocess.Popen([*(program or [sys.executable, "-m", "trainer.cli"]), *argv], env=env))
     code = 0
     try:
         pending = list(procs)

@@ -1,0 +1,176 @@
+"""Our trainer against TRL's GRPOTrainer on the same model, batch and response length, side by side in one run.
+
+    .venv/bin/python bench/vs_trl.py [--steps 4] [--sizes tiny mid] [--new-tokens 16]
+    .venv/bin/python bench/vs_trl.py --sizes tiny --new-tokens 16 64 256     # growth with response length
+    .venv/bin/python bench/vs_trl.py --sizes tiny mid --nproc 1 2 --no-trl   # ours with N processes
+
+Both sides train the same random-init Qwen2 saved as a local directory (tiny: hidden 64, 2 layers, the
+project's ~100-token vocabulary; mid: hidden 256, 4 layers, vocab 32,000) on digit_sum: 16 prompts x 8
+completions of up to `--new-tokens` tokens per generation, two optimizer steps of 64 sequences per
+generation (ours: minibatches=2; TRL: per_device_train_batch_size=64, steps_per_generation=2), one torch
+thread, CPU. Random weights rarely sample eos, so responses run to (nearly) the full length on both sides;
+the mean length is printed. Ours runs with every diagnostic on (full-vocabulary entropy of every token,
+precision and clip metrics, token records, histograms, samples, store writes); TRL with its defaults
+(beta 0: no reference model).
+
+Time per step = wall time from one generation's end of update to the next's, median over the steps after
+the first (which pays for allocator growth): for ours, from the store's wall_time of consecutive steps
+(rollout + diagnostics + update + logging); for TRL, two optimizer steps (one generation) from its callback.
+Goals (issue 16): ours / TRL <= 0.7 on tiny, <= 0.5 on mid.
+"""
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from transformers import AutoModelForCausalLM, Qwen2Config, TrainerCallback  # noqa: E402
+
+from analysis import schema  # noqa: E402
+from analysis.store_reader import StoreReader  # noqa: E402
+from trainer.config import load_config  # noqa: E402
+from trainer.loop import train  # noqa: E402
+from trainer.tokenizer import build_char_tokenizer  # noqa: E402
+
+SIZES = {"tiny": (64, 2, None), "mid": (256, 4, 32000)}  # hidden, layers, vocab (None: the tokenizer's)
+PROMPTS, GROUP = 16, 8
+
+
+def save_model(where: Path, hidden: int, layers: int, vocab: int | None) -> None:
+    tokenizer = build_char_tokenizer()
+    config = Qwen2Config(
+        vocab_size=vocab or len(tokenizer),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(
+        config, dtype=torch.float32, attn_implementation="eager"
+    ).save_pretrained(where)
+    tokenizer.save_pretrained(where)
+
+
+def ours(model_dir: Path, steps: int, new_tokens: int, store: Path, nproc: int = 1) -> dict[str, float]:
+    """Our trainer in this process, or with `nproc` > 1 as `entropyscope train --nproc N` (FSDP2)."""
+    sets = [f"model={model_dir}", f"steps={steps}", f"prompts_per_step={PROMPTS}", f"group_size={GROUP}"]
+    sets += [f"max_new_tokens={new_tokens}", "minibatches=2", "checkpoint_every=0", "alerts=off", "threads=1"]
+    run_id = f"ours-{model_dir.name}-{new_tokens}-{nproc}"
+    if nproc == 1:
+        train(load_config(None, sets), store, run_id=run_id, progress=False)
+    else:
+        cmd = [sys.executable, "-m", "trainer.cli", "train", "--nproc", str(nproc), "--store", str(store)]
+        cmd += ["--run-id", run_id, *(f"--set={s}" for s in sets)]
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    df = StoreReader(store).scalars(
+        [run_id], [schema.TIME_ROLLOUT, schema.TIME_DIAGNOSTICS, schema.TIME_UPDATE]
+    )
+    walls = (
+        StoreReader(store).table("steps", [run_id]).groupby("step")["wall_time"].max().sort_index().tolist()
+    )
+    after_first = df[df["step"] > 1].groupby("key")["value"].median()
+    lens = StoreReader(store).scalars([run_id], [schema.RESPONSE_LEN_MEAN])["value"]
+    return {
+        "step": statistics.median(b - a for a, b in zip(walls[1:], walls[2:], strict=False))
+        if len(walls) > 2
+        else float("nan"),
+        "rollout": after_first[schema.TIME_ROLLOUT],
+        "diagnostics": after_first[schema.TIME_DIAGNOSTICS],
+        "update": after_first[schema.TIME_UPDATE],
+        "len": float(lens.mean()),
+    }
+
+
+class StepTimer(TrainerCallback):
+    """Wall time at each optimizer step's end."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ends.append(time.perf_counter())
+
+
+def trl(model_dir: Path, steps: int, new_tokens: int, tmp: str) -> dict[str, float]:
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trainer.integrations.trl_demo import digit_sum_setup
+
+    model, tokenizer, dataset, reward = digit_sum_setup(
+        str(model_dir), seed=0, n_prompts=PROMPTS * (steps + 1)
+    )
+    config = GRPOConfig(
+        output_dir=tmp, max_steps=2 * steps, per_device_train_batch_size=64, steps_per_generation=2,
+        num_generations=GROUP, max_completion_length=new_tokens, learning_rate=1e-3, logging_steps=1,
+        save_strategy="no", report_to=[], use_cpu=True, seed=0, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = GRPOTrainer(
+        model=model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer
+    )
+    timer = StepTimer()
+    trainer.add_callback(timer)
+    trainer.train()
+    per_gen = [b - a for a, b in zip(timer.ends[1::2], timer.ends[3::2], strict=False)]  # one generation each
+    lens = [h["completions/mean_length"] for h in trainer.state.log_history if "completions/mean_length" in h]
+    return {"step": statistics.median(per_gen), "len": statistics.mean(lens)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--new-tokens", type=int, nargs="+", default=[16])
+    parser.add_argument("--nproc", type=int, nargs="+", default=[1], help="ours with each process count")
+    parser.add_argument("--no-trl", action="store_true", help="time ours only")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes:
+            model_dir = Path(tmp) / size
+            save_model(model_dir, *SIZES[size])
+            for n in args.new_tokens:
+                for nproc in args.nproc:
+                    a = ours(model_dir, args.steps, n, Path(tmp) / "store", nproc)
+                    b = (
+                        None
+                        if args.no_trl or nproc > 1
+                        else trl(model_dir, args.steps, n, f"{tmp}/trl-{size}-{n}")
+                    )
+                    rows.append((size, n, nproc, a, b))
+    print(f"{PROMPTS} prompts x {GROUP} completions, {args.steps} steps, 1 thread per process, CPU")
+    print(
+        "| model | new tokens | processes | ours s/step | rollout | diagnostics | update | TRL s/step | ours / TRL | mean len ours / TRL |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for size, n, nproc, a, b in rows:
+        theirs = (
+            f"{b['step']:.2f} | {a['step'] / b['step']:.2f}x | {a['len']:.1f} / {b['len']:.1f}"
+            if b
+            else f"- | - | {a['len']:.1f} / -"
+        )
+        print(
+            f"| {size} | {n} | {nproc} | {a['step']:.2f} | {a['rollout']:.2f} | {a['diagnostics']:.2f} | "
+            f"{a['update']:.2f} | {theirs} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
