@@ -1,7 +1,7 @@
 """Entropy controllers inside TRL's GRPOTrainer: plain GRPO vs REPO-R vs the auto-tuned entropy bonus over seeds,
 and a live target_entropy change sent to a running TRL run through control.json (docs/trl.md, "Controllers").
 
-    python bench/trl_controllers.py [--store DIR] [--steps 200] [--seeds 0 1 2] [--lr 2e-3] [--live-step 60]
+    python bench/trl_controllers.py [--store DIR] [--steps 300] [--seeds 0 1 2] [--lr 1e-3] [--live-step 60]
 
 Each run is examples/trl_grpo.py in its own process (one CPU thread). Final = mean over the last 10% of steps.
 The live run: `--live-controller` (the bonus) started with target 0.5 x H0 (so it lets entropy fall as GRPO
@@ -68,9 +68,9 @@ def change_target_at(store: Path, run_id: str, step: int, target: float, sent: d
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--store", type=Path, default=Path("runs-trl-controllers"))
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--live-step", type=int, default=60)
     p.add_argument("--live-controller", default="entropy_bonus", choices=CONTROLLERS[1:])
     args = p.parse_args()
