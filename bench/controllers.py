@@ -8,7 +8,9 @@ first step's entropy), and tracking runs with target_entropy = H0/2: REPO-R and 
 (`track-repo_r`, `track-bonus`, reported, not judged), and on the tracking setup where both can track
 (`track-bonus-onpolicy`, `track-repo_r-onpolicy`: responses capped at the task's answer length, a warm-up
 that teaches stopping after a slip, 48 prompts per step, one update per rollout; each controller with its
-tracking gains); see TRACK_SETUPS. H0 comes from a one-step probe run with lr 0 per setup (every run of a
+tracking gains); see TRACK_SETUPS; and, not in the default set, `sched-id`, `sched-did`, `sched-od`: REPO-R
+with its tracking gains following each setpoint schedule (analysis/schedules.py, base H0/2, amplitude 0.5) on
+the tracking setup. H0 comes from a one-step probe run with lr 0 per setup (every run of a
 setup shares the seed and the warm-started model, so the first rollout is the same), or from `--target`. The
 demo config is trainer.sample_runs.COMMON, the one the sample runs use; `--set` overrides it and the
 tracking setups. `--jobs 2` (the default) trains two runs at a time, each in its own process on one torch
@@ -24,11 +26,13 @@ controller oscillation slower than ~10 steps; only full windows, so the last 5 s
 windows that end on them, not through a 6-step mean); bias = mean (entropy - target) / target over the second
 half; floor = the same max deviation for the run's final policy frozen (lr 0, 100 steps, same batch shape) around
 its own mean: what the entropy estimate's sampling noise alone gives, the best any controller can score.
+Scheduled runs: MAD = mean |entropy - target| / target over steps 20+ (per step, unsmoothed); lag = the
+shift in steps (0-30) that best aligns the entropy with its schedule, @lag = the MAD at that shift.
 
 Acceptance marks: GRPO entropy falls >= 40%; every controller ends >= 2x GRPO's final entropy;
 REPO-R and ADAPO keep reward >= 0.9x and pass@k >= GRPO's, REPO-R reward >= GRPO's; the entropy bonus ends
 within [0.6, 1.3]x its target with reward >= 0.9x GRPO's (docs/controller_defaults.md); tracking runs on the
-tracking setups within 15%; each run <= 180 s.
+tracking setups within 15% (scheduled runs: MAD within 15%); each run <= 180 s.
 Torch is imported only when a run starts.
 """
 
@@ -82,11 +86,15 @@ BONUS_TRACK = [
 REPO_TRACK = ["zeta_min=0.05", "zeta_ki=1", "zeta_kp=6"]
 
 
+SCHEDULES = ["id", "did", "od"]  # each followed by REPO-R (tracking gains) in a `sched-` run
+
+
 class TrackRun(NamedTuple):
     controller: str
     setup: str  # a TRACK_SETUPS key
     knobs: list[str]  # the controller's tracking overrides
     judged: bool  # marked against TRACK_TOL, else shown as INFO
+    schedule: str = "constant"  # an analysis.schedules name; a scheduled run is judged by its MAD
 
 
 TRACK_RUNS = {
@@ -95,8 +103,16 @@ TRACK_RUNS = {
     "track-bonus-onpolicy": TrackRun("entropy_bonus", "onpolicy", BONUS_TRACK, True),
     "track-repo_r-onpolicy": TrackRun("repo_r", "onpolicy", REPO_TRACK, True),
     "track-adapo": TrackRun("adapo", "demo", [], False),
+    **{
+        f"sched-{s}": TrackRun("repo_r", "onpolicy", [*REPO_TRACK, f"schedule={s}"], True, s)
+        for s in SCHEDULES
+    },
 }
-DEFAULT_RUNS = ["grpo", *CONTROLLER_RUNS, *[n for n in TRACK_RUNS if n != "track-adapo"]]
+DEFAULT_RUNS = [
+    "grpo",
+    *CONTROLLER_RUNS,
+    *[n for n in TRACK_RUNS if n != "track-adapo" and not n.startswith("sched-")],
+]
 ALL_RUNS = ["grpo", *CONTROLLER_RUNS, *TRACK_RUNS]
 
 GRPO_DROP = 0.40  # GRPO entropy must fall by at least this fraction of H0
@@ -104,6 +120,8 @@ ENTROPY_RATIO = 2.0  # controllers end with >= this x GRPO's final entropy
 REWARD_RATIO = 0.9  # REPO-R and ADAPO keep reward >= this x GRPO's
 HOLD_BAND = (0.6, 1.3)  # the bonus ends within this x its target (both means over the last 10% of steps)
 TRACK_TOL = 0.15  # tracking runs within this relative band over the second half
+SCHED_FROM = 20  # scheduled runs: MAD from this step on
+MAX_LAG = 30  # steps searched for the lag that best aligns the entropy with its schedule
 WALL_LIMIT = 180.0  # seconds per run
 SMOOTH = 11  # centred moving-mean window for the tracking deviation
 FLOOR_STEPS = 100  # steps of the frozen-policy run that measures the noise floor
@@ -139,6 +157,9 @@ class Row:
     track: float = math.nan
     bias: float = math.nan
     floor: float = math.nan
+    mad: float = math.nan
+    lag: int = 0
+    lag_mad: float = math.nan
     ratio: float = math.nan
     marks: list[str] = field(default_factory=list)
 
@@ -208,7 +229,7 @@ def bench_run(store: Path, name: str, overrides: list[str], extra: list[str], se
     wall = train_run(store, name, [*overrides, *extra])  # --set last: it overrides the setups too
     tracking = name in TRACK_RUNS
     row = measure(store, name, seed, wall, tracking)
-    if tracking:
+    if tracking and TRACK_RUNS[name].schedule == "constant":
         row.floor = noise_floor(store, name, [*TRACK_SETUPS[TRACK_RUNS[name].setup], *extra])
     print(
         f"[{name} seed {seed}] {wall:.0f} s  H0 {row.h0:.3f} -> {row.final:.3f}  reward {row.reward:.3f}",
@@ -255,7 +276,18 @@ def measure(store: Path, name: str, seed: int, wall: float, tracking: bool) -> R
         half = range(n // 2, n)
         row.track = max(abs(smooth[i] - target[i]) / target[i] for i in half if smooth[i] is not None)
         row.bias = sum((ent[i] - target[i]) / target[i] for i in half) / len(half)
+        row.mad = lagged_mad(ent, target, 0)
+        # at least half of the judged steps stay in at every lag tried
+        lags = range(max(0, min(MAX_LAG, (n - SCHED_FROM) // 2)) + 1)
+        row.lag = min(lags, key=lambda k: lagged_mad(ent, target, k))
+        row.lag_mad = lagged_mad(ent, target, row.lag)
     return row
+
+
+def lagged_mad(ent: list[float], target: list[float], lag: int) -> float:
+    """Mean |H(t) - target(t - lag)| / target(t - lag) over t >= SCHED_FROM + lag: the schedule MAD at lag 0."""
+    idx = range(SCHED_FROM + lag, len(ent))
+    return sum(abs(ent[i] - target[i - lag]) / target[i - lag] for i in idx) / max(len(idx), 1)
 
 
 def judge(rows: dict[str, Row]) -> bool:
@@ -287,7 +319,9 @@ def judge(rows: dict[str, Row]) -> bool:
             mark(row, lo <= row.final / row.target <= hi, f"H in [{lo:g},{hi:g}]xtarget")  # NaN: fails
             if grpo:
                 mark(row, row.reward >= REWARD_RATIO * grpo.reward, f"reward>={REWARD_RATIO:g}xGRPO")
-        if name in TRACK_RUNS and TRACK_RUNS[name].judged:
+        if name in TRACK_RUNS and TRACK_RUNS[name].schedule != "constant":
+            mark(row, row.mad <= TRACK_TOL, f"MAD<={TRACK_TOL:.0%}")
+        elif name in TRACK_RUNS and TRACK_RUNS[name].judged:
             mark(row, row.track <= TRACK_TOL, f"track<={TRACK_TOL:.0%}")
         elif name in TRACK_RUNS:
             row.marks.append(f"INFO track {row.track:.0%} on the {TRACK_RUNS[name].setup} setup, not judged")
@@ -303,7 +337,8 @@ def shown_marks(marks: list[str]) -> str:
 def table(rows: dict[str, Row]) -> str:
     head = (
         f"{'run':<22}{'wall s':>7}{'H0':>7}{'final H':>8}{'vs H0':>7}{'xGRPO':>6}{'reward':>7}{'pass@1':>7}"
-        f"{'pass@k':>7}{'zero':>6}{'clipHi':>7}{'clipLo':>7}{'bound':>6}{'track':>7}{'bias':>6}{'floor':>7}  marks"
+        f"{'pass@k':>7}{'zero':>6}{'clipHi':>7}{'clipLo':>7}{'bound':>6}{'track':>7}{'bias':>6}{'floor':>7}"
+        f"{'MAD':>6}{'lag':>4}{'@lag':>6}  marks"
     )
     lines = [head, "-" * len(head)]
 
@@ -315,8 +350,8 @@ def table(rows: dict[str, Row]) -> str:
             f"{r.run:<22}{r.wall_s:>7.0f}{r.h0:>7.3f}{r.final:>8.3f}{f(r.change, '+.0%'):>7}"
             f"{f(r.ratio, '.2f'):>6}{r.reward:>7.3f}{r.pass1:>7.3f}{r.passk:>7.3f}{r.zero_frac:>6.2f}"
             f"{r.clip_high:>7.3f}{r.clip_low:>7.3f}{r.at_bound:>6.2f}{f(r.track, '.0%'):>7}"
-            f"{f(r.bias, '+.0%'):>6}{f(r.floor, '.0%'):>7}"
-            f"  {shown_marks(r.marks)}"
+            f"{f(r.bias, '+.0%'):>6}{f(r.floor, '.0%'):>7}{f(r.mad, '.0%'):>6}"
+            f"{r.lag if not math.isnan(r.mad) else '-':>4}{f(r.lag_mad, '.0%'):>6}  {shown_marks(r.marks)}"
         )
     return "\n".join(lines)
 

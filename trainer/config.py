@@ -40,6 +40,8 @@ class TrainConfig(BaseModel):
     """Relative amplitude a of the `id`/`did`/`od` schedules: the target stays in target x [1-a, 1+a]."""
     schedule_cycles: int = Field(default=3, ge=1, le=100)
     """Oscillation periods over the run for the `od` schedule."""
+    schedule_lead: int = Field(default=10, ge=0, le=10_000)
+    """Steps ahead on the schedule that the controller aims at: the entropy follows the controller with a lag of ~10 steps, so a controller chasing today's target arrives late (docs/controllers.md#schedules); the logged entropy/target stays the schedule's value at the step."""
     zeta_min: float | None = Field(default=None, gt=0)
     """REPO setpoint controller: smallest abs(ζ) before the sign flips; None: 0.05 (repo_r: 4.3 doublings to zeta_max instead of 6.6 from 0.01, so ζ acts before GRPO's decline and crosses zero sooner; swept over seeds in docs/controller_defaults.md), 1e-3 (repo_d, paper)."""
     zeta_max: float | None = Field(default=None, gt=0)

@@ -385,7 +385,8 @@ def train_step(p: Policy, step: int, np_rng: np.random.Generator, gen: torch.Gen
         ranks=p.ranks,
     )
     delta_metrics = tracker.end(entropy_of) if tracker else {}
-    ctrl.update(measured, target, step)  # sets the next step's parameters
+    # sets the next step's parameters, aiming ahead on the schedule: entropy answers ζ with a lag
+    ctrl.update(measured, step_target(cfg, step + cfg.schedule_lead, p.h0), step)
     t_update = time.perf_counter()
     metrics, clip_side, quadrant = collect_metrics(
         cfg, rollout, rewards, correct, seq_adv, train_logp, entropy, upd, target, ent_stats, ctrl_metrics
