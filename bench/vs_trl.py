@@ -11,12 +11,19 @@ generation (ours: minibatches=2; TRL: per_device_train_batch_size=64, steps_per_
 thread, CPU. Random weights rarely sample eos, so responses run to (nearly) the full length on both sides;
 the mean length is printed. Ours runs with every diagnostic on (full-vocabulary entropy of every token,
 precision and clip metrics, token records, histograms, samples, store writes); TRL with its defaults
-(beta 0: no reference model).
+(beta 0: no reference model) except bf16=False and gradient_checkpointing=False, which TRL 1.16 turns on
+by default and which would make it compute in (CPU-emulated) bf16 and recompute the body in backward.
 
 Time per step = wall time from one generation's end of update to the next's, median over the steps after
 the first (which pays for allocator growth): for ours, from the store's wall_time of consecutive steps
 (rollout + diagnostics + update + logging); for TRL, two optimizer steps (one generation) from its callback.
 Goals (issue 16): ours / TRL <= 0.7 on tiny, <= 0.5 on mid.
+
+FLOP floor of each phase of our step: model FLOPs (2 per weight per token through the linear layers and
+the head; attention scores, norms and softmax left out) at this machine's measured 1-thread fp32 matmul
+rate: the rollout's prefill and decode forwards, the old-log-prob forward (diagnostics; head on response
+tokens only), and the update's forward + backward (3x a forward, plus one head forward recomputed by the
+chunked head's activation checkpointing). `floor %` = floor time / measured time of that phase.
 """
 
 import argparse
@@ -68,6 +75,33 @@ def save_model(where: Path, hidden: int, layers: int, vocab: int | None) -> None
     tokenizer.save_pretrained(where)
 
 
+def matmul_rate() -> float:
+    """FLOP/s of a 1024^3 fp32 matmul on one thread, best of 5."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 1024**3 / best
+
+
+def flop_floor(model_dir: Path, prompt_len: int, response_len: int, rate: float) -> dict[str, float]:
+    """Seconds each phase of one step would take at `rate` doing only its linear-layer FLOPs."""
+    config = Qwen2Config.from_pretrained(model_dir)
+    d, kv = config.hidden_size, config.hidden_size // config.num_attention_heads * config.num_key_value_heads
+    body = config.num_hidden_layers * (2 * d * d + 2 * d * kv + 3 * d * config.intermediate_size)
+    head = config.vocab_size * d
+    b, t = PROMPTS * GROUP, prompt_len + response_len
+    rollout = 2 * b * (body * t + head * (response_len + 1))  # prefill + decode, head at each drawn token
+    forward = 2 * b * (body * t + head * response_len)  # training path: head on response states only
+    return {
+        "rollout": rollout / rate,
+        "diagnostics": forward / rate,
+        "update": (3 * forward + 2 * b * head * response_len) / rate,
+    }
+
+
 def ours(model_dir: Path, steps: int, new_tokens: int, store: Path, nproc: int = 1) -> dict[str, float]:
     """Our trainer in this process, or with `nproc` > 1 as `entropyscope train --nproc N` (FSDP2)."""
     sets = [f"model={model_dir}", f"steps={steps}", f"prompts_per_step={PROMPTS}", f"group_size={GROUP}"]
@@ -87,7 +121,10 @@ def ours(model_dir: Path, steps: int, new_tokens: int, store: Path, nproc: int =
     )
     after_first = df[df["step"] > 1].groupby("key")["value"].median()
     lens = StoreReader(store).scalars([run_id], [schema.RESPONSE_LEN_MEAN])["value"]
+    sample = StoreReader(store).samples(run_id, 2)
     return {
+        "prompt_len": float(sample["prompt_token_ids"].map(len).max()),
+        "response_len": float(sample["response_token_ids"].map(len).max()),
         "step": statistics.median(b - a for a, b in zip(walls[1:], walls[2:], strict=False))
         if len(walls) > 2
         else float("nan"),
@@ -120,6 +157,7 @@ def trl(model_dir: Path, steps: int, new_tokens: int, tmp: str) -> dict[str, flo
         output_dir=tmp, max_steps=2 * steps, per_device_train_batch_size=64, steps_per_generation=2,
         num_generations=GROUP, max_completion_length=new_tokens, learning_rate=1e-3, logging_steps=1,
         save_strategy="no", report_to=[], use_cpu=True, seed=0, disable_tqdm=True,
+        bf16=False, gradient_checkpointing=False,  # as ours: fp32, no activation recompute of the body
     )  # fmt: skip
     trainer = GRPOTrainer(
         model=model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer
@@ -141,6 +179,7 @@ def main() -> None:
     parser.add_argument("--no-trl", action="store_true", help="time ours only")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    rate = matmul_rate()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
@@ -154,13 +193,14 @@ def main() -> None:
                         if args.no_trl or nproc > 1
                         else trl(model_dir, args.steps, n, f"{tmp}/trl-{size}-{n}")
                     )
-                    rows.append((size, n, nproc, a, b))
+                    floor = flop_floor(model_dir, int(a["prompt_len"]), int(a["response_len"]), rate)
+                    rows.append((size, n, nproc, a, b, floor))
     print(f"{PROMPTS} prompts x {GROUP} completions, {args.steps} steps, 1 thread per process, CPU")
     print(
         "| model | new tokens | processes | ours s/step | rollout | diagnostics | update | TRL s/step | ours / TRL | mean len ours / TRL |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for size, n, nproc, a, b in rows:
+    for size, n, nproc, a, b, _ in rows:
         theirs = (
             f"{b['step']:.2f} | {a['step'] / b['step']:.2f}x | {a['len']:.1f} / {b['len']:.1f}"
             if b
@@ -170,6 +210,16 @@ def main() -> None:
             f"| {size} | {n} | {nproc} | {a['step']:.2f} | {a['rollout']:.2f} | {a['diagnostics']:.2f} | "
             f"{a['update']:.2f} | {theirs} |"
         )
+    print(
+        f"\nFLOP floor at {rate / 1e9:.1f} GFLOP/s (1-thread fp32 matmul): floor seconds (floor % of measured)"
+    )
+    print("| model | new tokens | processes | rollout | diagnostics | update |")
+    print("|---|---|---|---|---|---|")
+    for size, n, nproc, a, _, floor in rows:
+        cells = [
+            f"{floor[k]:.3f} ({100 * floor[k] / a[k]:.0f}%)" for k in ("rollout", "diagnostics", "update")
+        ]
+        print(f"| {size} | {n} | {nproc} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
