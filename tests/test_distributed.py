@@ -30,6 +30,7 @@ OVERRIDES = [
     "threads=1",
     "alerts=off",
     "lr=0.001",
+    "controller=entropy_bonus",  # its loss term differentiates the entropy: the assembled entropy's path too
 ]
 KEYS = [schema.ENTROPY_MEAN, schema.LOSS_POLICY, schema.REWARD_MEAN, schema.GRAD_NORM]
 # lr from step 2 on: a rank that applied it at another step (or not at all) moves its shard differently.
