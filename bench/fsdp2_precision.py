@@ -19,19 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis import schema  # noqa: E402
+from precision_drift import KEYS  # noqa: E402  (the single-process bench's columns; bench/ is on sys.path)
+
 from analysis.store_reader import StoreReader  # noqa: E402
 from trainer.launch import spawn  # noqa: E402
 
 MODES = ("fp32", "bf16", "bf16_fixed", "bf16_fixed+trap")
-KEYS = (
-    schema.RATIO_ONPOLICY_DEV,
-    schema.PRECISION_LOGP_DIFF_MEAN,
-    schema.PRECISION_LOGP_DIFF_MAX,
-    schema.PRECISION_PROB_DIFF_MAX,
-    schema.PRECISION_LOGP_POS_FRAC,
-    schema.PRECISION_PEARSON,
-)
 
 
 def measure(model: str, mode: str, steps: int, nproc: int, store: Path) -> dict[str, float]:
