@@ -9,8 +9,8 @@ FINAL_NOTE = f"final = mean over the last {100 // FINAL_TAIL}% of a run's steps;
 
 
 def runs_text(runs: pd.DataFrame, now: float) -> str:
-    """StoreReader.runs() as a fixed-width table: final and last entropy, change vs H0 in percent, final
-    reward, and the heartbeat's age for running runs only."""
+    """StoreReader.runs() as a fixed-width table: where each run came from, final and last entropy, change vs
+    H0 in percent, final reward, and the heartbeat's age for running runs only."""
 
     def num(values: pd.Series, fmt: str) -> list[str]:
         return [fmt.format(v) if pd.notna(v) else "–" for v in values]
@@ -22,7 +22,7 @@ def runs_text(runs: pd.DataFrame, now: float) -> str:
                 status_label(s, h, now) for s, h in zip(runs["status"], runs["heartbeat"], strict=True)
             ],
             "step": num(runs["last_step"], "{}"),
-            **{c: runs[c].fillna("–") for c in ("algo", "controller", "precision")},
+            **{c: runs[c].fillna("–") for c in ("algo", "controller", "precision", "source")},
             "H0": num(runs["h0"], "{:.3f}"),
             "final H": num(runs["entropy"], "{:.3f}"),
             "last H": num(runs["entropy_last"], "{:.3f}"),

@@ -536,6 +536,35 @@ def test_cli_import_is_torch_free_and_bad_input_exits_2(tmp_path):
     ]
 
 
+def test_sigterm_ends_a_follow_as_finished(tmp_path):
+    """A follower stopped by SIGTERM (a service manager, `kill`) marks its run finished, as Ctrl-C does."""
+    import signal
+    import subprocess
+    import sys
+
+    log, store = tmp_path / "live.jsonl", tmp_path / "runs"
+    log.write_text("".join(json.dumps({"step": s, "data": {"actor/entropy": 1.0}}) + "\n" for s in range(3)))
+    cmd = [sys.executable, "-m", "trainer.cli", "import", str(log), "--follow", "--store", str(store)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        run_json = wait_for(lambda: next(store.glob("*/run.json"), None), "the follower's run", 120)
+        wait_for(lambda: json.loads(run_json.read_text()).get("status") == "running", "status running", 120)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert json.loads(run_json.read_text())["status"] == "finished"
+    assert "3 rows read" in out
+    runs = subprocess.run([sys.executable, "-m", "trainer.cli", "runs", "--store", str(store)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    header, row = runs.stdout.splitlines()[:2]
+    assert "source" in header.split() and row.split()[header.split().index("source")] != "entropyscope", (
+        runs.stdout
+    )
+
+
 def test_control_refuses_an_imported_run(tmp_path):
     from analysis.liveness import control_refusal
 

@@ -9,9 +9,11 @@ by a full or read-only store prints one such line and exits with code 1.
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -241,7 +243,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     options = {"run_id": args.run_id, "fmt": args.format, "step_key": args.step_key, "map_path": args.map}
     if args.follow:
         print(f"importing {args.source}, then new rows every {FOLLOW_INTERVAL_S:g} s; Ctrl-C stops")
-        runs = follow_source(args.source, store=args.store, **options)
+        stop = threading.Event()
+        # a service manager's SIGTERM ends the follow as Ctrl-C does: the run is marked finished, not left
+        # "running" for the stalled alert to flag
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        runs = follow_source(args.source, store=args.store, stop=stop, **options)
     else:
         runs = import_source(args.source, store=args.store, **options)
     print("\n".join(run.line() for run in runs))
