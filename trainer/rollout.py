@@ -127,9 +127,8 @@ def sample(
     n, rows = len(expanded), ranks.rows(len(expanded))
     group_ids = torch.arange(len(prompts)).repeat_interleave(group_size)
     encoded = [encode_prompt(tokenizer, p.text) for p in expanded]
-    width = max(
-        len(s) for s in encoded
-    )  # the whole batch's, so every rank's rows are the same as one process's
+    # the whole batch's width, so every rank's rows are padded as one process pads them
+    width = max(len(s) for s in encoded)
     ids, mask = left_pad([encoded[i] for i in rows.tolist()], tokenizer.pad_token_id, width)
     ids, mask = ids.to(device), mask.to(device)
     prompt_mask = mask.clone()
