@@ -15,11 +15,17 @@ from analysis.store_writer import read_run_json
 # A row group per part costs readers: runs() over 50 compacted 200-step runs took 0.20 s with 40 row groups
 # per file, 0.04 s with one.
 ROW_GROUP_ROWS = 256_000
-COMPACTED = f"{0:08d}-compacted.parquet"  # sequence 0: a resumed run's new segments sort after it
 UNREADABLE = (OSError, pa.ArrowException)  # what a damaged segment raises while it is merged
 # A run whose run.json says running but whose heartbeat is this old has died without closing (the `stalled`
 # alert's default): compacting it is safe.
 STALE_S = 600.0
+
+
+def compacted_name() -> str:
+    """A new name for a merged segment: sequence 0, so a resumed run's new segments sort after it, then the
+    time, so a later compaction's file sorts after an earlier one instead of replacing it. DuckDB fails
+    ("don't know what type") on a file replaced while a query scans it."""
+    return f"{0:08d}-compacted-{time.time_ns():016x}.parquet"
 
 
 def _row_groups(parts: Iterator[pa.Table]) -> Iterator[pa.Table]:
@@ -52,8 +58,8 @@ def compact_run(run_dir: Path) -> dict[str, int]:
         if len(parts) < 2:
             continue
         batches = _row_groups(pq.read_table(p).cast(schema) for p in parts)
-        write_parquet_parts_atomic(table_dir / COMPACTED, schema, batches)
-        mark_superseded(table_dir, [p.name for p in parts if p.name != COMPACTED])
+        merged_path = write_parquet_parts_atomic(table_dir / compacted_name(), schema, batches)
+        mark_superseded(table_dir, [p.name for p in parts if p != merged_path])
         merged[table] = len(parts)
     return merged
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from analysis import compact
 from analysis.schema import ENTROPY_MEAN
 from analysis.segments import live_segments
 from analysis.store_reader import StoreReader
@@ -177,9 +176,11 @@ def test_compact_merges_ended_runs_skips_live_ones_and_keeps_damaged_ones(tmp_pa
         assert len(live_segments(tmp_path / run_id / "steps")) == 1
         assert len(list((tmp_path / run_id / "steps").glob("*.parquet"))) == 4  # parts kept for readers
         assert entropy_steps(tmp_path, run_id) == before[run_id]
+    (compacted,) = live_segments(tmp_path / "failed" / "steps")
+    assert compacted.name.startswith("00000000-compacted-")  # sorts before a resumed run's segments
     assert main(["compact", "failed", "--grace", "0", "--store", str(tmp_path)]) == 0
     assert "3 superseded or temp files removed" in capsys.readouterr().out
-    assert [p.name for p in (tmp_path / "failed" / "steps").iterdir()] == [compact.COMPACTED]
+    assert [p.name for p in (tmp_path / "failed" / "steps").iterdir()] == [compacted.name]
     assert out["live"].startswith("skipped: running")
     assert sorted((tmp_path / "live" / "steps").glob("*.parquet")) == live_files
     assert out["damaged"].startswith("kept all 3 segments: one is unreadable")

@@ -392,7 +392,7 @@ def test_events_are_read_once_while_a_compaction_replaces_their_segments(tmp_pat
         w.log_event(2, "alert_resolved", "ok")
     parts = segments(tmp_path / "a", "events")
     merged = pa.concat_tables([pq.read_table(p) for p in parts])
-    pq.write_table(merged, parts[0].with_name(compact.COMPACTED))
+    pq.write_table(merged, parts[0].with_name(compact.compacted_name()))
     assert StoreReader(tmp_path).events("a")["kind"].tolist() == ["alert_fired", "alert_resolved"]
 
 
@@ -480,3 +480,22 @@ def test_corrupt_or_missing_run_json(tmp_path):
     assert df.loc["half", "entropy"] == pytest.approx(1.7)
     assert df.loc["gone", "status"] == "unknown" and df.loc["ok", "status"] == "finished"
     assert r.run_info("half") == {"run_id": "half", "status": "unknown"}
+
+
+def test_a_second_compaction_never_replaces_a_file_a_reader_may_be_scanning(tmp_path):
+    """CI found it: the merged segment had one fixed name, so a run compacted, resumed and compacted again
+    had that file replaced under a reader, and DuckDB scanning it failed ("don't know what type")."""
+    with RunWriter(tmp_path, "r", CONFIG) as w:
+        for step in (1, 2):
+            w.log_scalars(step, {ENTROPY_MEAN: float(step)})
+            w.flush()
+    compact_run(tmp_path / "r")
+    with RunWriter(tmp_path, "r", CONFIG, resume=True) as w:
+        w.log_scalars(3, {ENTROPY_MEAN: 3.0})
+    files = sorted((tmp_path / "r" / "steps").glob("*.parquet"))
+    before = {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in files}
+    compact_run(tmp_path / "r")
+    assert {p: (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns) for p in files} == before
+    (merged,) = live_segments(tmp_path / "r" / "steps")
+    assert merged not in before and merged.name > max(p.name for p in before if "compacted" in p.name)
+    assert StoreReader(tmp_path).scalars(["r"], [ENTROPY_MEAN])["step"].tolist() == [1, 2, 3]
