@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, Qwen2Config, Qwen2ForCausalLM
 
-from trainer.logprobs import forward_hidden, head_logprobs, logprobs_from_logits, token_logprobs
+from trainer.logprobs import _logits, forward_hidden, head_logprobs, logprobs_from_logits, token_logprobs
 
 
 def make_head(d: int, v: int, bias: bool, seed: int = 0) -> nn.Linear:
@@ -47,11 +47,13 @@ def test_chunked_matches_float64_reference(shape, chunk, temperature, precision)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16_fixed", "bf16"])
-def test_grad_and_nograd_paths_agree_bitwise(precision):
-    """Old log-probs (no grad) and new ones (grad, checkpointed) of one policy give a ratio of exactly 1."""
+@pytest.mark.parametrize("chunk", [16, 64])  # several chunks (checkpointed), one chunk (kept)
+@pytest.mark.parametrize("temperature", [0.8, 1.0])
+def test_grad_and_nograd_paths_agree_bitwise(precision, chunk, temperature):
+    """Old log-probs (no grad) and new ones (grad) of one policy give a ratio of exactly 1."""
     head = make_head(16, 300, bias=False)
     hidden, targets = torch.randn(40, 16), torch.randint(0, 300, (40,))
-    kw = dict(temperature=0.8, precision=precision, chunk_size=16)
+    kw = dict(temperature=temperature, precision=precision, chunk_size=chunk)
     with torch.no_grad():
         old, old_ent = token_logprobs(hidden, head, targets, **kw)
     new, new_ent = token_logprobs(hidden.requires_grad_(), head, targets, **kw)
@@ -77,6 +79,22 @@ def test_gradient_matches_naive(chunk, bias):
     torch.testing.assert_close(head.weight.grad.double(), head64.weight.grad, atol=1e-5, rtol=1e-4)
     if bias:
         torch.testing.assert_close(head.bias.grad.double(), head64.bias.grad, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [10, 40])
+def test_only_several_chunks_are_recomputed_in_backward(monkeypatch, chunk):
+    """A batch that fits one chunk holds O(chunk x V) either way, so backward reuses its logits: the head
+    matmul runs once, not twice; several chunks are each recomputed."""
+    from trainer import logprobs
+
+    calls = []
+    monkeypatch.setattr(logprobs, "_logits", lambda *a: calls.append(1) or _logits(*a))
+    head = make_head(8, 50, bias=False)
+    hidden, targets = torch.randn(40, 8, requires_grad=True), torch.randint(0, 50, (40,))
+    logp, _ = token_logprobs(hidden, head, targets, temperature=1.0, precision="fp32", chunk_size=chunk)
+    logp.sum().backward()
+    chunks = -(-40 // chunk)
+    assert len(calls) == (2 * chunks if chunks > 1 else 1)
 
 
 def test_grad_path_keeps_no_full_logits():

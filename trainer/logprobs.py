@@ -1,8 +1,9 @@
 """Per-token log-probs and full-vocabulary entropy without materialising the (N, V) logits.
 
 The head is applied in chunks of rows: memory is O(chunk x V) instead of O(N x V), which for a 152k
-vocabulary is the difference between ~300 MiB and several GiB. With gradients, each chunk runs under
-activation checkpointing, so backward recomputes a chunk's logits instead of storing all of them.
+vocabulary is the difference between ~300 MiB and several GiB. With gradients and more than one chunk,
+each chunk runs under activation checkpointing, so backward recomputes a chunk's logits instead of storing
+all of them; a batch that fits one chunk keeps its buffers and is not recomputed.
 
 Precision modes (DESIGN.md, "Precision"): `fp32` and `bf16_fixed` compute logits and log-softmax in fp32
 (`bf16_fixed` also clamps log p <= 0); `bf16` is the naive path, logits and log-softmax in bf16.
@@ -43,10 +44,18 @@ def _logits(
     return F.linear(hidden.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
 
 
+def _tempered(logits: torch.Tensor, temperature: float, *, inplace: bool) -> torch.Tensor:
+    """logits / temperature; at temperature 1 the logits themselves (x / 1 == x exactly, so results are
+    bitwise those of dividing, without a pass over the (n, V) logits)."""
+    if temperature == 1.0:
+        return logits
+    return logits.div_(temperature) if inplace else logits / temperature
+
+
 def _log_softmax(logits: torch.Tensor, temperature: float, precision: str) -> torch.Tensor:
     """Log-softmax of logits / temperature over the last dim, in the mode's dtype (fp32 or naive bf16)."""
-    logits = logits.to(_head_dtype(precision))
-    logsm = F.log_softmax(logits / temperature, dim=-1)
+    logits = _tempered(logits.to(_head_dtype(precision)), temperature, inplace=False)
+    logsm = F.log_softmax(logits, dim=-1)
     # In exact arithmetic log p <= 0; the clamp removes rounding that would bias the ratio upward.
     return logsm.clamp(max=0.0) if precision == "bf16_fixed" else logsm
 
@@ -112,7 +121,7 @@ def _bf16_chunk(
     entropy_grad: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The naive path: bf16 logits (c, V) and bf16 log-softmax, results cast to fp32 (c,)."""
-    logsm = F.log_softmax(logits / temperature, dim=-1)  # (c, V) bf16
+    logsm = F.log_softmax(_tempered(logits, temperature, inplace=False), dim=-1)  # (c, V) bf16
     logp = logsm.gather(1, targets[:, None]).squeeze(1).float()
     if not with_entropy:
         return logp, None
@@ -143,7 +152,7 @@ def _chunk(
         return _bf16_chunk(
             logits, targets, temperature=temperature, with_entropy=with_entropy, entropy_grad=entropy_grad
         )
-    z = logits.div_(temperature) if inplace else logits / temperature
+    z = _tempered(logits, temperature, inplace=inplace)
     return _fp32_chunk(
         z,
         targets,
@@ -169,7 +178,7 @@ def token_logprobs(
 
     Full-vocabulary log-softmax of (hidden @ W.T + b) / temperature, `chunk_size` rows at a time.
     `entropy_grad=True` returns entropy with gradient when gradients are enabled (memory stays
-    O(chunk x V): backward recomputes each chunk); otherwise entropy is detached.
+    O(chunk x V): backward recomputes each chunk when there are several); otherwise entropy is detached.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -180,34 +189,26 @@ def token_logprobs(
     # Cast the head once, not once per chunk (a no-op when it already has the mode's dtype).
     dtype = _head_dtype(precision)
     weight, bias = weight.to(dtype), (None if bias is None else bias.to(dtype))
+    # One chunk holds O(chunk x V) whether or not backward recomputes it, so only several chunks are
+    # checkpointed: a single one keeps its buffers and skips the recompute (one head matmul of four).
+    recompute = needs_grad and hidden.shape[0] > chunk_size
+    fn = partial(
+        _chunk,
+        temperature=temperature,
+        precision=precision,
+        with_entropy=with_entropy,
+        inplace=not needs_grad,
+        entropy_grad=entropy_grad,
+    )
     logps, entropies = [], []
     # The head's dtypes are set by `precision`, never by an enclosing autocast.
-    with torch.autocast(device_type=hidden.device.type, enabled=False):
+    with torch.autocast(device_type=hidden.device.type, enabled=False), torch.set_grad_enabled(needs_grad):
         for start in range(0, hidden.shape[0], chunk_size):
             h, t = hidden[start : start + chunk_size], targets[start : start + chunk_size]  # (c, D), (c,)
-            if needs_grad:
-                # Backward recomputes this chunk's logits instead of keeping every chunk's (c, V) buffers.
-                fn = partial(
-                    _chunk,
-                    temperature=temperature,
-                    precision=precision,
-                    with_entropy=with_entropy,
-                    inplace=False,
-                    entropy_grad=entropy_grad,
-                )
+            if recompute:
                 logp, ent = checkpoint(fn, h, weight, bias, t, use_reentrant=False)
             else:
-                with torch.no_grad():
-                    logp, ent = _chunk(
-                        h,
-                        weight,
-                        bias,
-                        t,
-                        temperature=temperature,
-                        precision=precision,
-                        with_entropy=with_entropy,
-                        inplace=True,
-                    )
+                logp, ent = fn(h, weight, bias, t)
             logps.append(logp)
             entropies.append(ent)
     if not logps:  # N == 0

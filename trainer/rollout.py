@@ -148,7 +148,8 @@ def sample(
         # Sample in fp32 from the same log-probs we record: argmax p / q with q ~ Exp(1) is exactly what
         # torch.multinomial(p, 1) computes, but the noise q of the whole batch is drawn on every rank.
         noise = torch.empty((n, logp_all.shape[1]), device=device).exponential_(generator=draw)  # (B, V)
-        tok = (logp_all.float().exp() / noise[rows.to(device)]).argmax(-1)  # (b,)
+        mine = noise if len(rows) == n else noise[rows.to(device)]  # one process: no (B, V) copy
+        tok = logp_all.float().exp().div_(mine).argmax(-1)  # (b,)
         tok_logp = logp_all.gather(1, tok[:, None]).squeeze(1).float()
         masks.append(alive.clone())
         tokens.append(torch.where(alive, tok, torch.full_like(tok, pad)))
