@@ -126,7 +126,8 @@ def sample(
     expanded = [p for p in prompts for _ in range(group_size)]
     n, rows = len(expanded), ranks.rows(len(expanded))
     group_ids = torch.arange(len(prompts)).repeat_interleave(group_size)
-    encoded = [encode_prompt(tokenizer, p.text) for p in expanded]
+    once = {text: encode_prompt(tokenizer, text) for text in {p.text for p in prompts}}  # not per completion
+    encoded = [once[p.text] for p in expanded]
     # the whole batch's width, so every rank's rows are padded as one process pads them
     width = max(len(s) for s in encoded)
     ids, mask = left_pad([encoded[i] for i in rows.tolist()], tokenizer.pad_token_id, width)
