@@ -2,6 +2,7 @@
 and a live target_entropy change sent to a running TRL run through control.json (docs/trl.md, "Controllers").
 
     python bench/trl_controllers.py [--store DIR] [--steps 300] [--seeds 0 1 2] [--lr 1e-3] [--live-step 60]
+                                    [--controllers repo_r] [--set zeta_max=3 ...] [--no-live]
 
 Each run is examples/trl_grpo.py in its own process (one CPU thread). Final = mean over the last 10% of steps.
 The live run: `--live-controller` (the bonus) started with target 0.5 x H0 (so it lets entropy fall as GRPO
@@ -28,10 +29,11 @@ CONTROLLERS = ("none", "repo_r", "entropy_bonus")
 
 
 def run(
-    store: Path, run_id: str, steps: int, seed: int, lr: float, controller: str, target: float | None = None
-) -> None:
+    store: Path, run_id: str, steps: int, seed: int, lr: float, controller: str, target: float | None = None,
+    knobs: tuple[str, ...] = (),
+) -> None:  # fmt: skip
     cmd = [sys.executable, str(EXAMPLE), "--store", str(store), "--steps", str(steps), "--seed", str(seed),
-           "--lr", str(lr), "--controller", controller, "--run-id", run_id]  # fmt: skip
+           "--lr", str(lr), "--controller", controller, "--run-id", run_id, *(f"--set={k}" for k in knobs)]  # fmt: skip
     if target is not None:
         cmd += ["--target-entropy", str(target)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -73,14 +75,22 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--live-step", type=int, default=60)
     p.add_argument("--live-controller", default="entropy_bonus", choices=CONTROLLERS[1:])
+    p.add_argument("--controllers", nargs="+", default=list(CONTROLLERS[1:]), choices=CONTROLLERS[1:],
+                   help="beside plain GRPO (default: both)")  # fmt: skip
+    p.add_argument("--no-live", action="store_true", help="skip the live target change")
+    p.add_argument(
+        "--set", dest="knobs", action="append", default=[], metavar="KEY=VALUE",
+        help="a controller knob for the REPO-R and bonus runs, e.g. zeta_max=3 (repeatable)",
+    )  # fmt: skip
     args = p.parse_args()
     rows = []
     for seed in args.seeds:
-        for controller in CONTROLLERS:
+        for controller in ("none", *args.controllers):
             run_id = f"{controller}-s{seed}"
             if not (args.store / run_id / "run.json").exists():
                 t0 = time.perf_counter()
-                run(args.store, run_id, args.steps, seed, args.lr, controller)
+                knobs = () if controller == "none" else tuple(args.knobs)
+                run(args.store, run_id, args.steps, seed, args.lr, controller, knobs=knobs)
                 print(f"{run_id}: {time.perf_counter() - t0:.0f} s", flush=True)
             h, r = series(args.store, run_id, "entropy/mean"), series(args.store, run_id, "reward/mean")
             rows.append((seed, controller, h[0], final(h), final(r)))
@@ -90,6 +100,8 @@ def main() -> None:
         print(f"{seed:>4} {controller:<14} {h0:.3f}  {h:.3f}  {h / h0 - 1:+6.0%}  {h / base[3]:8.2f}x  "
               f"{r:11.3f}  {r / base[4]:12.2f}x")  # fmt: skip
 
+    if args.no_live:
+        return
     # The live change: the controller told at step live_step to hold H0 instead of 0.5 x H0.
     run_id = f"{args.live_controller}-live"
     h0 = rows[0][2]

@@ -1,6 +1,6 @@
 """Our trainer against TRL's GRPOTrainer on the same model, batch and response length, side by side in one run.
 
-    .venv/bin/python bench/vs_trl.py [--steps 4] [--sizes tiny mid] [--new-tokens 16]
+    .venv/bin/python bench/vs_trl.py [--steps 4] [--sizes tiny mid] [--new-tokens 16] [--repeat 3]
     .venv/bin/python bench/vs_trl.py --sizes tiny --new-tokens 16 64 256     # growth with response length
     .venv/bin/python bench/vs_trl.py --sizes tiny mid --nproc 1 2 --no-trl   # ours with N processes
 
@@ -17,7 +17,9 @@ by default and which would make it compute in (CPU-emulated) bf16 and recompute 
 Time per step = wall time from one generation's end of update to the next's, median over the steps after
 the first (which pays for allocator growth): for ours, from the store's wall_time of consecutive steps
 (rollout + diagnostics + update + logging); for TRL, two optimizer steps (one generation) from its callback.
-Goals (issue 16): ours / TRL <= 0.7 on tiny, <= 0.5 on mid.
+Goals (issue 16): ours / TRL <= 0.7 on tiny, <= 0.5 on mid. On a shared machine one run's TRL time varies by
+up to 1.3x from run to run, so `--repeat N` alternates N runs of each side and reports the median ratio and
+its range.
 
 FLOP floor of each phase of our step: model FLOPs (2 per weight per token through the linear layers and
 the head; attention scores, norms and softmax left out) at this machine's measured 1-thread fp32 matmul
@@ -177,6 +179,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[16])
     parser.add_argument("--nproc", type=int, nargs="+", default=[1], help="ours with each process count")
     parser.add_argument("--no-trl", action="store_true", help="time ours only")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each side, alternated (default: 1)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rate = matmul_rate()
@@ -187,28 +190,34 @@ def main() -> None:
             save_model(model_dir, *SIZES[size])
             for n in args.new_tokens:
                 for nproc in args.nproc:
-                    a = ours(model_dir, args.steps, n, Path(tmp) / "store", nproc)
-                    b = (
-                        None
-                        if args.no_trl or nproc > 1
-                        else trl(model_dir, args.steps, n, f"{tmp}/trl-{size}-{n}")
-                    )
-                    floor = flop_floor(model_dir, int(a["prompt_len"]), int(a["response_len"]), rate)
+                    with_trl = not args.no_trl and nproc == 1
+                    a, b = [], []
+                    for rep in range(args.repeat):  # alternated, so a slow spell of the machine hits both
+                        a.append(ours(model_dir, args.steps, n, Path(tmp) / f"store{rep}", nproc))
+                        if with_trl:
+                            b.append(trl(model_dir, args.steps, n, f"{tmp}/trl-{size}-{n}-{rep}"))
+                    floor = flop_floor(model_dir, int(a[0]["prompt_len"]), int(a[0]["response_len"]), rate)
                     rows.append((size, n, nproc, a, b, floor))
-    print(f"{PROMPTS} prompts x {GROUP} completions, {args.steps} steps, 1 thread per process, CPU")
+    print(f"{PROMPTS} prompts x {GROUP} completions, {args.steps} steps, 1 thread per process, CPU, "
+          f"{args.repeat} run(s) of each side: medians, and the ratio's range over runs")  # fmt: skip
     print(
         "| model | new tokens | processes | ours s/step | rollout | diagnostics | update | TRL s/step | ours / TRL | mean len ours / TRL |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for size, n, nproc, a, b, _ in rows:
-        theirs = (
-            f"{b['step']:.2f} | {a['step'] / b['step']:.2f}x | {a['len']:.1f} / {b['len']:.1f}"
-            if b
-            else f"- | - | {a['len']:.1f} / -"
-        )
+        ours_med = {k: statistics.median(r[k] for r in a) for k in a[0]}
+        if b:
+            ratios = [x["step"] / y["step"] for x, y in zip(a, b, strict=True)]
+            spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+            theirs = (
+                f"{statistics.median(y['step'] for y in b):.2f} | {statistics.median(ratios):.2f}x{spread} | "
+                f"{ours_med['len']:.1f} / {statistics.median(y['len'] for y in b):.1f}"
+            )
+        else:
+            theirs = f"- | - | {ours_med['len']:.1f} / -"
         print(
-            f"| {size} | {n} | {nproc} | {a['step']:.2f} | {a['rollout']:.2f} | {a['diagnostics']:.2f} | "
-            f"{a['update']:.2f} | {theirs} |"
+            f"| {size} | {n} | {nproc} | {ours_med['step']:.2f} | {ours_med['rollout']:.2f} | "
+            f"{ours_med['diagnostics']:.2f} | {ours_med['update']:.2f} | {theirs} |"
         )
     print(
         f"\nFLOP floor at {rate / 1e9:.1f} GFLOP/s (1-thread fp32 matmul): floor seconds (floor % of measured)"
@@ -216,8 +225,10 @@ def main() -> None:
     print("| model | new tokens | processes | rollout | diagnostics | update |")
     print("|---|---|---|---|---|---|")
     for size, n, nproc, a, _, floor in rows:
+        measured = {k: statistics.median(r[k] for r in a) for k in floor}
         cells = [
-            f"{floor[k]:.3f} ({100 * floor[k] / a[k]:.0f}%)" for k in ("rollout", "diagnostics", "update")
+            f"{floor[k]:.3f} ({100 * floor[k] / measured[k]:.0f}%)"
+            for k in ("rollout", "diagnostics", "update")
         ]
         print(f"| {size} | {n} | {nproc} | " + " | ".join(cells) + " |")
 

@@ -1,6 +1,7 @@
 """GRPO with Hugging Face TRL, watched and steered by entropyscope: TRL's GRPOTrainer plus three lines.
 
     python examples/trl_grpo.py [--store DIR] [--steps N] [--model PATH] [--controller NAME] [--target-entropy H]
+                                [--set KEY=VALUE ...]
     entropyscope dashboard --store DIR          # then: Runs -> the trl-... run; Control page to steer it live
 
 The only change to a TRL script is the trainer class, `EntropyScopeGRPOTrainer` (a GRPOTrainer), and its
@@ -23,6 +24,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from analysis.errors import UsageError  # noqa: E402
+from trainer.config import parse_overrides  # noqa: E402
 from trainer.integrations.session import CONTROLLERS  # noqa: E402
 
 
@@ -43,6 +45,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--run-id", default=None, help="the run's folder in the store (default: trl-<controller>-...)"
     )
+    p.add_argument(
+        "--set",
+        dest="knobs",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another entropyscope knob, e.g. zeta_max=3 or bonus_coef_max=0.1 (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     p.add_argument("--out", default=None, help="TRL's output_dir (default: <store>/.trl/<run>)")
@@ -57,8 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # tiny matmuls: more threads only spin on a shared machine
     from trl import GRPOConfig
 
-    from trainer.integrations.trl import EntropyScopeGRPOTrainer
+    from trainer.integrations.trl import EntropyScopeGRPOTrainer, check_scope
     from trainer.integrations.trl_demo import digit_sum_setup
+
+    scope = {
+        "controller": args.controller,
+        "target_entropy": args.target_entropy,
+        **parse_overrides(args.knobs),
+    }
+    scope = check_scope({k: v for k, v in scope.items() if v is not None})  # before the warm-up, not after
 
     model, tokenizer, dataset, reward = digit_sum_setup(args.model, args.seed)
     config = GRPOConfig(
@@ -77,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         disable_tqdm=True,
     )
-    scope = {"controller": args.controller, "target_entropy": args.target_entropy}
     trainer = EntropyScopeGRPOTrainer(
         model=model,
         reward_funcs=reward,
@@ -86,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         processing_class=tokenizer,
         store=args.store,
         run_id=args.run_id,
-        scope={k: v for k, v in scope.items() if v is not None},
+        scope=scope,
     )
     trainer.train()
     print(f"run {trainer.es_run_id}: {trainer.state.global_step} steps in {args.store}; "

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from trainer.models import load_policy
-from trainer.rollout import RolloutEngine
+from trainer.rollout import RolloutEngine, exponential_noise
 
 
 @pytest.mark.parametrize("preset", ["tiny-qwen2", "tiny-gpt2"])
@@ -28,3 +28,13 @@ def test_bf16_fixed_engine_keeps_head_fp32_and_body_bf16_after_sync(preset):
 def test_fp32_engine_is_the_training_model():
     model, _ = load_policy("tiny-qwen2", seed=0)
     assert RolloutEngine(model, "fp32").model is model
+
+
+def test_cpu_noise_is_bitwise_torchs_exponential_and_leaves_the_generator_where_it_would():
+    """The sampler's noise, drawn the faster way, is the draw torch's exponential_ makes: same tokens per seed."""
+    ours, theirs = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    for shape in [(3, 50), (128, 1000), (1, 1)]:
+        fast = exponential_noise(shape, ours, torch.device("cpu"))
+        assert fast.dtype == torch.float32 and fast.shape == shape and (fast >= 0).all()
+        assert torch.equal(fast, torch.empty(shape).exponential_(generator=theirs))
+    assert torch.equal(ours.get_state(), theirs.get_state())

@@ -25,12 +25,24 @@ def test_example_writes_one_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
     store = tmp_path / "store"
-    argv = ["--store", str(store), "--steps", "2", "--run-id", "ex", "--controller", "repo_r"]
+    argv = [
+        "--store",
+        str(store),
+        "--steps",
+        "2",
+        "--run-id",
+        "ex",
+        "--controller",
+        "repo_r",
+        "--set",
+        "zeta_max=3",
+    ]
     code = run_example(monkeypatch, *argv, "--model", str(tmp_path / "model"))
     assert code == 0
     assert "run ex: 2 steps" in capsys.readouterr().out
     info = json.loads((store / "ex" / "run.json").read_text())
     assert info["status"] == "finished" and info["config"]["controller"] == "repo_r"
+    assert info["config"]["zeta_max"] == 3
     assert [d.name for d in store.iterdir() if (d / "run.json").exists()] == ["ex"]
 
 
@@ -38,3 +50,14 @@ def test_example_bad_model_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path
     code = run_example(monkeypatch, "--store", str(tmp_path), "--model", str(tmp_path / "nope"))
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("entropyscope: error: ") and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "knob, says",
+    [("nope=1", "unknown scope key 'nope'"), ("zeta_max=-1", "zeta_max"), ("zeta_max", "key=value")],
+)
+def test_example_bad_knob_is_one_line(monkeypatch, tmp_path: Path, capsys, knob: str, says: str) -> None:
+    code = run_example(monkeypatch, "--store", str(tmp_path), "--steps", "1", "--set", knob)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("entropyscope: error: ") and "\n" not in err and says in err, err
+    assert not any(tmp_path.iterdir())  # refused before anything is written

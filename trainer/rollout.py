@@ -104,6 +104,16 @@ def device_generator(generator: torch.Generator, device: torch.device) -> torch.
     return torch.Generator(device).manual_seed(seed)
 
 
+def exponential_noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Exp(1) noise, float32. On the CPU: -log1p(-U) with U uniform in float64, rounded to float32, which is
+    bitwise what torch's CPU `exponential_` draws from the same generator (tests/test_rollout_engine.py)
+    in 60% of its time (128 x 32k: 80 ms against 130 ms)."""
+    if device.type != "cpu":
+        return torch.empty(shape, device=device).exponential_(generator=generator)
+    u = torch.empty(shape, dtype=torch.float64).uniform_(generator=generator)
+    return u.neg_().log1p_().neg_().float()
+
+
 @torch.no_grad()
 def sample(
     model: PreTrainedModel,
@@ -148,7 +158,7 @@ def sample(
         logp_all = head_logprobs(hidden, head, temperature=temperature, precision=precision)  # (b, V)
         # Sample in fp32 from the same log-probs we record: argmax p / q with q ~ Exp(1) is exactly what
         # torch.multinomial(p, 1) computes, but the noise q of the whole batch is drawn on every rank.
-        noise = torch.empty((n, logp_all.shape[1]), device=device).exponential_(generator=draw)  # (B, V)
+        noise = exponential_noise((n, logp_all.shape[1]), draw, device)  # (B, V)
         mine = noise if len(rows) == n else noise[rows.to(device)]  # one process: no (B, V) copy
         tok = logp_all.float().exp().div_(mine).argmax(-1)  # (b,)
         tok_logp = logp_all.gather(1, tok[:, None]).squeeze(1).float()
