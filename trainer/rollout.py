@@ -104,7 +104,9 @@ def device_generator(generator: torch.Generator, device: torch.device) -> torch.
     return torch.Generator(device).manual_seed(seed)
 
 
-def exponential_noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+def exponential_noise(
+    shape: tuple[int, ...], generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """Exp(1) noise, float32. On the CPU: -log1p(-U) with U uniform in float64, rounded to float32, which is
     bitwise what torch's CPU `exponential_` draws from the same generator (tests/test_rollout_engine.py)
     in 60% of its time (128 x 32k: 80 ms against 130 ms)."""
