@@ -25,7 +25,7 @@ FLOP floor of each phase of our step: model FLOPs (2 per weight per token throug
 the head; attention scores, norms and softmax left out) at this machine's measured 1-thread fp32 matmul
 rate: the rollout's prefill and decode forwards, the old-log-prob forward (diagnostics; head on response
 tokens only), and the update's forward + backward (3x a forward, plus one head forward recomputed by the
-chunked head's activation checkpointing). `floor %` = floor time / measured time of that phase.
+chunked head's activation checkpointing when a minibatch spans several chunks). `floor %` = floor time / measured time of that phase.
 """
 
 import argparse
@@ -52,7 +52,7 @@ from trainer.loop import train  # noqa: E402
 from trainer.tokenizer import build_char_tokenizer  # noqa: E402
 
 SIZES = {"tiny": (64, 2, None), "mid": (256, 4, 32000)}  # hidden, layers, vocab (None: the tokenizer's)
-PROMPTS, GROUP = 16, 8
+PROMPTS, GROUP, MINIBATCHES = 16, 8, 2
 
 
 def save_model(where: Path, hidden: int, layers: int, vocab: int | None) -> None:
@@ -97,17 +97,26 @@ def flop_floor(model_dir: Path, prompt_len: int, response_len: int, rate: float)
     b, t = PROMPTS * GROUP, prompt_len + response_len
     rollout = 2 * b * (body * t + head * (response_len + 1))  # prefill + decode, head at each drawn token
     forward = 2 * b * (body * t + head * response_len)  # training path: head on response states only
+    # The chunked head recomputes its forward in backward only when a minibatch spans several chunks.
+    several = b // MINIBATCHES * response_len > load_config(None, []).entropy_chunk
+    recompute = 2 * b * head * response_len if several else 0
     return {
         "rollout": rollout / rate,
         "diagnostics": forward / rate,
-        "update": (3 * forward + 2 * b * head * response_len) / rate,
+        "update": (3 * forward + recompute) / rate,
     }
 
 
 def ours(model_dir: Path, steps: int, new_tokens: int, store: Path, nproc: int = 1) -> dict[str, float]:
     """Our trainer in this process, or with `nproc` > 1 as `entropyscope train --nproc N` (FSDP2)."""
     sets = [f"model={model_dir}", f"steps={steps}", f"prompts_per_step={PROMPTS}", f"group_size={GROUP}"]
-    sets += [f"max_new_tokens={new_tokens}", "minibatches=2", "checkpoint_every=0", "alerts=off", "threads=1"]
+    sets += [
+        f"max_new_tokens={new_tokens}",
+        f"minibatches={MINIBATCHES}",
+        "checkpoint_every=0",
+        "alerts=off",
+        "threads=1",
+    ]
     run_id = f"ours-{model_dir.name}-{new_tokens}-{nproc}"
     if nproc == 1:
         train(load_config(None, sets), store, run_id=run_id, progress=False)
