@@ -17,8 +17,15 @@ def sample_rows(
     """One row per completion; sample_id = base_id + row, unique within a run."""
     prompt_texts = {}
     rows = []
-    for i, prompt in enumerate(rollout.prompts):
-        prompt_ids = rollout.prompt_ids(i)
+    per_row = zip(
+        rollout.prompts,
+        *rollout.token_ids(),
+        rollout.group_ids.tolist(),
+        rewards.tolist(),
+        correct,
+        strict=True,
+    )  # python lists up front: one conversion per tensor, not one per element
+    for i, (prompt, prompt_ids, response_ids, group_id, reward, ok) in enumerate(per_row):
         key = tuple(prompt_ids)
         if key not in prompt_texts:
             prompt_texts[key] = tokenizer.decode(prompt_ids, skip_special_tokens=True)
@@ -26,13 +33,13 @@ def sample_rows(
             {
                 "step": step,
                 "sample_id": base_id + i,
-                "group_id": int(rollout.group_ids[i]),
+                "group_id": int(group_id),
                 "prompt_token_ids": prompt_ids,
-                "response_token_ids": rollout.response_ids(i),
+                "response_token_ids": response_ids,
                 "prompt_text": prompt_texts[key] or prompt.text,
                 "response_text": rollout.responses[i],
-                "reward": float(rewards[i]),
-                "correct": bool(correct[i]),
+                "reward": float(reward),
+                "correct": bool(ok),
             }
         )
     return rows

@@ -35,13 +35,15 @@ class Rollout:
     def prompt_len(self) -> int:
         return self.input_ids.shape[1] - self.response_mask.shape[1]
 
-    def response_ids(self, i: int) -> list[int]:
-        n = int(self.response_mask[i].sum())
-        return self.input_ids[i, self.prompt_len : self.prompt_len + n].tolist()
-
-    def prompt_ids(self, i: int) -> list[int]:
+    def token_ids(self) -> tuple[list[list[int]], list[list[int]]]:
+        """Each row's prompt ids (padding removed) and response ids (up to its length), in one conversion."""
         p = self.prompt_len
-        return self.input_ids[i, :p][self.attention_mask[i, :p].bool()].tolist()
+        ids, pmask = self.input_ids.tolist(), self.attention_mask[:, :p].tolist()
+        lengths = self.response_mask.sum(1).tolist()
+        prompts = [
+            [t for t, m in zip(row[:p], keep, strict=True) if m] for row, keep in zip(ids, pmask, strict=True)
+        ]
+        return prompts, [row[p : p + n] for row, n in zip(ids, lengths, strict=True)]
 
 
 class RolloutEngine:
@@ -84,11 +86,8 @@ def left_pad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists into (ids, mask), both (B, width), width the longest list's length by default."""
     width = width or max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
-        mask[i, width - len(s) :] = 1
+    ids = torch.tensor([[pad_id] * (width - len(s)) + list(s) for s in seqs], dtype=torch.long)
+    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], dtype=torch.long)
     return ids, mask
 
 
