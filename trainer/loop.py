@@ -59,7 +59,7 @@ from trainer.records import sample_rows, token_columns
 from trainer.rollout import Rollout, RolloutEngine, sample
 from trainer.tasks import make_task
 from trainer.threads import torch_threads
-from trainer.update import UpdateResult, minibatch_splits, ppo_update
+from trainer.update import UpdateResult, minibatch_splits, policy_pass, ppo_update
 from trainer.warmup import default_cache_dir, warm_start
 
 
@@ -226,22 +226,16 @@ def old_logprobs(
     """Training-path log-probs and entropy (B, R) before the update, on epoch 0's minibatch split so the
     first minibatch's ratio is bitwise 1 when the pipeline is numerically consistent (across ranks, each
     rank's share of each minibatch, as the update splits it)."""
-    root = as_root(model)
+    root, response_len = as_root(model), rollout.response_mask.shape[1]
     logp = torch.zeros_like(rollout.rollout_logp)
     entropy = torch.zeros_like(rollout.rollout_logp)
     with torch.no_grad():
         for rows in splits[0]:
-            mine = rows[ranks.rows(len(rows))]
-            lp, ent = root(
-                rollout.input_ids[mine],
-                rollout.attention_mask[mine],
-                rollout.response_mask.shape[1],
-                temperature=cfg.temperature,
-                precision=cfg.precision,
-                chunk_size=cfg.entropy_chunk,
-                with_entropy=True,
+            # the update's own forward (policy_pass), so old and new log-probs take one code path
+            fwd = policy_pass(
+                root, ranks, rollout.input_ids[rows], rollout.attention_mask[rows], response_len, cfg, True
             )
-            logp[rows], entropy[rows] = ranks.assemble(lp.float(), len(rows)), ranks.assemble(ent, len(rows))
+            logp[rows], entropy[rows] = fwd.logp, fwd.entropy
     return logp, entropy
 
 
