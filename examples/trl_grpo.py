@@ -53,12 +53,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="another entropyscope knob, e.g. zeta_max=3 or bonus_coef_max=0.1 (repeatable)",
     )
+    p.add_argument(
+        "--prompts", type=int, default=8, help="prompts per optimizer step, 8 completions each (default: 8)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
     p.add_argument("--out", default=None, help="TRL's output_dir (default: <store>/.trl/<run>)")
     args = p.parse_args(argv)
     if args.steps < 1:
         p.error(f"--steps must be at least 1, got {args.steps}")
+    if args.prompts < 1:
+        p.error(f"--prompts must be at least 1, got {args.prompts}")
     return args
 
 
@@ -81,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     config = GRPOConfig(
         output_dir=args.out or os.path.join(args.store, ".trl", args.run_id or "run"),
         max_steps=args.steps,
-        per_device_train_batch_size=64,  # 8 prompts x 8 completions per step
+        per_device_train_batch_size=8 * args.prompts,
         num_generations=8,
         max_completion_length=6,
         learning_rate=args.lr,

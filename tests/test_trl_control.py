@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import TrainerCallback
 from trl_setup import make_trainer, trl_logs
 
@@ -94,6 +95,27 @@ def test_controllers_drive_trls_knobs(tmp_path: Path, controller: str) -> None:
         assert trainer.use_adaptive_entropy is False
         logged = [trl_logs(trainer)[s]["entropy_coef"] for s in (1, 2, 3)]
         assert logged == pytest.approx(used)  # TRL logs the coefficient it applied
+
+
+def same_reward(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
+    return [1.0] * len(completions)
+
+
+@pytest.mark.parametrize("cap", [1.0, 100.0])
+def test_bonus_token_cap_inside_trl(tmp_path: Path, cap: float) -> None:
+    """Every advantage is 0, so TRL's entropy bonus is the only gradient. The random init's tokens all carry
+    about 4.4 nats: under a 1-nat cap none earns the bonus and the weights stay put; under 100 they move. The
+    entropy TRL logs is the tokens' own either way."""
+    trainer = make_trainer(tmp_path / "store", "b", tmp_path / "out", reward=same_reward, max_steps=1,
+                           scope={"controller": "entropy_bonus", "bonus_coef_init": 0.1, "bonus_token_cap": cap})  # fmt: skip
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    moved = any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+    assert moved == (cap == 100.0)
+    steps, _ = steps_and_events(tmp_path / "store", "b")
+    assert steps[1][schema.CONTROLLER_COEF] == pytest.approx(0.1)
+    assert steps[1][schema.ENTROPY_MEAN] == pytest.approx(trl_logs(trainer)[1]["entropy"], abs=1e-4)
+    assert steps[1][schema.ENTROPY_MEAN] > 4.0
 
 
 def test_critical_alert_stops_trl_cleanly(tmp_path: Path) -> None:

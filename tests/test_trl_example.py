@@ -36,13 +36,15 @@ def test_example_writes_one_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         "repo_r",
         "--set",
         "zeta_max=3",
+        "--prompts",
+        "2",
     ]
     code = run_example(monkeypatch, *argv, "--model", str(tmp_path / "model"))
     assert code == 0
     assert "run ex: 2 steps" in capsys.readouterr().out
     info = json.loads((store / "ex" / "run.json").read_text())
     assert info["status"] == "finished" and info["config"]["controller"] == "repo_r"
-    assert info["config"]["zeta_max"] == 3
+    assert info["config"]["zeta_max"] == 3 and info["config"]["prompts_per_step"] == 2
     assert [d.name for d in store.iterdir() if (d / "run.json").exists()] == ["ex"]
 
 

@@ -22,7 +22,9 @@ def even_length(prompts: list[str], completions: list[str], **kwargs: Any) -> li
     return [float(len(c) % 2 == 0) for c in completions]
 
 
-def make_trainer(store: Path, run_id: str, out: Path, scope: dict | None = None, **config: Any):
+def make_trainer(
+    store: Path, run_id: str, out: Path, scope: dict | None = None, reward=even_length, **config: Any
+):
     """An EntropyScopeGRPOTrainer on the tiny preset: 2 prompts x 4 completions of up to 6 tokens per step."""
     torch.set_num_threads(1)
     model, tokenizer = load_policy("tiny-qwen2", seed=0)
@@ -35,7 +37,7 @@ def make_trainer(store: Path, run_id: str, out: Path, scope: dict | None = None,
     args.update(config)
     return EntropyScopeGRPOTrainer(
         model=model,
-        reward_funcs=even_length,
+        reward_funcs=reward,
         args=GRPOConfig(**args),
         train_dataset=dataset,
         processing_class=tokenizer,

@@ -60,7 +60,7 @@ SUPPORTED_TRL = (">=1.16", "<1.17")
 SCOPE_KEYS = (
     "controller", "target_entropy", "schedule", "schedule_amplitude", "schedule_cycles", "zeta_min",
     "zeta_max", "control_deadband", "zeta_ki", "zeta_kp", "adapo_gain", "eps_high_min", "eps_high_max",
-    "bonus_coef_init", "bonus_gain", "bonus_kp", "bonus_coef_max", "bonus_coef_min", "alerts",
+    "bonus_coef_init", "bonus_gain", "bonus_kp", "bonus_coef_max", "bonus_coef_min", "bonus_token_cap", "alerts",
     "token_records", "hist_bins",
 )  # fmt: skip
 """Our config keys a TRL run takes (everything else, learning rate and clip range included, is TRL's)."""
@@ -120,7 +120,6 @@ def run_config(trainer: GRPOTrainer, knobs: dict[str, Any], steps: int) -> Train
         precision=precision,
         checkpoint_every=0,
         warmup_steps=0,
-        bonus_token_cap=None,  # TRL's bonus acts on every token
         **knobs,
     )
 
@@ -339,6 +338,13 @@ class EntropyScopeGRPOTrainer(GRPOTrainer):
             self._es_inputs is not None and entropies is not None
         ):  # the loss's forward (it reads advantages next)
             self._es_record_forward(self._es_inputs, logps, entropies)
+            cfg = self._es.cfg
+            if cfg.controller == "entropy_bonus" and cfg.bonus_token_cap is not None:
+                # TRL's bonus term is the only user of the entropies' gradient: tokens at or above the cap
+                # earn none, as in our trainer; the values (what TRL logs) stay as they are.
+                entropies = torch.where(
+                    entropies.detach() < cfg.bonus_token_cap, entropies, entropies.detach()
+                )
         return logps, entropies, aux
 
 
