@@ -2,7 +2,7 @@
 and a live target_entropy change sent to a running TRL run through control.json (docs/trl.md, "Controllers").
 
     python bench/trl_controllers.py [--store DIR] [--steps 300] [--seeds 0 1 2] [--lr 1e-3] [--prompts 8]
-                                    [--live-step 60]
+                                    [--trl num_iterations=2 ...] [--live-step 60]
                                     [--controllers repo_r] [--set zeta_max=3 ...] [--no-live]
 
 Each run is examples/trl_grpo.py in its own process (one CPU thread). Final = mean over the last 10% of steps.
@@ -30,12 +30,12 @@ CONTROLLERS = ("none", "repo_r", "entropy_bonus")
 
 
 def run(
-    store: Path, run_id: str, steps: int, seed: int, lr: float, prompts: int, controller: str,
+    store: Path, run_id: str, steps: int, seed: int, lr: float, prompts: int, trl: list[str], controller: str,
     target: float | None = None, knobs: tuple[str, ...] = (),
 ) -> None:  # fmt: skip
     cmd = [sys.executable, str(EXAMPLE), "--store", str(store), "--steps", str(steps), "--seed", str(seed),
            "--lr", str(lr), "--prompts", str(prompts), "--controller", controller, "--run-id", run_id,
-           *(f"--set={k}" for k in knobs)]  # fmt: skip
+           *(f"--set={k}" for k in knobs), *(f"--trl={f}" for f in trl)]  # fmt: skip
     if target is not None:
         cmd += ["--target-entropy", str(target)]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -76,6 +76,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--prompts", type=int, default=8, help="prompts per optimizer step, 8 completions each")
+    p.add_argument("--trl", action="append", default=[], metavar="KEY=VALUE",
+                   help="a GRPOConfig field for every run, e.g. num_iterations=2 (repeatable)")  # fmt: skip
     p.add_argument("--live-step", type=int, default=60)
     p.add_argument("--live-controller", default="entropy_bonus", choices=CONTROLLERS[1:])
     p.add_argument("--controllers", nargs="+", default=list(CONTROLLERS[1:]), choices=CONTROLLERS[1:],
@@ -93,7 +95,17 @@ def main() -> None:
             if not (args.store / run_id / "run.json").exists():
                 t0 = time.perf_counter()
                 knobs = () if controller == "none" else tuple(args.knobs)
-                run(args.store, run_id, args.steps, seed, args.lr, args.prompts, controller, knobs=knobs)
+                run(
+                    args.store,
+                    run_id,
+                    args.steps,
+                    seed,
+                    args.lr,
+                    args.prompts,
+                    args.trl,
+                    controller,
+                    knobs=knobs,
+                )
                 print(f"{run_id}: {time.perf_counter() - t0:.0f} s", flush=True)
             h, r = series(args.store, run_id, "entropy/mean"), series(args.store, run_id, "reward/mean")
             rows.append((seed, controller, h[0], final(h), final(r)))
@@ -121,6 +133,7 @@ def main() -> None:
             args.seeds[0],
             args.lr,
             args.prompts,
+            args.trl,
             args.live_controller,
             target=0.5 * h0,
         )

@@ -15,8 +15,10 @@ Deliberately simple: one process on CPU, no reference model (beta 0), one rollou
 """
 
 import argparse
+import dataclasses
 import os
 import sys
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -54,6 +56,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="another entropyscope knob, e.g. zeta_max=3 or bonus_coef_max=0.1 (repeatable)",
     )
     p.add_argument(
+        "--trl",
+        dest="trl_fields",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a GRPOConfig field, e.g. num_iterations=2 or steps_per_generation=2 (repeatable)",
+    )
+    p.add_argument(
         "--prompts", type=int, default=8, help="prompts per optimizer step, 8 completions each (default: 8)"
     )
     p.add_argument("--seed", type=int, default=0)
@@ -65,6 +75,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.prompts < 1:
         p.error(f"--prompts must be at least 1, got {args.prompts}")
     return args
+
+
+def fits(value: Any, default: Any) -> bool:
+    """Whether `value` has the type of a numeric or boolean field's default (ints pass for floats)."""
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int | float):
+        wanted = (int, float) if isinstance(default, float) else int
+        return isinstance(value, wanted) and not isinstance(value, bool)
+    return True
+
+
+def grpo_config(cls: type, fields: list[str], **defaults: Any) -> Any:
+    """TRL's GRPOConfig from the example's defaults and the `--trl KEY=VALUE` fields; UsageError on bad ones."""
+    known = {f.name: f.default for f in dataclasses.fields(cls)}
+    for pair in fields:
+        key = pair.partition("=")[0].strip()
+        if "=" not in pair or key not in known:
+            raise UsageError(f"--trl expects KEY=VALUE with KEY a GRPOConfig field, got {pair!r}")
+    given = parse_overrides(fields)
+    for key, value in given.items():
+        if not fits(value, known[key]):
+            raise UsageError(
+                f"--trl {key}={value!r}: expected {type(known[key]).__name__} (default {known[key]!r})"
+            )
+    try:
+        return cls(**{**defaults, **given})
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"--trl: {str(e).strip().splitlines()[0]}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     scope = check_scope({k: v for k, v in scope.items() if v is not None})  # before the warm-up, not after
 
-    model, tokenizer, dataset, reward = digit_sum_setup(args.model, args.seed)
-    config = GRPOConfig(
+    config = grpo_config(
+        GRPOConfig,
+        args.trl_fields,
         output_dir=args.out or os.path.join(args.store, ".trl", args.run_id or "run"),
         max_steps=args.steps,
         per_device_train_batch_size=8 * args.prompts,
@@ -99,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         disable_tqdm=True,
     )
+    model, tokenizer, dataset, reward = digit_sum_setup(args.model, args.seed)
     trainer = EntropyScopeGRPOTrainer(
         model=model,
         reward_funcs=reward,

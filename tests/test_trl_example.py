@@ -38,6 +38,8 @@ def test_example_writes_one_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         "zeta_max=3",
         "--prompts",
         "2",
+        "--trl",
+        "num_iterations=2",
     ]
     code = run_example(monkeypatch, *argv, "--model", str(tmp_path / "model"))
     assert code == 0
@@ -45,6 +47,7 @@ def test_example_writes_one_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
     info = json.loads((store / "ex" / "run.json").read_text())
     assert info["status"] == "finished" and info["config"]["controller"] == "repo_r"
     assert info["config"]["zeta_max"] == 3 and info["config"]["prompts_per_step"] == 2
+    assert info["config"]["epochs_per_step"] == 2 and info["source"]["config"]["num_iterations"] == 2
     assert [d.name for d in store.iterdir() if (d / "run.json").exists()] == ["ex"]
 
 
@@ -63,3 +66,21 @@ def test_example_bad_knob_is_one_line(monkeypatch, tmp_path: Path, capsys, knob:
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("entropyscope: error: ") and "\n" not in err and says in err, err
     assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    "field, says",
+    [
+        ("nope=1", "GRPOConfig field, got 'nope=1'"),
+        ("num_iterations", "KEY=VALUE"),
+        ("num_iterations=abc", "expected int (default 1)"),
+        ("num_generations=3", "divisible by num_generations (3)"),
+    ],
+)
+def test_example_bad_trl_field_is_one_line(
+    monkeypatch, tmp_path: Path, capsys, field: str, says: str
+) -> None:
+    code = run_example(monkeypatch, "--store", str(tmp_path), "--steps", "1", "--trl", field)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("entropyscope: error: ") and "\n" not in err and says in err, err
+    assert not any(tmp_path.iterdir())
