@@ -1,11 +1,13 @@
 """Entropy controllers inside TRL's GRPOTrainer: plain GRPO vs REPO-R vs the auto-tuned entropy bonus over seeds,
 and a live target_entropy change sent to a running TRL run through control.json (docs/trl.md, "Controllers").
 
-    python bench/trl_controllers.py [--store DIR] [--steps 300] [--seeds 0 1 2] [--lr 1e-3] [--prompts 8]
-                                    [--trl num_iterations=2 ...] [--live-step 60]
+    python bench/trl_controllers.py [--store DIR] [--steps 800] [--seeds 0 1 2] [--lr 5e-4] [--prompts 8]
+                                    [--trl num_iterations=2 --trl steps_per_generation=2] [--live-step 200]
                                     [--controllers repo_r] [--set zeta_max=3 ...] [--no-live]
 
 Each run is examples/trl_grpo.py in its own process (one CPU thread). Final = mean over the last 10% of steps.
+The default setup is our sample-runs configuration in TRL's terms: 16 prompts x 8 completions per rollout, trained
+on as 2 minibatches (`steps_per_generation=2`) for 2 passes (`num_iterations=2`), lr 5e-4, 200 rollouts.
 The live run: `--live-controller` (the bonus) started with target 0.5 x H0 (so it lets entropy fall as GRPO
 does); at step `--live-step` this script writes control.json with target_entropy = H0, as the dashboard's
 Control page would, and reports the entropy before and 30 steps after the change.
@@ -26,6 +28,7 @@ from analysis.store_reader import StoreReader
 from analysis.store_writer import read_run_json
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "trl_grpo.py"
+SETUP = ["num_iterations=2", "steps_per_generation=2"]  # GRPOConfig fields of the default setup
 CONTROLLERS = ("none", "repo_r", "entropy_bonus")
 
 
@@ -72,13 +75,13 @@ def change_target_at(store: Path, run_id: str, step: int, target: float, sent: d
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--store", type=Path, default=Path("runs-trl-controllers"))
-    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--steps", type=int, default=800)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--prompts", type=int, default=8, help="prompts per optimizer step, 8 completions each")
-    p.add_argument("--trl", action="append", default=[], metavar="KEY=VALUE",
-                   help="a GRPOConfig field for every run, e.g. num_iterations=2 (repeatable)")  # fmt: skip
-    p.add_argument("--live-step", type=int, default=60)
+    p.add_argument("--trl", action="append", metavar="KEY=VALUE",
+                   help=f"a GRPOConfig field for every run, repeatable (default: {' '.join(SETUP)})")  # fmt: skip
+    p.add_argument("--live-step", type=int, default=200)
     p.add_argument("--live-controller", default="entropy_bonus", choices=CONTROLLERS[1:])
     p.add_argument("--controllers", nargs="+", default=list(CONTROLLERS[1:]), choices=CONTROLLERS[1:],
                    help="beside plain GRPO (default: both)")  # fmt: skip
@@ -88,6 +91,7 @@ def main() -> None:
         help="a controller knob for the REPO-R and bonus runs, e.g. zeta_max=3 (repeatable)",
     )  # fmt: skip
     args = p.parse_args()
+    args.trl = SETUP if args.trl is None else args.trl
     rows = []
     for seed in args.seeds:
         for controller in ("none", *args.controllers):
