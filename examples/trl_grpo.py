@@ -1,7 +1,7 @@
 """GRPO with Hugging Face TRL, watched and steered by entropyscope: TRL's GRPOTrainer plus three lines.
 
     python examples/trl_grpo.py [--store DIR] [--steps N] [--model PATH] [--controller NAME] [--target-entropy H]
-                                [--set KEY=VALUE ...]
+                                [--set KEY=VALUE ...] [--prompts N] [--trl FIELD=VALUE ...]
     entropyscope dashboard --store DIR          # then: Runs -> the trl-... run; Control page to steer it live
 
 The only change to a TRL script is the trainer class, `EntropyScopeGRPOTrainer` (a GRPOTrainer), and its
