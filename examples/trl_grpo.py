@@ -47,22 +47,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--run-id", default=None, help="the run's folder in the store (default: trl-<controller>-...)"
     )
-    p.add_argument(
-        "--set",
-        dest="knobs",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="another entropyscope knob, e.g. zeta_max=3 or bonus_coef_max=0.1 (repeatable)",
-    )
-    p.add_argument(
-        "--trl",
-        dest="trl_fields",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a GRPOConfig field, e.g. num_iterations=2 or steps_per_generation=2 (repeatable)",
-    )
+    for flag, dest, what in (
+        ("--set", "knobs", "another entropyscope knob, e.g. zeta_max=3 or bonus_coef_max=0.1"),
+        ("--trl", "trl_fields", "a GRPOConfig field, e.g. num_iterations=2 or steps_per_generation=2"),
+    ):
+        p.add_argument(
+            flag, dest=dest, action="append", default=[], metavar="KEY=VALUE", help=f"{what} (repeatable)"
+        )
     p.add_argument(
         "--prompts", type=int, default=8, help="prompts per optimizer step, 8 completions each (default: 8)"
     )
