@@ -113,13 +113,29 @@ def test_ladder_and_setpoint_step_hand_values_and_deadband():
     assert u_i == pytest.approx(5.0 + KI * 0.2) and z == pytest.approx(1e-4 * 2 ** (4.0 + (KI + KP) * 0.2))
     # a large error moves the integral at most one rung (the paper's doubling) per step
     assert setpoint_step(5.0, 0.0, 1.0, 1e-4, 1.0, 0.0, KI, KP)[0] == 6.0
-    assert setpoint_step(5.0, 9.0, 1.0, 1e-4, 1.0, 0.0, KI, KP)[0] == 4.0
+    assert setpoint_step(5.0, 1.6, 1.0, 1e-4, 1.0, 0.0, KI, KP)[0] == 4.0
     # inside the dead band the integral is held; the output still has the proportional term
     u_i, z = setpoint_step(5.0, 0.95, 1.0, 1e-4, 1.0, 0.1, KI, KP)
     assert u_i == 5.0 and z == pytest.approx(1e-4 * 2 ** (4.0 + KP * 0.05))
     # |ζ| <= ζ_max, on both sides
     assert setpoint_step(100.0, 0.0, 1.0, 1e-4, 1.0, 0.0, KI, KP)[1] == pytest.approx(1.0)
     assert setpoint_step(-100.0, 9.0, 1.0, 1e-4, 1.0, 0.0, KI, KP)[1] == pytest.approx(-1.0)
+
+
+def test_integral_holds_while_the_error_alone_saturates_zeta():
+    """Anti-windup: far above target (KP·e past the ladder's end) ζ sits at -ζ_max but the integral stays put,
+    so ζ leaves the bound as soon as the entropy nears the target; away from the bound it integrates."""
+    u_i, z = setpoint_step(1.0, 4.0, 1.0, 0.05, 1.0, 0.0, KI, KP)  # e = -3: 1 + KP·e = -8, past -5.3
+    assert u_i == 1.0 and z == pytest.approx(-1.0)
+    u_i, z = setpoint_step(1.0, 1.1, 1.0, 0.05, 1.0, 0.0, KI, KP)  # e = -0.1: inside the ladder
+    assert u_i == pytest.approx(1.0 - KI * 0.1) and abs(z) < 1.0
+    # a descent from 3x the target: the held integral lets ζ turn positive within a step of reaching it,
+    # where an integral that wound down for the whole descent would still hold ζ at its negative end
+    ctrl = build_controller(TrainConfig(controller="repo_r"))
+    drive(ctrl, [4.0] * 30, target=1.0)
+    assert ctrl.u_i == 1.0 and ctrl.value == pytest.approx(-1.0)
+    drive(ctrl, [0.9], target=1.0)
+    assert ctrl.value > 0
 
 
 def _track(ctrl, steps=300, h=1.0, target=0.5):
