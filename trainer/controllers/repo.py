@@ -17,7 +17,7 @@ The integral is also held while u is past a ladder end in the direction it would
 integration, the usual anti-windup): when the error alone saturates ζ (the descent from H0 to a lower target,
 a schedule's steep turn), an integral that kept winding would hold ζ at the bound long after the entropy
 crossed the target. With it, REPO-R's schedule MADs fell from 12.6% / 14.4% (`did` / `od`, seeds 8 1 3 4) to
-11.2% / 11.9% (docs/controllers.md#schedules).
+11.2% / 11.8% (docs/controllers.md#schedules).
 KI (`zeta_ki`, rungs per step per unit relative error: a 50% error moves one full rung at 2) and KP
 (`zeta_kp`, rungs of immediate offset per unit relative error) are config keys, live-tunable.
 """
