@@ -129,7 +129,7 @@ def test_integral_holds_while_the_error_alone_saturates_zeta():
     assert u_i == 1.0 and z == pytest.approx(-1.0)
     u_i, z = setpoint_step(1.0, 1.1, 1.0, 0.05, 1.0, 0.0, KI, KP)  # e = -0.1: inside the ladder
     assert u_i == pytest.approx(1.0 - KI * 0.1) and abs(z) < 1.0
-    # a descent from 3x the target: the held integral lets ζ turn positive within a step of reaching it,
+    # a descent from 4x the target: the held integral lets ζ turn positive within a step of reaching it,
     # where an integral that wound down for the whole descent would still hold ζ at its negative end
     ctrl = build_controller(TrainConfig(controller="repo_r"))
     drive(ctrl, [4.0] * 30, target=1.0)
