@@ -88,7 +88,8 @@ def setpoint_step(
     top = ladder_pos(zmax, zmin)
     err = (target - measured) / max(target, 1e-8)
     step = max(-1.0, min(1.0, ki * err))
-    saturated = (u_i + kp * err >= top and step > 0) or (u_i + kp * err <= -top and step < 0)
+    held = u_i + kp * err  # the output if the integral holds this step
+    saturated = (held >= top and step > 0) or (held <= -top and step < 0)
     if abs(err) > deadband and not saturated:
         u_i = max(-top, min(top, u_i + step))
     u = max(-top, min(top, u_i + kp * err))
