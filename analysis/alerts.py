@@ -1,7 +1,7 @@
 """Alert rules over a run's step metrics, with Prometheus-style semantics, and the engine that runs them.
 
 Rules are data: one pydantic model per kind (collapse, fast_decline, clip_spike, precision_drift, numerical,
-diversity_loss, controller_pinned, runaway, no_signal, stalled), loaded from YAML (`load_rules`; the defaults for GRPO live in
+diversity_loss, controller_pinned, runaway, off_target, no_signal, stalled), loaded from YAML (`load_rules`; the defaults for GRPO live in
 analysis/default_alerts.yaml). Each rule reads the metrics of one step and says whether its fire condition
 holds and whether its resolve condition holds; the gap between the two thresholds is the hysteresis.
 `for` and `keep_firing_for` count steps (step numbers, as Prometheus counts time):
@@ -384,6 +384,9 @@ class DiversityLossRule(_Rule):
         )
 
 
+BOUND_SIDE = {1: "that raises entropy hardest", -1: "that lowers entropy hardest"}  # controller/bound_dir
+
+
 class ControllerPinnedRule(_Rule):
     """The entropy controller sits at a bound (controller/at_bound = 1): it has lost authority."""
 
@@ -400,28 +403,21 @@ class ControllerPinnedRule(_Rule):
     def describe(self, values: dict[str, Any]) -> str:
         if values["at_bound"] < 0.5:
             return "controller off its bound"
-        side = {1: " that raises entropy hardest", -1: " that lowers entropy hardest"}
-        return f"controller at its bound{side.get(round(values.get('bound_dir') or 0), '')}"
+        side = BOUND_SIDE.get(round(values.get("bound_dir") or 0))
+        return f"controller at its bound {side}" if side else "controller at its bound"
 
 
-class RunawayRule(_Rule):
-    """Entropy above its target by more than a margin while the controller sits at the bound that pulls it
-    down hardest (controller/bound_dir = -1): the controller cannot bring it back. The entropy bonus with no
-    penalty (bonus_coef_min 0) ends here when near-deterministic tokens start to widen by themselves."""
+class _TargetErrorRule(_Rule):
+    """A rule on the smoothed relative error of the entropy against the controller's target."""
 
-    kind: Literal["runaway"]
-    margin: float = Field(0.3, gt=0)
-    """Fires while the smoothed relative excess (entropy/mean - entropy/target) / entropy/target is above this."""
-    resolve_margin: float = Field(0.15, ge=0)
-    """Resolves once the smoothed excess is at or below this, or the controller has left that bound."""
     alpha: float = Field(0.2, gt=0, le=1)
-    """EMA weight of the newest step's excess: one noisy step (the entropy estimate is heavy-tailed) neither
-    starts nor breaks the count."""
+    """EMA weight of the newest step's relative error: one noisy step (the entropy estimate is heavy-tailed)
+    neither starts nor breaks the count."""
 
     stateful: ClassVar[bool] = True
 
     @model_validator(mode="after")
-    def _hysteresis(self) -> "RunawayRule":
+    def _hysteresis(self) -> "_TargetErrorRule":
         if self.resolve_margin > self.margin:
             raise ValueError("resolve_margin must not exceed margin")
         return self
@@ -432,14 +428,35 @@ class RunawayRule(_Rule):
     def warmup(self) -> int:
         return math.ceil(5 / self.alpha)
 
-    def read(self, step: int, metrics: Metrics, h0: Metrics, memory: dict) -> Reading | None:
+    def smoothed(self, metrics: Metrics, memory: dict) -> tuple[float, float, float, float] | None:
+        """(entropy, target, controller/bound_dir, EMA of (entropy - target) / target); None without a
+        controller or a target. The EMA lives in the rule's memory."""
         h, target = _finite(metrics, ENTROPY_MEAN), _finite(metrics, ENTROPY_TARGET)
         side = _finite(metrics, CONTROLLER_BOUND_DIR)
         if h is None or target is None or side is None or target <= 0:
             return None
-        excess = (h - target) / target
+        error = (h - target) / target
         prev = memory.get("ema")
-        ema = memory["ema"] = excess if prev is None else self.alpha * excess + (1 - self.alpha) * prev
+        ema = memory["ema"] = error if prev is None else self.alpha * error + (1 - self.alpha) * prev
+        return h, target, side, ema
+
+
+class RunawayRule(_TargetErrorRule):
+    """Entropy above its target by more than a margin while the controller sits at the bound that pulls it
+    down hardest (controller/bound_dir = -1): the controller cannot bring it back. The entropy bonus with no
+    penalty (bonus_coef_min 0) ends here when near-deterministic tokens start to widen by themselves."""
+
+    kind: Literal["runaway"]
+    margin: float = Field(0.3, gt=0)
+    """Fires while the smoothed relative excess (entropy/mean - entropy/target) / entropy/target is above this."""
+    resolve_margin: float = Field(0.15, ge=0)
+    """Resolves once the smoothed excess is at or below this, or the controller has left that bound."""
+
+    def read(self, step: int, metrics: Metrics, h0: Metrics, memory: dict) -> Reading | None:
+        read = self.smoothed(metrics, memory)
+        if read is None:
+            return None
+        h, target, side, ema = read
         down = side <= -0.5
         values = {"entropy": h, "target": target, "excess": ema, "bound_dir": side}
         return Reading(down and ema > self.margin, not down or ema <= self.resolve_margin, values)
@@ -450,6 +467,39 @@ class RunawayRule(_Rule):
             f"entropy/mean {values['entropy']:.4g} nats, smoothed {values['excess']:+.0%} vs its target "
             f"{values['target']:.4g} (fires above {self.margin:+.0%}), controller {where} the bound that lowers "
             "entropy hardest: it cannot hold the target (entropy bonus: allow a penalty, bonus_coef_min < 0)"
+        )
+
+
+class OffTargetRule(_TargetErrorRule):
+    """Entropy off its target by more than a margin on average, either way, with a closed-loop controller on,
+    whether or not the controller sits at a bound: the controller does not hold the target. The average is of
+    the absolute error, so a controller that swings the entropy around its target counts as off it; this
+    catches what `runaway` and `controller_pinned` do not: REPO-D swinging -20%..+80% with ζ inside its range."""
+
+    kind: Literal["off_target"]
+    margin: float = Field(0.4, gt=0)
+    """Fires while the smoothed absolute relative error |entropy/mean - entropy/target| / entropy/target is
+    above this."""
+    resolve_margin: float = Field(0.2, ge=0)
+    """Resolves once the smoothed absolute relative error is at or below this."""
+
+    def read(self, step: int, metrics: Metrics, h0: Metrics, memory: dict) -> Reading | None:
+        read = self.smoothed(metrics, memory)
+        if read is None:
+            return None
+        h, target, side, ema = read
+        prev, error = memory.get("abs"), abs(h - target) / target
+        mean_abs = memory["abs"] = error if prev is None else self.alpha * error + (1 - self.alpha) * prev
+        values = {"entropy": h, "target": target, "error": ema, "abs_error": mean_abs, "bound_dir": side}
+        return Reading(mean_abs > self.margin, mean_abs <= self.resolve_margin, values)
+
+    def describe(self, values: dict[str, Any]) -> str:
+        side = BOUND_SIDE.get(round(values["bound_dir"]))
+        return (
+            f"entropy/mean {values['entropy']:.4g} nats, off its target {values['target']:.4g} by "
+            f"{values['abs_error']:.0%} on average (fires above {self.margin:.0%}; smoothed error "
+            f"{values['error']:+.0%}), controller "
+            f"{f'at the bound {side}' if side else 'inside its range'}: it does not hold the target"
         )
 
 
@@ -531,13 +581,14 @@ Rule = Annotated[
     | DiversityLossRule
     | ControllerPinnedRule
     | RunawayRule
+    | OffTargetRule
     | NoSignalRule
     | StalledRule,
     Field(discriminator="kind"),
 ]
 RULE_KINDS = (
     "collapse", "fast_decline", "clip_spike", "precision_drift", "numerical", "diversity_loss",
-    "controller_pinned", "runaway", "no_signal", "stalled",
+    "controller_pinned", "runaway", "off_target", "no_signal", "stalled",
 )  # fmt: skip
 
 

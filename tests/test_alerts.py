@@ -237,6 +237,36 @@ def test_runaway_rides_out_single_noisy_steps_and_follows_a_moving_target():
     ] == [(FIRED, 32)]
 
 
+OFF_TARGET = {
+    "name": "o",
+    "kind": "off_target",
+    "margin": 0.4,
+    "resolve_margin": 0.2,
+    "alpha": 0.05,
+    "for": 30,
+}
+
+
+def test_off_target_fires_on_a_swing_around_the_target_with_the_controller_in_its_range():
+    r = rules(OFF_TARGET)
+    # At the target for 10 steps, then swinging 60% either side of it for 110 steps, then back on it.
+    ent = [1.0] * 10 + [0.4 if i % 2 else 1.6 for i in range(110)] + [1.0] * 80
+    series = {ENTROPY_MEAN: ent, ENTROPY_TARGET: [1.0] * len(ent), CONTROLLER_BOUND_DIR: [0.0] * len(ent)}
+    # The mean absolute error (EMA, alpha 0.05) passes 40% after 22 swinging steps (0.6 (1 - 0.95^22) = 0.406:
+    # step 32), fires 30 steps later, and falls to 20% 22 steps after the entropy is back on target (step 142).
+    assert run(r, series) == [("o", FIRED, 62), ("o", RESOLVED, 142)]
+    # The signed error averages out over the same swing, so `runaway` (signed, at the lowering bound) would not
+    # see it; a swing of 30% either side stays under the margin.
+    small = [1.0] * 10 + [0.7 if i % 2 else 1.3 for i in range(190)]
+    assert run(r, {**series, ENTROPY_MEAN: small}) == []
+    # Below the target with the controller pinned up (REPO-R collapsing at ζ_max) counts too, and says where.
+    low = {ENTROPY_MEAN: [0.3] * 60, ENTROPY_TARGET: [1.0] * 60, CONTROLLER_BOUND_DIR: [1.0] * 60}
+    [fired] = evaluate({k: (np.arange(1, 61), np.asarray(v)) for k, v in low.items()}, r).transitions
+    assert fired.step == 31 and "-70%" in fired.message and "raises entropy hardest" in fired.message
+    # No controller (GRPO logs no controller/bound_dir): never.
+    assert run(r, {ENTROPY_MEAN: [0.3] * 60, ENTROPY_TARGET: [1.0] * 60}) == []
+
+
 def test_stalled_on_old_heartbeat_while_running():
     engine = AlertEngine(rules({"name": "s", "kind": "stalled", "after_s": 600, "resolve_s": 60}))
     assert engine.check_liveness(10, "running", heartbeat=1000.0, now=1500.0) == []
@@ -372,6 +402,20 @@ def test_runaway_does_not_fire_on_the_sample_runs():
     # The controller runs log the bound's direction: the rule was judged on them, not skipped.
     for run_id in ("repo-r", "adapo", "repo-r-od"):
         assert CONTROLLER_BOUND_DIR in set(reader.table("steps", [run_id])["key"]), run_id
+
+
+def test_off_target_fires_on_the_sample_run_whose_controller_cannot_hold_h0():
+    reader, rules_ = StoreReader(SAMPLE_RUNS), load_rules()
+    fired = {
+        run_id: {
+            t.rule for t in evaluate(reader.table("steps", [run_id]), rules_).transitions if t.kind == FIRED
+        }
+        for run_id in reader.runs()["run_id"]
+    }
+    # ADAPO ends at 0.23x its target with eps_high pinned at its upper bound; the runs without a controller log
+    # no controller/bound_dir, and their collapse is `collapse`'s to report.
+    assert "off_target" in fired["adapo"] and "controller_pinned" in fired["adapo"]
+    assert not any("off_target" in fired[r] for r in ("grpo-fp32", "grpo-bf16", "dapo-fp32"))
 
 
 @pytest.mark.parametrize("run_id", ["grpo-fp32", "grpo-bf16", "dapo-fp32"])
