@@ -428,17 +428,23 @@ class _TargetErrorRule(_Rule):
     def warmup(self) -> int:
         return math.ceil(5 / self.alpha)
 
-    def smoothed(self, metrics: Metrics, memory: dict) -> tuple[float, float, float, float] | None:
-        """(entropy, target, controller/bound_dir, EMA of (entropy - target) / target); None without a
-        controller or a target. The EMA lives in the rule's memory."""
+    def read(self, step: int, metrics: Metrics, h0: Metrics, memory: dict) -> Reading | None:
         h, target = _finite(metrics, ENTROPY_MEAN), _finite(metrics, ENTROPY_TARGET)
         side = _finite(metrics, CONTROLLER_BOUND_DIR)
         if h is None or target is None or side is None or target <= 0:
-            return None
+            return None  # no controller (nothing logs controller/bound_dir) or no target
         error = (h - target) / target
-        prev = memory.get("ema")
-        ema = memory["ema"] = error if prev is None else self.alpha * error + (1 - self.alpha) * prev
-        return h, target, side, ema
+        signed, absolute = memory.get("ema"), memory.get("abs")  # EMAs of the error and of its size
+        memory["ema"] = error if signed is None else self.alpha * error + (1 - self.alpha) * signed
+        memory["abs"] = (
+            abs(error) if absolute is None else self.alpha * abs(error) + (1 - self.alpha) * absolute
+        )
+        values = {"entropy": h, "target": target, "error": memory["ema"], "abs_error": memory["abs"]}
+        return Reading(*self.judge(values, side), {**values, "bound_dir": side})
+
+    def judge(self, values: dict[str, float], side: float) -> tuple[bool, bool]:
+        """(fire condition holds, resolve condition holds) for the smoothed errors and the bound's side."""
+        raise NotImplementedError
 
 
 class RunawayRule(_TargetErrorRule):
@@ -452,19 +458,14 @@ class RunawayRule(_TargetErrorRule):
     resolve_margin: float = Field(0.15, ge=0)
     """Resolves once the smoothed excess is at or below this, or the controller has left that bound."""
 
-    def read(self, step: int, metrics: Metrics, h0: Metrics, memory: dict) -> Reading | None:
-        read = self.smoothed(metrics, memory)
-        if read is None:
-            return None
-        h, target, side, ema = read
-        down = side <= -0.5
-        values = {"entropy": h, "target": target, "excess": ema, "bound_dir": side}
-        return Reading(down and ema > self.margin, not down or ema <= self.resolve_margin, values)
+    def judge(self, values: dict[str, float], side: float) -> tuple[bool, bool]:
+        down, excess = side <= -0.5, values["error"]
+        return down and excess > self.margin, not down or excess <= self.resolve_margin
 
     def describe(self, values: dict[str, Any]) -> str:
         where = "at" if values["bound_dir"] <= -0.5 else "off"
         return (
-            f"entropy/mean {values['entropy']:.4g} nats, smoothed {values['excess']:+.0%} vs its target "
+            f"entropy/mean {values['entropy']:.4g} nats, smoothed {values['error']:+.0%} vs its target "
             f"{values['target']:.4g} (fires above {self.margin:+.0%}), controller {where} the bound that lowers "
             "entropy hardest: it cannot hold the target (entropy bonus: allow a penalty, bonus_coef_min < 0)"
         )
@@ -483,15 +484,8 @@ class OffTargetRule(_TargetErrorRule):
     resolve_margin: float = Field(0.2, ge=0)
     """Resolves once the smoothed absolute relative error is at or below this."""
 
-    def read(self, step: int, metrics: Metrics, h0: Metrics, memory: dict) -> Reading | None:
-        read = self.smoothed(metrics, memory)
-        if read is None:
-            return None
-        h, target, side, ema = read
-        prev, error = memory.get("abs"), abs(h - target) / target
-        mean_abs = memory["abs"] = error if prev is None else self.alpha * error + (1 - self.alpha) * prev
-        values = {"entropy": h, "target": target, "error": ema, "abs_error": mean_abs, "bound_dir": side}
-        return Reading(mean_abs > self.margin, mean_abs <= self.resolve_margin, values)
+    def judge(self, values: dict[str, float], side: float) -> tuple[bool, bool]:
+        return values["abs_error"] > self.margin, values["abs_error"] <= self.resolve_margin
 
     def describe(self, values: dict[str, Any]) -> str:
         side = BOUND_SIDE.get(round(values["bound_dir"]))
