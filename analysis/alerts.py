@@ -35,6 +35,7 @@ from analysis.schema import (
     CLIP_FRAC_HIGH,
     CONTROLLER_AT_BOUND,
     CONTROLLER_BOUND_DIR,
+    CONTROLLER_CLOSED_LOOP,
     DIVERSITY_DISTINCT_FRAC,
     ENTROPY_MEAN,
     ENTROPY_TARGET,
@@ -483,6 +484,14 @@ class OffTargetRule(_TargetErrorRule):
     above this."""
     resolve_margin: float = Field(0.2, ge=0)
     """Resolves once the smoothed absolute relative error is at or below this."""
+
+    def read_keys(self) -> tuple[str, ...]:
+        return (*super().read_keys(), CONTROLLER_CLOSED_LOOP)
+
+    def read(self, step: int, metrics: Metrics, h0: Metrics, memory: dict) -> Reading | None:
+        if _finite(metrics, CONTROLLER_CLOSED_LOOP) != 1.0:
+            return None  # no controller, or one that does not steer toward the target (kl_cov, ...)
+        return super().read(step, metrics, h0, memory)
 
     def judge(self, values: dict[str, float], side: float) -> tuple[bool, bool]:
         return values["abs_error"] > self.margin, values["abs_error"] <= self.resolve_margin

@@ -24,6 +24,7 @@ from analysis.schema import (
     CLIP_FRAC_HIGH,
     CONTROLLER_AT_BOUND,
     CONTROLLER_BOUND_DIR,
+    CONTROLLER_CLOSED_LOOP,
     DIVERSITY_DISTINCT_FRAC,
     ENTROPY_MEAN,
     ENTROPY_TARGET,
@@ -251,7 +252,13 @@ def test_off_target_fires_on_a_swing_around_the_target_with_the_controller_in_it
     r = rules(OFF_TARGET)
     # At the target for 10 steps, then swinging 60% either side of it for 110 steps, then back on it.
     ent = [1.0] * 10 + [0.4 if i % 2 else 1.6 for i in range(110)] + [1.0] * 80
-    series = {ENTROPY_MEAN: ent, ENTROPY_TARGET: [1.0] * len(ent), CONTROLLER_BOUND_DIR: [0.0] * len(ent)}
+    n = len(ent)
+    series = {
+        ENTROPY_MEAN: ent,
+        ENTROPY_TARGET: [1.0] * n,
+        CONTROLLER_BOUND_DIR: [0.0] * n,
+        CONTROLLER_CLOSED_LOOP: [1.0] * n,
+    }
     # The mean absolute error (EMA, alpha 0.05) passes 40% after 22 swinging steps (0.6 (1 - 0.95^22) = 0.406:
     # step 32), fires 30 steps later, and falls to 20% 22 steps after the entropy is back on target (step 142).
     assert run(r, series) == [("o", FIRED, 62), ("o", RESOLVED, 142)]
@@ -260,11 +267,20 @@ def test_off_target_fires_on_a_swing_around_the_target_with_the_controller_in_it
     small = [1.0] * 10 + [0.7 if i % 2 else 1.3 for i in range(190)]
     assert run(r, {**series, ENTROPY_MEAN: small}) == []
     # Below the target with the controller pinned up (REPO-R collapsing at ζ_max) counts too, and says where.
-    low = {ENTROPY_MEAN: [0.3] * 60, ENTROPY_TARGET: [1.0] * 60, CONTROLLER_BOUND_DIR: [1.0] * 60}
+    low = {
+        ENTROPY_MEAN: [0.3] * 60,
+        ENTROPY_TARGET: [1.0] * 60,
+        CONTROLLER_BOUND_DIR: [1.0] * 60,
+        CONTROLLER_CLOSED_LOOP: [1.0] * 60,
+    }
     [fired] = evaluate({k: (np.arange(1, 61), np.asarray(v)) for k, v in low.items()}, r).transitions
     assert fired.step == 31 and "-70%" in fired.message and "raises entropy hardest" in fired.message
-    # No controller (GRPO logs no controller/bound_dir): never.
-    assert run(r, {ENTROPY_MEAN: [0.3] * 60, ENTROPY_TARGET: [1.0] * 60}) == []
+    # No controller, or one that does not steer toward the target (GRPO, kl_cov: closed_loop 0, or a run
+    # older than the key): never.
+    for closed in ([0.0] * 60, None):
+        assert (
+            run(r, {k: v for k, v in {**low, CONTROLLER_CLOSED_LOOP: closed}.items() if v is not None}) == []
+        )
 
 
 def test_stalled_on_old_heartbeat_while_running():

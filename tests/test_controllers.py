@@ -46,7 +46,11 @@ def test_factory_builds_every_controller_and_rejects_unknown():
             schema.CONTROLLER_COEF,
             schema.CONTROLLER_AT_BOUND,
             schema.CONTROLLER_BOUND_DIR,
+            schema.CONTROLLER_CLOSED_LOOP,
         }
+        # Those that steer toward entropy/target say so (the off_target alert judges only them).
+        closed = {"repo_r", "repo_d", "adapo", "entropy_bonus"}
+        assert m[schema.CONTROLLER_CLOSED_LOOP] == float(name in closed), name
 
 
 @pytest.mark.parametrize(

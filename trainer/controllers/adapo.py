@@ -30,6 +30,8 @@ def adapo_step(eps_high: float, measured: float, target: float, gain: float, lo:
 
 @register_controller("adapo")
 class Adapo(Controller):
+    closed_loop = True
+
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.gain, self.lo, self.hi = cfg.adapo_gain, cfg.eps_high_min, cfg.eps_high_max

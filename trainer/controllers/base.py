@@ -30,6 +30,9 @@ class Controller:
     """`none`: plain policy gradient. Subclasses override `update` and the hooks they need."""
 
     needs_entropy_grad: ClassVar[bool] = False
+    closed_loop: ClassVar[bool] = (
+        False  # steers the entropy toward the target (the off_target alert's premise)
+    )
 
     def __init__(self, cfg: Any = None) -> None:
         self.value = 0.0
@@ -62,6 +65,7 @@ class Controller:
             schema.CONTROLLER_COEF: 0.0,
             schema.CONTROLLER_AT_BOUND: float(self.at_bound),
             schema.CONTROLLER_BOUND_DIR: float(self.bound_dir()),
+            schema.CONTROLLER_CLOSED_LOOP: float(self.closed_loop),
         }
 
     # Hooks read by the update; the defaults leave plain policy gradient unchanged.

@@ -60,6 +60,7 @@ def entropy_bonus_loss(
 @register_controller("entropy_bonus")
 class EntropyBonus(Controller):
     needs_entropy_grad = True
+    closed_loop = True
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)

@@ -97,6 +97,7 @@ def setpoint_step(
 
 
 class _Setpoint(Controller):
+    closed_loop = True
     default_zmin: float
     default_zmax: float
 
