@@ -433,7 +433,7 @@ class _TargetErrorRule(_Rule):
         h, target = _finite(metrics, ENTROPY_MEAN), _finite(metrics, ENTROPY_TARGET)
         side = _finite(metrics, CONTROLLER_BOUND_DIR)
         if h is None or target is None or side is None or target <= 0:
-            return None  # no controller (nothing logs controller/bound_dir) or no target
+            return None  # no controller metrics (an imported run) or no target
         error = (h - target) / target
         signed, absolute = memory.get("ema"), memory.get("abs")  # EMAs of the error and of its size
         memory["ema"] = error if signed is None else self.alpha * error + (1 - self.alpha) * signed

@@ -45,7 +45,7 @@ class TrainConfig(BaseModel):
     zeta_min: float | None = Field(default=None, gt=0)
     """REPO setpoint controller: smallest abs(ζ) before the sign flips; None: 0.05 (repo_r: 4.3 doublings to zeta_max instead of 6.6 from 0.01, so ζ acts before GRPO's decline and crosses zero sooner; swept over seeds in docs/controller_defaults.md), 1e-3 (repo_d, paper)."""
     zeta_max: float | None = Field(default=None, gt=0)
-    """REPO: largest abs(ζ); None: 1.25 for repo_r (the paper's 0.05 does nothing at toy scale; at 1 ζ sat at its bound with the entropy still falling at 6 of 11 seeds; at 2 the sign clamp zeroes most negative advantages and entropy falls again; swept in docs/controller_defaults.md), 10 for repo_d (paper)."""
+    """REPO: largest abs(ζ); None: 1.25 for repo_r (the paper's 0.05 does nothing at toy scale; at 1 it ended under 2x GRPO's entropy at 6 of 11 tuning seeds (1.25: at 3); at 2 the sign clamp zeroes most negative advantages and entropy falls again; swept in docs/controller_defaults.md), 10 for repo_d (paper)."""
     control_deadband: float = Field(default=0.0, ge=0, lt=1)
     """REPO: relative band around the target within which the integral part of the damped ζ law is held; 0 disables."""
     zeta_ki: float = Field(default=2.0, gt=0)

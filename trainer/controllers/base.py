@@ -30,9 +30,8 @@ class Controller:
     """`none`: plain policy gradient. Subclasses override `update` and the hooks they need."""
 
     needs_entropy_grad: ClassVar[bool] = False
-    closed_loop: ClassVar[bool] = (
-        False  # steers the entropy toward the target (the off_target alert's premise)
-    )
+    # Steers the entropy toward entropy/target: the off_target alert judges only these.
+    closed_loop: ClassVar[bool] = False
 
     def __init__(self, cfg: Any = None) -> None:
         self.value = 0.0
