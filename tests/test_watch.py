@@ -143,11 +143,18 @@ def test_long_run_reads_only_the_recent_window(tmp_path):
     window = _window_files(StoreReader(tmp_path), _StepRanges(), 200)
     assert len(window.tail_files) == len(window.head_files) == 1  # of 6 segments: the last and the first
     assert window.bounds == {"long": (0, 3000, 2801)}
-    watcher = Watcher(tmp_path, load_rules(), window=200)
+    rules = load_rules()
+    watcher = Watcher(tmp_path, rules, window=200)
+    # The watcher reads at least twice the rules' longest lookback (off_target's: 95 steps).
+    start = 3000 - watcher.window + 1
+    assert watcher.window == max(200, 2 * rules.lookback()) < 3000 - 100
     [result] = watcher.cycle()
-    # Collapse happened at step ~75, long before the window (steps 2801-3000): the state at the end is
-    # reconstructed, firing from the window's start.
-    assert [(t.rule, t.kind, t.step) for t in result.transitions] == [("collapse", FIRED, 2806)]
+    # Collapse happened at step ~75, long before the window: the state at the end is reconstructed, firing
+    # from the window's start once collapse's `for` has passed.
+    collapse_for = next(r.for_steps for r in rules.rules if r.name == "collapse")
+    assert [(t.rule, t.kind, t.step) for t in result.transitions] == [
+        ("collapse", FIRED, start + collapse_for)
+    ]
     assert [a.rule for a in result.active] == ["collapse"]
     notify(tmp_path, [result], None, lambda line: None)
     assert watcher.cycle()[0].transitions == []
