@@ -428,8 +428,8 @@ def test_off_target_fires_on_the_sample_run_whose_controller_cannot_hold_h0():
         }
         for run_id in reader.runs()["run_id"]
     }
-    # ADAPO ends at 0.23x its target with eps_high pinned at its upper bound; the runs without a controller log
-    # no controller/bound_dir, and their collapse is `collapse`'s to report.
+    # ADAPO ends at 0.21x its target with eps_high pinned at its upper bound; the runs without a controller log
+    # no controller/closed_loop, and their collapse is `collapse`'s to report.
     assert "off_target" in fired["adapo"] and "controller_pinned" in fired["adapo"]
     assert not any("off_target" in fired[r] for r in ("grpo-fp32", "grpo-bf16", "dapo-fp32"))
 

@@ -142,11 +142,11 @@ class _Setpoint(Controller):
 @register_controller("repo_r")
 class RepoR(_Setpoint):
     """REPO-R; toy bounds |ζ| in [0.05, 1.25]: the paper's ζ_max 0.05 has no effect at this scale. ζ_max 1.25, not
-    1: over 11 tuning seeds 1.25 ended at 2x GRPO's entropy or more at 8 (1: 5, 1.5: 6, 2: 5), though on 8 held-out
-    seeds at 3, and one seed rerun with a 0.02% lr change moves the verdict (docs/controller_defaults.md). Much above 1 the sign clamp zeroes the negative advantage of
-    most tokens (p < e^(-1/ζ): 0.37 at ζ 1, 0.45 at 1.25, 0.61 at 2), the policy learns from positives only and the
-    entropy falls again. ζ_min 0.05, not 0.01: two fewer doublings to ζ_max, so ζ acts before GRPO's decline is
-    under way (docs/controller_defaults.md)."""
+    1: over 11 tuning seeds 1.25 ended at 2x GRPO's entropy or more at 8 (1: 5, 1.5: 6, 2: 5), though on 8
+    held-out seeds at 3, and one seed rerun with a 0.02% lr change moves the verdict (docs/controller_defaults.md).
+    Much above 1 the sign clamp zeroes the negative advantage of most tokens (p < e^(-1/ζ): 0.37 at ζ 1, 0.45 at
+    1.25, 0.61 at 2), the policy learns from positives only and the entropy falls again. ζ_min 0.05, not 0.01:
+    two fewer doublings to ζ_max, so ζ acts before GRPO's decline is under way."""
 
     default_zmin, default_zmax = 0.05, 1.25
 
