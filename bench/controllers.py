@@ -160,7 +160,7 @@ class Row:
     clip_high: float
     clip_low: float
     at_bound: float
-    target: float = math.nan  # entropy/target over the last 10% of steps
+    target: float = math.nan  # entropy/target: its mean over the last 10% of steps
     track: float = math.nan
     bias: float = math.nan
     floor: float = math.nan
