@@ -49,7 +49,8 @@ DELTA_PARTS = (
     (ENTROPY_DELTA_PRED_E4, "E4 A<0 unlikely"),
     (ENTROPY_DELTA_PRED_OTHER, "other (zero advantage, carried momentum)"),
 )
-QUADRANT_COLORS = ("#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#7f7f7f")
+QUADRANT_COLORS = ("#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#7f7f7f")  # E1..E4, other: on every chart
+ROBUST_Q = 0.95
 SEVERITY_COLORS = {"info": "#1f77b4", "warning": "#ff7f0e", "critical": "#d62728"}
 # Modebar: keep Plotly's own "download as PNG" (kaleido is not needed for it), drop the logo.
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
@@ -72,7 +73,8 @@ def layout(fig: go.Figure, title: str, panel: str, *, y_title: str | None = None
         meta={"panel": panel},
         height=height,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        legend={"orientation": "h", "yanchor": "top", "y": -0.18},
+        # Below the x-axis title, not on it: anchored to the figure's bottom edge, which grows to hold it.
+        legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0},
         hovermode="x unified",
         colorway=PALETTE,  # Plotly's distinct colours: the Streamlit theme's blues and reds look alike
     )
@@ -135,24 +137,51 @@ def _finite(w: pd.DataFrame, key: str) -> bool:
     return key in w and bool(np.isfinite(w[key].to_numpy(dtype=np.float64)).any())
 
 
+def _same(a: pd.Series, b: pd.Series) -> bool:
+    return bool(np.allclose(a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64), equal_nan=True))
+
+
+def _merge_identical(w: pd.DataFrame, series: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Drop a series equal to an earlier one at every step and name both in the kept label, so no line
+    hides under its twin (reward equals pass@1 on a 0/1 reward)."""
+    kept: list[tuple[str, str]] = []
+    for key, label in series:
+        twin = next((i for i, (k2, _) in enumerate(kept) if _same(w[key], w[k2])), None)
+        if twin is None:
+            kept.append((key, label))
+        else:
+            kept[twin] = (kept[twin][0], f"{kept[twin][1]} = {label}")
+    return kept
+
+
 def lines_figure(w: pd.DataFrame, series: Sequence[tuple[str, str]], title: str, panel: str, *,
-                 secondary: Sequence[tuple[str, str]] = (), y_title: str | None = None,
-                 y2_title: str | None = None, log_y: bool = False) -> go.Figure | None:  # fmt: skip
-    """Lines of (key, label) over step; `secondary` on a right-hand axis. None when nothing is logged."""
-    primary = [(k, label) for k, label in series if _finite(w, k)]
+                 y_title: str, secondary: Sequence[tuple[str, str]] = (), y2_title: str | None = None,
+                 log_y: bool = False, colors: Sequence[str] = ()) -> go.Figure | None:  # fmt: skip
+    """Lines of (key, label) over step; `secondary` on a right-hand axis, titled `y2_title` or, by
+    default, by the labels it carries. `colors` pins the primary lines' colours in order. None when
+    nothing is logged."""
+    primary = _merge_identical(w, [(k, label) for k, label in series if _finite(w, k)])
     right = [(k, label) for k, label in secondary if _finite(w, k)]
     if not primary and not right:
         return None
     fig = make_subplots(specs=[[{"secondary_y": True}]]) if right else go.Figure()
+    color_of = dict(zip((k for k, _ in series), colors, strict=False))
     for k, label in primary:
-        trace = go.Scatter(x=w.index, y=w[k], mode="lines", name=label)
+        trace = go.Scatter(
+            x=w.index, y=w[k], mode="lines", name=label, line={"color": color_of.get(k)}, connectgaps=True
+        )  # a key measured every Nth step (delta_every) is a line too
         fig.add_trace(trace, secondary_y=False) if right else fig.add_trace(trace)
     for k, label in right:
-        fig.add_trace(go.Scatter(x=w.index, y=w[k], mode="lines", name=label, line={"dash": "dot"}),
-                      secondary_y=True)  # fmt: skip
+        fig.add_trace(go.Scatter(x=w.index, y=w[k], mode="lines", name=label, line={"dash": "dot"},
+                                 connectgaps=True), secondary_y=True)  # fmt: skip
     layout(fig, title, panel, y_title=y_title)
-    if right and y2_title:
-        fig.update_yaxes(title_text=y2_title, secondary_y=True)
+    fig.update_layout(showlegend=True)  # a lone trace gets a legend too, or nobody knows what it is
+    if right:
+        right_title = y2_title or ", ".join(label for _, label in right)
+        # Its own round ticks: "sync" would put them on the left axis's grid at values like 22.2µ.
+        fig.update_yaxes(
+            title_text=f"{right_title} (dotted)", showgrid=False, tickmode="auto", secondary_y=True
+        )
     if log_y:
         fig.layout.yaxis.type = "log"
     return fig
@@ -171,9 +200,10 @@ def controller_param(w: pd.DataFrame, controller: object) -> str | None:
 def control_figure(w: pd.DataFrame, controller: object) -> go.Figure | None:
     """Target vs measured entropy, the controller's parameter on the right axis, × where it is pinned."""
     param = controller_param(w, controller)
+    named = isinstance(controller, str) and controller != ""  # an imported run has none: NaN
+    title = "Target vs measured entropy" + (f" · controller {controller}" if named else "")
     fig = lines_figure(
-        w, [(ENTROPY_MEAN, "measured H"), (ENTROPY_TARGET, "target")],
-        f"Target vs measured entropy · controller {controller}", "control",
+        w, [(ENTROPY_MEAN, "measured H"), (ENTROPY_TARGET, "target")], title, "control",
         secondary=[(param, param)] if param else [], y_title="nats", y2_title=param,
     )  # fmt: skip
     if fig is not None and param and _finite(w, param) and CONTROLLER_AT_BOUND in w:  # the right axis exists
@@ -267,7 +297,7 @@ def delta_figure(pairs: pd.DataFrame) -> go.Figure | None:
     ])  # fmt: skip
     fit = f"r = {r:.2f}, slope {slope:.2f}" if np.isfinite(r) else "r undefined"
     layout(fig, f"Predicted vs measured ΔH on the batch ({fit}, n = {len(pairs)})", "entropy_delta",
-           y_title="measured ΔH (same states, after − before)", x_title="predicted ΔH = ∇H̄ · Δθ (applied update)")  # fmt: skip
+           y_title="measured ΔH (nats, after − before)", x_title="predicted ΔH = ∇H̄ · Δθ (applied update)")  # fmt: skip
     fig.update_layout(hovermode="closest")
     return fig
 
@@ -289,7 +319,27 @@ def delta_parts_figure(w: pd.DataFrame) -> go.Figure | None:
     title = "Predicted ΔH by quadrant of the tokens behind it"
     layout(fig, title, "entropy_delta_parts", y_title="ΔH (nats)")
     fig.update_layout(barmode="relative", bargap=0)
+    span = robust_range(w.loc[steps, [key for key, _ in parts]])
+    if span is not None:
+        fig.update_yaxes(range=list(span))
+        fig.add_annotation(text=f"axis fits {ROBUST_Q:.0%} of steps; taller bars run off it", showarrow=False,
+                           xref="paper", yref="paper", x=1, y=1, xanchor="right", yanchor="bottom",
+                           font={"size": 11, "color": "grey"})  # fmt: skip
     return fig
+
+
+def robust_range(parts: pd.DataFrame) -> tuple[float, float] | None:
+    """A y range holding the stacked bars (up and down) of ROBUST_Q of the steps, or None when the tallest
+    bar is within twice that anyway. The first steps after a warm start can move H by ±10 nats and
+    would flatten every later bar on a full-range axis."""
+    up = parts.clip(lower=0).sum(axis=1).to_numpy()
+    down = (-parts.clip(upper=0)).sum(axis=1).to_numpy()
+    if len(up) < 5:
+        return None
+    hi, lo = (float(np.nanquantile(x, ROBUST_Q)) * 1.1 for x in (up, down))
+    if max(hi, lo) <= 0 or float(np.nanmax(np.maximum(up, down))) <= 2 * max(hi, lo):
+        return None
+    return -lo, hi
 
 
 def events_figure(events: pd.DataFrame) -> go.Figure | None:
@@ -303,6 +353,6 @@ def events_figure(events: pd.DataFrame) -> go.Figure | None:
                        marker={"size": 11, "symbol": "diamond", "color": SEVERITY_COLORS.get(str(severity), "gray")},
                        text=d["message"], hovertemplate="step %{x}: %{text}<extra>%{y}</extra>")
         )  # fmt: skip
-    layout(fig, "Events", "events", height=220)
+    layout(fig, "Events", "events", y_title="event kind", height=220)
     fig.update_layout(hovermode="closest")
     return fig

@@ -155,14 +155,29 @@ def test_run_detail_has_every_panel(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not at.warning
     panels = {f["layout"]["meta"]["panel"] for f in figures(at)}
     expected = {"entropy", "entropy_hist", "control", "entropy_change", "clip", "quadrants", "precision_ratio",
-                "precision_diff", "reward", "optim", "events"}  # fmt: skip
-    assert expected <= panels
-    # The sample runs predate the batch ΔH: its two panels say so instead of drawing nothing.
-    assert not panels & {"entropy_delta", "entropy_delta_parts"}
-    assert sum("No batch ΔH in this run" in c.value for c in at.caption) == 2
-    entropy = next(f for f in figures(at) if f["layout"]["meta"]["panel"] == "entropy")
+                "precision_diff", "reward", "optim", "events", "entropy_delta", "entropy_delta_parts"}  # fmt: skip
+    assert expected <= panels  # grpo-fp32 measures ΔH every 10th step (sample_runs.py)
+    by_panel = {f["layout"]["meta"]["panel"]: f for f in figures(at)}
+    untitled = [
+        p for p, f in by_panel.items() if not f["layout"].get("yaxis", {}).get("title", {}).get("text")
+    ]
+    assert not untitled
+    quadrant_lines = [t["line"]["color"] for t in by_panel["quadrants"]["data"]]
+    quadrant_bars = [
+        t["marker"]["color"] for t in by_panel["entropy_delta_parts"]["data"] if t["type"] == "bar"
+    ]
+    assert quadrant_lines == quadrant_bars[:4]  # E1..E4 keep one colour each across the charts
+    assert "pass@8" in {t["name"] for t in by_panel["reward"]["data"]}  # k stated: the config's group_size
+    entropy = by_panel["entropy"]
     assert {"mean", "p10–p90", "median"} <= {t["name"] for t in entropy["data"]}
     assert at.selectbox(key="run").value == "grpo-fp32"
+
+
+def test_run_detail_without_batch_delta_says_so_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_page(SAMPLE_RUNS, "run_detail", monkeypatch, run="dapo-fp32")
+    assert_clean(at)
+    assert not {f["layout"]["meta"]["panel"] for f in figures(at)} & {"entropy_delta", "entropy_delta_parts"}
+    assert sum("No batch ΔH" in c.value for c in at.caption) == 1
 
 
 def test_run_detail_draws_batch_delta_and_its_quadrant_parts(

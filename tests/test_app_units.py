@@ -85,6 +85,51 @@ def test_control_figure_draws_the_controller_parameter_and_its_bound() -> None:
     assert [t.name for t in fig.data] == ["measured H", "target"]
 
 
+def test_control_figure_title_names_no_controller_for_an_imported_run() -> None:
+    w = pd.DataFrame({ENTROPY_MEAN: [1.0, 0.9], ENTROPY_TARGET: [0.9, 0.9]}, index=[1, 2])
+    assert charts.control_figure(w, float("nan")).layout.title.text == "Target vs measured entropy"
+    assert "controller repo_r" in charts.control_figure(w, "repo_r").layout.title.text
+
+
+def test_lines_figure_merges_identical_lines_and_titles_both_axes() -> None:
+    w = pd.DataFrame({"reward/mean": [0.1, 0.5, 0.7], "pass@1": [0.1, 0.5, 0.7], "pass@k": [0.3, 0.6, 0.9],
+                      "n": [1.0, 2.0, 1.5]}, index=[1, 2, 3])  # fmt: skip
+    fig = charts.lines_figure(w, [("reward/mean", "reward"), ("pass@1", "pass@1"), ("pass@k", "pass@8")],
+                              "R", "r", y_title="fraction", secondary=[("n", "distinct")])  # fmt: skip
+    assert [t.name for t in fig.data] == ["reward = pass@1", "pass@8", "distinct"]
+    assert fig.layout.yaxis.title.text == "fraction"
+    assert fig.layout.yaxis2.title.text == "distinct (dotted)"  # the right axis names what it carries
+    lone = charts.lines_figure(w, [("pass@k", "pass@8")], "R", "r", y_title="fraction")
+    assert lone.layout.showlegend is True  # a single trace still says what it is
+
+
+def test_quadrants_share_colours_across_charts() -> None:
+    keys = [f"quadrant/e{q}" for q in range(1, 5)]
+    w = pd.DataFrame({k: [0.1 * q, 0.2] for q, k in enumerate(keys, start=1)}, index=[1, 2])
+    lines = charts.lines_figure(
+        w, [(k, k) for k in keys], "Q", "q", y_title="f", colors=charts.QUADRANT_COLORS
+    )
+    parts = pd.DataFrame({k: [0.01, -0.02] for k, _ in charts.DELTA_PARTS[:4]}, index=[1, 2])
+    bars = charts.delta_parts_figure(parts)
+    assert (
+        [t.line.color for t in lines.data]
+        == [t.marker.color for t in bars.data]
+        == list(charts.QUADRANT_COLORS[:4])
+    )
+
+
+def test_delta_parts_axis_fits_the_run_not_the_warm_start_step() -> None:
+    steps = np.arange(1, 41)
+    e1 = np.where(steps == 1, -10.0, -0.01)  # a ±10-nat first step would flatten 39 bars of 0.01
+    parts = pd.DataFrame({charts.DELTA_PARTS[0][0]: e1, charts.DELTA_PARTS[1][0]: 0.004}, index=steps)
+    fig = charts.delta_parts_figure(parts)
+    lo, hi = fig.layout.yaxis.range
+    assert -0.05 < lo < -0.01 and 0.004 < hi < 0.05
+    assert "axis fits 95% of steps" in fig.layout.annotations[0].text
+    calm = charts.delta_parts_figure(parts.iloc[1:])  # no outlier: the axis is Plotly's own
+    assert calm.layout.yaxis.range is None and not calm.layout.annotations
+
+
 def test_store_path_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(STORE_ENV, raising=False)
     assert store_path(["-q", "--st", "x"]) == str(Path(DEFAULT_STORE).resolve())  # no abbreviations

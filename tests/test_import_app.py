@@ -46,6 +46,10 @@ def test_run_detail_compare_tokens_alerts_render_an_imported_run(store, monkeypa
     assert_clean(at)
     assert any("step metrics only" in c.value for c in at.caption)
     assert any(f["layout"]["meta"]["panel"].startswith("entropy") for f in figures(at))
+    # It lacks per-token records: said once, with no advice to retrain it, and no "controller nan".
+    assert sum("imported run has no per-token records" in c.value for c in at.caption) == 1
+    assert not any("delta_every" in c.value for c in at.caption)
+    assert not any("nan" in f["layout"]["title"]["text"] for f in figures(at))
     at = open_page(path, "compare", monkeypatch, runs=[run_id, "grpo-fp32"])
     assert_clean(at)
     traces = {t.get("name") for t in figures(at)[0]["data"]}

@@ -26,7 +26,8 @@ from analysis.errors import STORE_FAULTS, RunFailed, UsageError
 DEFAULT_STORE = "runs"
 # One torch thread: the dashboard shares the cores, and a 2-thread trainer next to one busy core took 12.8 s
 # for 40 steps against 7.6 s with one thread (alone, both take the same time).
-DEMO_OVERRIDES = ["checkpoint_every=0", "threads=1"]
+# delta_every=10: the live run fills the ΔH panels too, for ~20% more time (docs/entropy_dynamics.md#cost)
+DEMO_OVERRIDES = ["checkpoint_every=0", "threads=1", "delta_every=10"]
 SAMPLE_RUNS = Path(__file__).resolve().parents[1] / "sample_runs"
 _OWN_CODE = tuple(
     str(Path(__file__).resolve().parents[1] / d) + os.sep for d in ("analysis", "trainer", "app")

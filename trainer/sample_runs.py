@@ -31,7 +31,7 @@ COMMON = [
     "checkpoint_every=0",
 ]
 SAMPLE_RUNS: dict[str, list[str]] = {
-    "grpo-fp32": [*COMMON, "algo=grpo"],
+    "grpo-fp32": [*COMMON, "algo=grpo", "delta_every=10"],  # the ΔH panels: measured every 10th step
     "dapo-fp32": [*COMMON, "algo=dapo"],
     "grpo-bf16": [*COMMON, "algo=grpo", "precision=bf16"],
     "repo-r": [*COMMON, "algo=grpo", "controller=repo_r"],

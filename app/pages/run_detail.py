@@ -30,6 +30,7 @@ DETAIL_KEYS = (
 )  # fmt: skip
 NO_DELTA = ("No batch ΔH in this run: `entropy/delta_*` are logged by runs trained with `--set delta_every=N` "
             "(older runs predate them).")  # fmt: skip
+NO_DELTA_IMPORTED = "No batch ΔH: an imported run has no per-token records to measure it from."
 
 
 def header(run: pd.Series, info: dict) -> None:
@@ -47,7 +48,7 @@ def header(run: pd.Series, info: dict) -> None:
     cols[5].metric("heartbeat", heartbeat_text(run["status"], run["heartbeat"], now))
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
     source = info.get("source") if isinstance(info.get("source"), dict) else None
-    if source and not source.get("live"):  # an imported run: the tool's step metrics, no per-token records
+    if is_imported(info):  # the tool's step metrics, no per-token records
         where = source.get("uri") or source.get("path")
         st.caption(f"Imported from {source.get('kind')} `{where}`: step metrics only, so the panels built from "
                    "per-token records (entropy histogram, ΔH by quadrant) have none.")  # fmt: skip
@@ -60,33 +61,48 @@ def header(run: pd.Series, info: dict) -> None:
         )
 
 
-def panels(store: str, run_id: str, controller: object) -> None:
+def panels(store: str, run_id: str, controller: object, info: dict) -> None:
     version = loaders.version(store, [run_id], ["steps"])
     w = charts.wide(loaders.scalars(store, (run_id,), DETAIL_KEYS, MAX_POINTS, version))
     hists = loaders.hists(store, run_id, loaders.version(store, [run_id], ["hists"]))
     pairs = loaders.delta_pairs(store, run_id, version)
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    k_samples = config.get("group_size")  # pass@k's k: one prompt's samples
+    pass_k = f"pass@{k_samples}" if isinstance(k_samples, int) else "pass@k"
+    quadrants = [
+        (k.QUADRANT_E1, "E1 A>0 likely (H↓)"),
+        (k.QUADRANT_E2, "E2 A>0 unlikely (H↑)"),
+        (k.QUADRANT_E3, "E3 A<0 likely (H↑)"),
+        (k.QUADRANT_E4, "E4 A<0 unlikely (H↓)"),
+    ]
     rows = [
         (charts.entropy_figure(w, ENTROPY_KEYS, _first(w, k.ENTROPY_MEAN)), charts.hist_figure(hists)),
         (charts.control_figure(w, controller),
          charts.lines_figure(w, [(k.ENTROPY_DELTA_BATCH, "measured on the batch"),
-                                 (k.ENTROPY_DELTA_PRED, "predicted ∇H̄·Δθ"),
-                                 (k.ENTROPY_PRED_DELTA, "covariance proxy −lr·Cov(log π, A)")],
-                             "Entropy change per step", "entropy_change", y_title="ΔH (nats)")),
+                                 (k.ENTROPY_DELTA_PRED, "predicted ∇H̄·Δθ")],
+                             "Entropy change per step", "entropy_change", y_title="ΔH (nats)",
+                             secondary=[(k.ENTROPY_PRED_DELTA, "covariance proxy −lr·Cov(log π, A)")],
+                             y2_title="proxy (nats, own scale)")),
         (charts.lines_figure(w, [(k.CLIP_FRAC_LOW, "low (A<0)"), (k.CLIP_FRAC_HIGH, "high (A>0)"),
-                                 (k.CLIP_FRAC, "total")], "Clip fractions", "clip"),
-         charts.lines_figure(w, [(k.QUADRANT_E1, "E1 A>0 likely (H↓)"), (k.QUADRANT_E2, "E2 A>0 unlikely (H↑)"),
-                                 (k.QUADRANT_E3, "E3 A<0 likely (H↑)"), (k.QUADRANT_E4, "E4 A<0 unlikely (H↓)")],
-                             "Token quadrants (fraction)", "quadrants")),
+                                 (k.CLIP_FRAC, "total")], "Clip fractions", "clip", y_title="fraction of tokens"),
+         charts.lines_figure(w, quadrants, "Clip fraction within each token quadrant", "quadrants",
+                             y_title="clipped fraction", colors=charts.QUADRANT_COLORS)),
         (charts.lines_figure(w, [(k.RATIO_ONPOLICY_DEV, "on-policy |r−1|")], "Precision: on-policy ratio deviation",
-                             "precision_ratio", secondary=[(k.PRECISION_LOGP_POS_FRAC, "log p > 0 fraction")]),
+                             "precision_ratio", y_title="|r − 1|",
+                             secondary=[(k.PRECISION_LOGP_POS_FRAC, "log p > 0 fraction")],
+                             y2_title="fraction of tokens"),
          charts.lines_figure(w, [(k.PRECISION_LOGP_DIFF_MEAN, "|Δlog p| mean"), (k.PRECISION_LOGP_DIFF_MAX, "|Δlog p| max"),
                                  (k.PRECISION_PROB_DIFF_MEAN, "|Δp| mean"), (k.PRECISION_PROB_DIFF_MAX, "|Δp| max")],
-                             "Precision: rollout vs training log-probs", "precision_diff", log_y=True)),
-        (charts.lines_figure(w, [(k.REWARD_MEAN, "reward"), (k.PASS_AT_1, "pass@1"), (k.PASS_AT_K, "pass@k"),
+                             "Precision: rollout vs training log-probs", "precision_diff",
+                             y_title="|Δlog p| (nats), |Δp|", log_y=True)),
+        (charts.lines_figure(w, [(k.REWARD_MEAN, "reward"), (k.PASS_AT_1, "pass@1"), (k.PASS_AT_K, pass_k),
                                  (k.DIVERSITY_DISTINCT_FRAC, "distinct fraction")], "Reward, pass@k, diversity",
-                             "reward", secondary=[(k.DIVERSITY_DISTINCT_CORRECT, "distinct correct / prompt")]),
-         charts.lines_figure(w, [(k.GRAD_NORM, "grad norm")], "Optimisation", "optim",
-                             secondary=[(k.KL_APPROX, "approx KL"), (k.ADV_ZERO_FRAC, "zero-advantage groups")])),
+                             "reward", y_title="reward, rate (0–1)",
+                             secondary=[(k.DIVERSITY_DISTINCT_CORRECT, "distinct correct / prompt")],
+                             y2_title="answers per prompt"),
+         charts.lines_figure(w, [(k.GRAD_NORM, "grad norm")], "Optimisation", "optim", y_title="gradient L2 norm",
+                             secondary=[(k.KL_APPROX, "approx KL"), (k.ADV_ZERO_FRAC, "zero-advantage groups")],
+                             y2_title="KL (nats), fraction")),
     ]  # fmt: skip
     for i, (left, right) in enumerate(rows):
         c1, c2 = st.columns(2)
@@ -95,12 +111,26 @@ def panels(store: str, run_id: str, controller: object) -> None:
         with c2:
             ui.show_figure(right, f"detail-{i}-r", "Not logged by this run yet.")
         if i == 1:  # the batch ΔH panels, under the entropy change per step
-            c1, c2 = st.columns(2)
-            with c1:
-                ui.show_figure(charts.delta_figure(pairs), "detail-delta-l", NO_DELTA)
-            with c2:
-                ui.show_figure(charts.delta_parts_figure(w), "detail-delta-r", NO_DELTA)
+            delta_panels(pairs, w, imported=is_imported(info))
     events(store, run_id)
+
+
+def is_imported(info: dict) -> bool:
+    source = info.get("source")
+    return isinstance(source, dict) and not source.get("live")
+
+
+def delta_panels(pairs: pd.DataFrame, w: pd.DataFrame, imported: bool) -> None:
+    """Predicted vs measured ΔH and the prediction by quadrant; one note for both when neither exists."""
+    left, right = charts.delta_figure(pairs), charts.delta_parts_figure(w)
+    if left is None and right is None:
+        st.caption(NO_DELTA_IMPORTED if imported else NO_DELTA)
+        return
+    c1, c2 = st.columns(2)
+    with c1:
+        ui.show_figure(left, "detail-delta-l", "Fewer than two measured steps yet.")
+    with c2:
+        ui.show_figure(right, "detail-delta-r", "No quadrant split logged yet.")
 
 
 def _first(w: pd.DataFrame, key: str) -> float | None:
@@ -140,7 +170,7 @@ def main() -> None:
                 st.rerun(scope="app")  # it just ended: redraw once without the timer
             run = latest.set_index("run_id").loc[run_id]
             header(run, info)
-            panels(store, run_id, run["controller"])
+            panels(store, run_id, run["controller"], info)
 
     ui.live_fragment(body, live)
 
