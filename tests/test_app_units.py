@@ -1,6 +1,7 @@
 """Unit tests of the dashboard's pure parts: token HTML escaping, chart helpers, the store argument,
 the server command, the Control page's form model, and the queries in analysis/dashboard_queries.py."""
 
+import ast
 import subprocess
 import sys
 from contextlib import closing
@@ -282,3 +283,21 @@ def test_control_outcome_follows_the_acknowledgement() -> None:
     assert state == "rejected" and ack["reason"] == "no"
     state, ack = controls.outcome({"version": 1}, history)
     assert state == "applied" and controls.change_text(ack["old"], ack["new"]) == "lr 0.1 → 0.2"
+
+
+def floating_strings(path: Path) -> list[int]:
+    """Lines of bare string expressions other than docstrings: Streamlit's magic prints them on the page."""
+    scopes = (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        body = getattr(node, "body", None)
+        for i, stmt in enumerate(body if isinstance(body, list) else []):
+            docstring = i == 0 and isinstance(node, scopes)
+            if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and not docstring:
+                lines.append(stmt.lineno)
+    return lines
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "app").rglob("*.py")), ids=lambda p: p.name)
+def test_no_page_prints_a_floating_string(path: Path) -> None:
+    assert floating_strings(path) == []

@@ -22,8 +22,7 @@ from analysis.schema import (
 from app import charts, loaders, ui
 
 MAX_POINTS = 1000
-DEFAULT_RUNS = 8
-"""A first visit (no `runs` in the URL) shows the store's newest runs, up to this many."""
+DEFAULT_RUNS = 8  # a first visit (no `runs` in the URL) shows the store's newest runs, up to this many
 X_AXES = ("step", "wall time", "tokens seen")
 # Entropy levels (and the predicted change) are divided by the run's H0 when normalising.
 NORMALISABLE = {
