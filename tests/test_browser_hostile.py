@@ -17,7 +17,7 @@ from test_browser import CHROMIUM, CHROMIUM_ARGS, IDLE, TIMEOUT_MS, serving, syn
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 
-from analysis.access import TOKEN_ENV
+from analysis.access import PASS_COOKIE, TOKEN_ENV
 from analysis.store_writer import RunWriter
 
 pytestmark = pytest.mark.browser
@@ -143,7 +143,7 @@ def test_without_the_token_a_browser_reads_nothing_and_writes_nothing(
     assert any(c["name"] == "_streamlit_xsrf" for c in context.cookies())
 
 
-def test_the_token_opens_the_session_once(context: object, server: str) -> None:
+def test_the_token_lets_this_browser_in_its_reloads_and_new_tabs(context: object, server: str) -> None:
     page, _, _ = watched_page(context)
     page.goto(server + "/?token=" + TOKEN)
     page.wait_for_function(
@@ -153,11 +153,30 @@ def test_the_token_opens_the_session_once(context: object, server: str) -> None:
     assert "token=" not in page.url  # taken out of the address bar and the history
     page.get_by_role("link", name="Control").click()  # same session: no token needed again
     page.get_by_text("Run (running runs first)").wait_for(timeout=TIMEOUT_MS)
-    # The form works too, for a reloaded tab.
-    page.goto(server + "/alerts")
-    page.get_by_label("Access token").fill(TOKEN)
-    page.get_by_role("button", name="Open").click()
-    page.get_by_role("heading", name="Alerts").wait_for(timeout=TIMEOUT_MS)
+    (cookie,) = [c for c in context.cookies() if c["name"] == PASS_COOKIE]
+    assert TOKEN not in cookie["value"]  # a pass derived from the token, not the token
+    page.reload()  # a new session of the same browser
+    page.get_by_text("Run (running runs first)").wait_for(timeout=TIMEOUT_MS)
+    tab = context.new_page()
+    tab.goto(server + "/alerts")
+    tab.get_by_role("heading", name="Alerts").wait_for(timeout=TIMEOUT_MS)
+
+
+def test_the_form_states_the_token_length_and_lets_in(browser: object, server: str) -> None:
+    fresh = browser.new_context()  # no pass cookie
+    try:
+        page = fresh.new_page()
+        page.goto(server + "/alerts?token=wrong-token-000000")
+        page.get_by_text("Wrong token in the address").wait_for(timeout=TIMEOUT_MS)
+        assert "at least 12 characters" in page.inner_text("body")  # said before anyone tries a short one
+        page.get_by_label("Access token").fill("short")
+        page.get_by_role("button", name="Open").click()
+        page.get_by_text("it has 5 characters").wait_for(timeout=TIMEOUT_MS)
+        page.get_by_label("Access token").fill(TOKEN)
+        page.get_by_role("button", name="Open").click()
+        page.get_by_role("heading", name="Alerts").wait_for(timeout=TIMEOUT_MS)
+    finally:
+        fresh.close()
 
 
 # ---- hostile text with the token ------------------------------------------------------------------------
