@@ -185,6 +185,20 @@ def test_select_two_runs_and_compare_shows_two_traces(page: object, server: str)
     assert page.locator(EXCEPTION).count() == 0
 
 
+def test_runs_table_shows_every_column_at_1600_px(browser: object, server: str) -> None:
+    context = browser.new_context(viewport={"width": 1600, "height": 1000})
+    try:
+        page = context.new_page()
+        open_page(page, server + "/", PAGES["runs"][1])
+        widths = page.evaluate(
+            "() => [...document.querySelectorAll('[data-testid=\"stDataFrame\"] .dvn-scroller')]"
+            ".map(e => [e.scrollWidth, e.clientWidth])"
+        )
+        assert widths and all(scroll <= client for scroll, client in widths), widths  # no column off-screen
+    finally:
+        context.close()
+
+
 def test_compare_opens_on_the_newest_runs(page: object, server: str) -> None:
     """No runs in the URL: a first visit shows every sample run's entropy (there are fewer than eight)."""
     n_runs = len(StoreReader(SAMPLE_RUNS).runs())

@@ -14,35 +14,45 @@ from analysis.liveness import heartbeat_text, status_label
 from analysis.runs_table import FINAL_NOTE
 from app import nav, ui
 
-FILTERS = ("status", "algo", "controller", "precision")
+FILTERS = ("status", "algo", "controller", "precision", "source")
+# Widths in pixels add up to what the page holds at 1600 px (with the sidebar open), so no column hides
+# behind a horizontal scroll; a longer run id or model path is cut on screen and whole on hover and in CSV.
 COLUMNS = {
-    "run_id": st.column_config.TextColumn("run"),
-    "status_label": st.column_config.TextColumn("status"),
+    "run_id": st.column_config.TextColumn("run", width=215),
+    "status_label": st.column_config.TextColumn("status", width=65),
     "heartbeat_age": st.column_config.TextColumn(
-        "heartbeat", help="time since the trainer last wrote run.json (running runs only)"
+        "heartbeat", help="time since the trainer last wrote run.json (running runs only)", width=65
     ),
-    "algo": "algo",
-    "controller": "controller",
-    "precision": "precision",
-    "model": "model",
-    "task": "task",
+    "algo": st.column_config.TextColumn("algo", width=45),
+    "controller": st.column_config.TextColumn("controller", width=80),
+    "precision": st.column_config.TextColumn("precision", width=62),
+    "model": st.column_config.TextColumn("model", width=63),
+    "task": st.column_config.TextColumn("task", width=60),
     "source": st.column_config.TextColumn(
-        "source", help="entropyscope, or the tool an imported run came from (and its trainer)"
+        "source", help="entropyscope, or the tool an imported run came from (and its trainer)", width=85
     ),
-    "last_step": st.column_config.NumberColumn("step"),
-    "h0": st.column_config.NumberColumn("H0", format="%.3f", help="entropy at the first step (nats)"),
+    "last_step": st.column_config.NumberColumn("step", width=45),
+    "h0": st.column_config.NumberColumn(
+        "H0", format="%.3f", help="entropy at the first step (nats)", width=45
+    ),
     "entropy": st.column_config.NumberColumn(
-        "final H", format="%.3f", help=f"mean token entropy; {FINAL_NOTE}"
+        "final H", format="%.3f", help=f"mean token entropy; {FINAL_NOTE}", width=55
     ),
     "entropy_last": st.column_config.NumberColumn(
-        "last H", format="%.3f", help="mean token entropy, last step"
+        "last H", format="%.3f", help="mean token entropy, last step", width=50
     ),
     "entropy_change_pct": st.column_config.NumberColumn(
-        "ΔH vs H0", format="%+.1f%%", help="final H / H0 - 1"
+        "ΔH vs H0", format="%+.1f%%", help="final H / H0 - 1", width=65
     ),
-    "reward": st.column_config.NumberColumn("final reward", format="%.3f", help=f"reward/mean; {FINAL_NOTE}"),
-    "active_alerts": st.column_config.NumberColumn("alerts", help="alerts fired and not yet resolved"),
+    "reward": st.column_config.NumberColumn(
+        "reward", format="%.3f", help=f"final reward/mean; {FINAL_NOTE}", width=55
+    ),
+    "active_alerts": st.column_config.NumberColumn(
+        "alerts", help="alerts fired and not yet resolved", width=45
+    ),
 }
+ROWS_SHOWN = 20  # the table scrolls past this many rows
+ROW_PX, HEADER_PX = 35, 38
 
 
 def display_frame(runs: pd.DataFrame, now: float) -> pd.DataFrame:
@@ -55,12 +65,13 @@ def display_frame(runs: pd.DataFrame, now: float) -> pd.DataFrame:
     df["entropy_change_pct"] = df["entropy_change"] * 100
     for col in FILTERS[1:] + ("model", "task"):
         df[col] = df[col].fillna("–").astype(str)
-    return df[list(COLUMNS)]
+    live = (df["status"] == "running").any()  # the heartbeat says something only for running runs
+    return df[[c for c in COLUMNS if live or c != "heartbeat_age"]]
 
 
 def filter_widgets(runs: pd.DataFrame) -> tuple[str, dict[str, list[str]]]:
     """Search text and per-column choices, all held in the URL so a filtered view can be shared."""
-    cols = st.columns([2, 1, 1, 1, 1])
+    cols = st.columns([2] + [1] * len(FILTERS))
     text = cols[0].text_input("Search run id", key="q", bind="query-params", placeholder="substring")
     chosen = {}
     for col, name in zip(cols[1:], FILTERS, strict=True):
@@ -108,6 +119,7 @@ def main() -> None:
         event = st.dataframe(
             display_frame(shown, time.time()), column_config=COLUMNS, hide_index=True, key="runs_table",
             on_select="rerun", selection_mode="multi-row",
+            height=HEADER_PX + ROW_PX * min(max(len(shown), 1), ROWS_SHOWN),
         )  # fmt: skip
         rows = [i for i in event.selection.rows if i < len(shown)]
         action_buttons(shown.loc[rows, "run_id"].tolist())
