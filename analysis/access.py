@@ -52,7 +52,7 @@ def _reach(host: str) -> str:
 
 def token_matches(expected: str, given: str | None) -> bool:
     """Constant-time comparison, so response times tell nothing about how much of a guess was right."""
-    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+    return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def session_pass(token: str) -> str:

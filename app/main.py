@@ -1,4 +1,4 @@
-"""entropyscope dashboard: the Streamlit entry, a router over the pages in app/pages/.
+"""entropyscope dashboard: the Streamlit entry, a router over the pages in app/views/.
 
 Run: `entropyscope dashboard --store DIR`, or `streamlit run app/main.py -- --store DIR`
 (also $ENTROPYSCOPE_STORE; default ./runs). Pages read the store only through app.loaders, which call

@@ -5,12 +5,14 @@ from pathlib import Path
 
 import streamlit as st
 
-PAGES_DIR = Path(__file__).parent / "pages"
+# Not "pages/": beside main.py Streamlit takes that folder for a v1 multipage app, and a fresh server then
+# answers its first deep link (/run?run=...) with a "Page not found" dialog over the right page.
+PAGES_DIR = Path(__file__).parent / "views"
 
 
 @dataclass(frozen=True)
 class PageSpec:
-    name: str  # file stem under app/pages/, also how other pages refer to it
+    name: str  # file stem under app/views/, also how other pages refer to it
     title: str
     icon: str
     url_path: str

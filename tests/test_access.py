@@ -98,13 +98,13 @@ def test_without_the_token_no_page_runs(monkeypatch: pytest.MonkeyPatch) -> None
         assert not at.dataframe and not at.selectbox and not at.get("plotly_chart")
         assert "grpo-fp32" not in repr(at.main) and "sample_runs" not in repr(at.sidebar)
         with pytest.raises(ValueError, match="Could not find a navigation page"):
-            at.switch_page("pages/control.py")  # no page is registered but the form
+            at.switch_page("views/control.py")  # no page is registered but the form
 
 
 def test_the_token_opens_the_session(monkeypatch: pytest.MonkeyPatch) -> None:
     at = run_app(monkeypatch, token=TOKEN)
     assert not at.exception and at.title[0].value == "Runs" and "token" not in at.query_params
-    at.switch_page("pages/control.py").run()  # the session remembers it: other pages need no token
+    at.switch_page("views/control.py").run()  # the session remembers it: other pages need no token
     assert at.title[0].value == "Control"
     at = run_app(monkeypatch)
     at.text_input[0].input(TOKEN)

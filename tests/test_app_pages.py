@@ -53,7 +53,8 @@ def open_page(store: Path, page: str, monkeypatch: pytest.MonkeyPatch, **params:
     at = AppTest.from_file(MAIN, default_timeout=TIMEOUT_S)
     for name, value in params.items():
         at.query_params[name] = value
-    at.switch_page(f"pages/{page}.py")
+    at.run()  # the default page; it registers st.navigation's pages, which switch_page looks the file up in
+    at.switch_page(f"views/{page}.py")
     return at.run()
 
 

@@ -220,9 +220,9 @@ def test_dashboard_says_no_run_for_hostile_url_ids(
     before = snapshot(outside)
     monkeypatch.setenv(STORE_ENV, str(store))
     bad = ["../outside/secret", "linked", str(outside / "secret"), "a\nb", "tablelink"]
-    at = AppTest.from_file(str(Path(cli.__file__).parents[1] / "app" / "main.py"), default_timeout=60)
+    at = AppTest.from_file(str(Path(cli.__file__).parents[1] / "app" / "main.py"), default_timeout=60).run()
     at.query_params[param] = bad if param == "runs" else bad[:1]
-    at.switch_page(f"pages/{page}.py")
+    at.switch_page(f"views/{page}.py")
     at.run()
     assert not at.exception
     errors = [e.value for e in at.error]
