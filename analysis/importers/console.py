@@ -13,6 +13,7 @@ A last line without its newline is left for later: a console line cut off mid-va
 number, and a cut dict has no end.
 """
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,13 @@ MAX_JOINED_LINES = 8  # a dict split over more lines than this is not a dict
 
 
 def parse_dict(text: str) -> dict[str, Any] | None:
-    """The `{'key': value, ...}` at the start of `text`, values as written; None while it has no end."""
+    """The flat `{'key': value, ...}` at the start of `text`, values as written; None while it has no end
+    (it goes on on the next line), {} when it is no flat dict of that kind (a nested config dict)."""
     pos, out = 1, {}
     while pos < len(text):
         m = _PAIR.match(text, pos)
         if not m:
-            return None
+            return None if "}" not in text[pos:] else {}
         out[m.group(1)] = m.group(2).strip()
         pos = m.end()
         if m.group(3) == "}":
@@ -102,32 +104,39 @@ class HfConsoleSource:
     def _line(self, text: str, lineno: int) -> None:
         if self._pending:
             self._pending.append(text)
-            if self._take("".join(self._pending), 0, lineno) or len(self._pending) >= MAX_JOINED_LINES:
-                self._pending.clear()
-            return
+            taken = self._take("".join(self._pending), lineno)
+            if taken is None and len(self._pending) < MAX_JOINED_LINES:
+                return
+            self._pending.clear()
+            if taken:
+                return
+            # not the rest of that dict: the line stands on its own
         for key, pattern in (("logging_steps", _LOGGING_STEPS), ("global_step", _GLOBAL_STEP)):
             if m := pattern.search(text):
                 self._stated[key] = int(m.group(1))
         if self.kind == "openrlhf":
             if m := OPENRLHF_STEP.search(text):
                 step = as_step(m.group(1), f"{self.path}:{lineno}")
-                if (entry := parse_dict(text[m.end() - 2 :])) is not None:
-                    self._entries.append((step, numbers(entry), False))
+                if metrics := numbers(parse_dict(text[m.end() - 2 :]) or {}):
+                    self._entries.append((step, metrics, False))
             return
-        if (m := DICT_START.search(text)) and not self._take(text, m.start(), lineno):
+        if (m := DICT_START.search(text)) and self._take(text[m.start() :], lineno) is None:
             self._pending = [text[m.start() :]]
 
-    def _take(self, text: str, start: int, lineno: int) -> bool:
-        """Parse the dict at `start`; False when it has no end yet (it goes on on the next line)."""
-        entry = parse_dict(text[start:])
-        if entry is None:
-            return False
+    def _take(self, text: str, lineno: int) -> bool | None:
+        """Take the dict `text` starts with: True when taken, None when it has no end yet, False when it is
+        no flat dict."""
+        entry = parse_dict(text)
+        if not entry:
+            return None if entry is None else False
         metrics = numbers(entry)
         stated = next((k for k in _STEP_KEYS if k in entry), None)
-        step = as_step(entry[stated].strip("'\""), f"{self.path}:{lineno}") if stated else None
+        step = None
+        with contextlib.suppress(UsageError):  # a `step` that is no step number: the dict is numbered
+            step = as_step(entry[stated].strip("'\""), f"{self.path}:{lineno}") if stated else None
         evaluation = all(k.startswith("eval_") or k == "epoch" for k in metrics)
-        counts = not evaluation and _SUMMARY not in metrics
-        if metrics and (stated or _trainer_log(metrics)):
+        counts = step is None and not evaluation and _SUMMARY not in metrics
+        if metrics and (step is not None or _trainer_log(metrics)):
             self._entries.append((step, {k: v for k, v in metrics.items() if k not in _STEP_KEYS}, counts))
         return True
 

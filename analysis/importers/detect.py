@@ -8,15 +8,14 @@ from pathlib import Path
 
 from analysis.errors import UsageError
 from analysis.importers.console import OPENRLHF_STEP
-from analysis.importers.tabular import _CONSOLE, STEP_KEYS
+from analysis.importers.tabular import STEP_KEYS, VERL_CONSOLE
+from analysis.importers.trl_state import STATE_FILE
 
 FORMATS = ("auto", "tensorboard", "mlflow", "verl", "trl", "hf-console", "openrlhf", "ms-swift", "jsonl", "csv",
            "wandb")  # fmt: skip
 SNIFF_BYTES = 4 << 20  # enough for a long preamble (model loading, warnings) before the first metrics line
-# an HF Trainer log dict: one of the keys every Trainer log carries, in a dict repr
-HF_LOG = re.compile(
-    r"\{(?:'[^'\n]{1,200}':.*)?'(epoch|loss|learning_rate|grad_norm|train_runtime|eval_loss)':"
-)
+# a key every HF Trainer log carries one of (it adds epoch to each), quoted as in a dict repr
+HF_KEY = re.compile(r"'(epoch|loss|learning_rate|grad_norm|train_runtime|eval_loss)':")
 TRIED = (
     "a TRL/HF trainer state (a log_history list), HF Trainer console dicts ({'loss': ...}), verl console lines "
     "(step:N - key:value), OpenRLHF console lines (Global step N: {...}), JSON lines (verl's file logger, "
@@ -66,7 +65,7 @@ def detect_directory(path: Path) -> str:
 def detect_file(path: Path) -> str:
     """The format of a log file, from its name where that is certain, else from its first lines."""
     name = path.name
-    if name == "trainer_state.json":
+    if name == STATE_FILE:
         return "trl"
     if name.startswith("events.out.tfevents."):
         return "tensorboard"
@@ -96,9 +95,12 @@ def detect_file(path: Path) -> str:
 def _console_format(path: Path, lines: list[bytes]) -> str:
     """The most specific console layout any sniffed line has (verl prints its config as a dict first)."""
     text = [raw.decode("utf-8", errors="replace") for raw in lines]
-    for fmt, pattern in (("openrlhf", OPENRLHF_STEP), ("verl", _CONSOLE), ("hf-console", HF_LOG)):
-        if any(pattern.search(t) for t in text):
-            return fmt
+    if any(OPENRLHF_STEP.search(t) for t in text):
+        return "openrlhf"
+    if any(VERL_CONSOLE.search(t) for t in text):
+        return "verl"
+    if any("{'" in t and HF_KEY.search(t) for t in text):
+        return "hf-console"
     raise UsageError(
         f"cannot tell the format of {path}: tried {TRIED}; pass --format (one of {', '.join(FORMATS[1:])})"
     )

@@ -33,7 +33,7 @@ STEP_KEYS = (
     "iter",
     "Step",
 )
-_CONSOLE = re.compile(r"step:(\d+) - (.*)")
+VERL_CONSOLE = re.compile(r"step:(\d+) - (.*)")
 _NUMPY_REPR = re.compile(r"^np\.\w+\((.*)\)$")  # pprint of a numpy scalar under numpy 2: np.float64(0.5)
 _OF_TOTAL = re.compile(r"^\s*(-?\d+)\s*/\s*\d+\s*$")  # "10/438": step 10 of 438 (ms-swift)
 # Steps are stored as int64; past 2**53 a JSON reader may already have rounded them (and no run is that long).
@@ -177,18 +177,6 @@ def console_value(text: str) -> float | None:
         return None
 
 
-def console_lines(path: Path, limit: int = 1000) -> bool:
-    """Whether one of the file's first `limit` lines is a verl console metrics line."""
-    try:
-        with path.open("rb") as f:
-            for _, line in zip(range(limit), f, strict=False):
-                if _CONSOLE.search(line.decode("utf-8", errors="replace")):
-                    return True
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
-    return False
-
-
 class VerlConsoleSource:
     """verl's console log: lines `step:N - key:value - ...` anywhere in the output."""
 
@@ -207,7 +195,7 @@ class VerlConsoleSource:
     def read(self, final: bool = True) -> Rows:
         add = self._buffer.add
         for lineno, line, is_tail in self._tail.lines(final):
-            m = None if is_tail else _CONSOLE.search(line.decode("utf-8", errors="replace"))
+            m = None if is_tail else VERL_CONSOLE.search(line.decode("utf-8", errors="replace"))
             if not m:
                 continue
             step = as_step(m.group(1), f"{self.path}:{lineno}")
