@@ -294,12 +294,16 @@ def test_generic_csv_keeps_kl_and_maps_only_unambiguous_names(tmp_path):
         ("train.log", "loading model\nstep 1 done\n", "verl", "no metric rows in it, read as verl"),
         ("empty.jsonl", "\n", "jsonl", "no metric rows"),
         ("cut.log", "step:1 - actor/entropy:0.14", "auto", "no metric rows"),  # only a cut-off line
+        ("steps.jsonl", '{"step": 1, "x": 1}\n', "auto --step-every 2", "whose rows carry their steps"),
     ],
 )
 def test_a_file_without_rows_leaves_no_run(tmp_path, name, text, fmt, message):
     (tmp_path / name).write_text(text)
+    fmt, _, every = fmt.partition(" --step-every ")
     with pytest.raises(UsageError, match=message) as err:
-        import_source(str(tmp_path / name), store=tmp_path / "runs", fmt=fmt)
+        import_source(
+            str(tmp_path / name), store=tmp_path / "runs", fmt=fmt, step_every=int(every or 0) or None
+        )
     assert len(str(err.value).splitlines()) == 1
     assert not (tmp_path / "runs").exists()
 

@@ -52,6 +52,10 @@ def open_sources(
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
     fmt = detect_format(source) if fmt == "auto" else fmt
+    if step_every is not None and fmt != "hf-console":
+        raise UsageError(
+            f"--step-every numbers HF console logs; {source} is {fmt}, whose rows carry their steps"
+        )
     if fmt == "mlflow":
         return list(mlflow_runs.open_mlflow(source))
     path = Path(source)
