@@ -318,3 +318,35 @@ def test_cli_a_file_of_no_known_format_exits_2_and_leaves_no_run(tmp_path):
     (line,) = done.stderr.strip().splitlines()
     assert "cannot tell the format" in line and "--format" in line and "hf-console" in line
     assert list(store.iterdir()) == []
+
+
+# ---- fuzz ---------------------------------------------------------------------------------------------------
+
+CONSOLE_BITS = ["{'", "'loss': ", "'epoch': ", "'step': ", "'global_step/max_steps': '3/9'", "'eval_loss': ",
+                "'train_runtime': ", "0.5", "'nan'", "nan", "np.float64(1e-3)", "-7", "1e400", ", ", "}", "{",
+                "\n", "\r", "✨ Global step 3: ", "logging_steps=4,", "global_step=12", "[1, 2]", "'", '"', "step:2 - "]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["auto", "hf-console", "openrlhf"])
+def test_fuzz_console_logs_import_or_refuse_on_one_line(fmt, tmp_path):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from analysis.importers.importer import plan
+
+    path, store = tmp_path / "console.log", tmp_path / "runs"
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        st.lists(st.one_of(st.sampled_from(CONSOLE_BITS), st.text(max_size=5)), max_size=40), st.booleans()
+    )
+    def check(bits: list[str], final: bool) -> None:
+        path.write_bytes("".join(bits).encode("utf-8", errors="surrogatepass"))
+        try:
+            plan(str(path), store=store, fmt=fmt, final=final)
+        except UsageError as err:
+            assert len(str(err).splitlines()) == 1 and str(path) in str(err), str(err)
+
+    check()
+    assert not store.exists()
