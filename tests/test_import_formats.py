@@ -108,6 +108,10 @@ def test_trl_console_without_its_config_is_numbered_and_scaled(trl_run, tmp_path
     assert sorted(series(df, schema.ENTROPY_MEAN)) == [1, 2, 3]  # the n-th log is step n
     assert series(df, schema.ENTROPY_MEAN)[1] == pytest.approx(logs[2]["entropy"], **PRINTED)
     assert "numbered in order" in info["source"]["steps"]
+    with pytest.raises(
+        UsageError, match="pass the same --step-every"
+    ):  # the same logs at other steps: refused
+        import_source(str(log), store=tmp_path / "runs", step_every=EVERY)
     _, scaled, _ = import_twice(log, tmp_path / "runs-2", step_every=EVERY)
     check_values(scaled, logs, PRINTED)
 

@@ -225,11 +225,12 @@ class ImportedRun:
         return map_rows(rows, self.mapper.table(self.trainer), self.mapped)
 
 
-def _check_target(store: Path, run_id: str, source: Source) -> bool:
-    """True when the run exists (holding this same source); UsageError when it holds anything else."""
+def _check_target(store: Path, run_id: str, source: Source) -> dict[str, Any] | None:
+    """The run's recorded source when it exists (holding this same source), None when there is no such run;
+    UsageError when it holds anything else."""
     path = run_ids.run_dir(store, run_id)  # before anything is read: the id must stay in the store
     if not path.exists():
-        return False
+        return None
     info = read_run_json(path) or {}
     held = info.get("source") if isinstance(info.get("source"), dict) else {}
     location = held.get("uri", held.get("path"))
@@ -238,7 +239,18 @@ def _check_target(store: Path, run_id: str, source: Source) -> bool:
         raise UsageError(
             f"run {run_id!r} in {store} holds {what}, not {source.kind} {source.location}; pass another --run-id"
         )
-    return True
+    return held
+
+
+def _check_steps(run: ImportedRun, held: dict[str, Any], store: Path) -> None:
+    """A console log numbered another way than the stored run was (another --step-every) would put the same
+    logs at other steps beside the stored ones: refused."""
+    steps = run.meta()["source"].get("steps")
+    if held.get("steps") not in (None, steps):
+        raise UsageError(
+            f"run {run.run_id!r} in {store} was imported with {held['steps']}; this import has {steps}: "
+            "pass the same --step-every, or another --run-id"
+        )
 
 
 def plan(
@@ -266,9 +278,12 @@ def plan(
     plans = []
     for src in sources:
         run = ImportedRun(src, run_id or default_run_id(src), mapper)
-        exists = _check_target(Path(store), run.run_id, src)
+        held = _check_target(Path(store), run.run_id, src)
+        exists = held is not None
         batch = run.take(src.read(final=final))
         run.info = src.info()
+        if exists:
+            _check_steps(run, held, Path(store))
         if final and not run.rows_read:
             if len(sources) > 1:
                 continue  # one empty run of an experiment or a tree: the others are still imported
@@ -346,5 +361,6 @@ def _write_live(writer: RunWriter, run: ImportedRun, batch: Mapped) -> None:
     writer.flush()
     run.rows_written += len(batch)
     run.last_step = max(run.last_step, int(batch.step.max()))
+    run.info = run.source.info()  # a console log's step interval is known once its first dict is read
     writer.set_meta(run.meta())  # new keys may have brought new mapped names
     writer.heartbeat(run.last_step, force=True)
