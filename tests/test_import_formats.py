@@ -128,6 +128,19 @@ def test_console_dict_split_over_two_lines_with_nan(trl_run, tmp_path):
     assert math.isnan(series(df, schema.KL_REF)[2])
 
 
+def test_transformers_4_console_raw_floats_and_bare_nan(tmp_path):
+    """transformers 4.x printed each log's floats as they are (`print(logs)`), `nan` bare."""
+    logs = [{"loss": float("nan"), "grad_norm": 47.75, "learning_rate": 9.99e-06, "entropy": 0.95, "epoch": 0.01},
+            {"loss": 0.0751, "grad_norm": 12.5, "learning_rate": 9.98e-06, "entropy": 0.9, "epoch": 0.02}]  # fmt: skip
+    log = tmp_path / "unsloth_run.txt"
+    log.write_text("".join(f" {i}%|██| {i}/200 [00:0{i}<03:10]{entry}\n" for i, entry in enumerate(logs, 1)))
+    assert "'loss': nan" in log.read_text()
+    _, df, info = import_twice(log, tmp_path / "runs")
+    assert math.isnan(series(df, "loss")[1]) and series(df, "loss")[2] == 0.0751
+    assert series(df, schema.ENTROPY_MEAN) == {1: 0.95, 2: 0.9} and series(df, schema.LR)[1] == 9.99e-06
+    assert info["source"]["trainer"] == "transformers"  # no TRL names in it: the HF Trainer's own table
+
+
 def test_trl_state_under_another_name(trl_run, tmp_path):
     root, _, history = trl_run
     assert detect_format(str(root / "training_logs.json")) == "trl"
