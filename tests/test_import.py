@@ -23,7 +23,7 @@ from analysis.importers.importer import (
     open_sources,
 )
 from analysis.importers.mlflow_runs import open_mlflow
-from analysis.importers.names import KeyMapper
+from analysis.importers.names import SIGNATURES, KeyMapper, map_key
 from analysis.store_reader import StoreReader
 from analysis.watch import watch
 
@@ -183,6 +183,7 @@ def test_mlflow_sqlite_full_history_params_tags(tmp_path):
     metrics = [Metric("entropy", entropy_at(s), 1_700_000_000_000 + s, s) for s in range(n)]
     metrics += [Metric("kl", 0.01 * s, 1_700_000_000_000 + s, s) for s in range(n)]
     metrics += [Metric("loss", float("nan"), 1_700_000_000_000 + 5, 5)]
+    metrics += [Metric("completions/mean_length", 80.0, 1_700_000_000_000, 0)]  # a name only TRL logs
     for i in range(0, len(metrics), 1000):
         client.log_batch(run.info.run_id, metrics=metrics[i : i + 1000])
     client.log_metric(
@@ -199,6 +200,7 @@ def test_mlflow_sqlite_full_history_params_tags(tmp_path):
     assert len(entropy) == n and entropy[3] == 9.0
     assert entropy == pytest.approx({s: v for s, v in history.items() if s != 3} | {3: 9.0})
     assert series(df, schema.KL_REF)[1000] == pytest.approx(10.0)  # TRL's kl is to the reference model
+    assert info["source"]["trainer"] == "trl"
     assert math.isnan(series(df, "loss")[5])
     assert info["config"] == {"learning_rate": "1e-6"}
     assert info["source"]["tags"] == {"team": "rl"}
@@ -206,7 +208,7 @@ def test_mlflow_sqlite_full_history_params_tags(tmp_path):
     assert info["source"]["uri"] == f"{uri}#{run.info.run_id}"
     # --follow reads only what was logged since the last read
     (live,) = open_mlflow(source)
-    assert len(live.read()) == 2 * n + 2 and len(live.read()) == 0
+    assert len(live.read()) == 2 * n + 3 and len(live.read()) == 0
     client.log_metric(run.info.run_id, "kl", 0.5, step=n)
     new = live.read()
     assert (new.keys, new.step.tolist(), new.value.tolist()) == (["kl"], [n], [0.5])
@@ -335,23 +337,30 @@ def test_importing_onto_another_run_is_refused(tmp_path):
 
 
 def test_shipped_names_are_ours_and_documented():
-    shipped = {
-        (t, theirs, ours) for t, names in KeyMapper().sections.items() for theirs, ours in names.items()
-    }
+    mapper = KeyMapper()
+    shipped = {(t, theirs, ours) for t, names in mapper.sections.items() for theirs, ours in names.items()}
     assert {ours for _, _, ours in shipped} <= set(schema.METRIC_KEYS) | set(schema.IMPORTED_KEYS)
     doc = (Path(__file__).resolve().parents[1] / "docs" / "import.md").read_text()
     assert set(re.findall(r"^\| (\w+) \| `([^`]+)` \| `([^`]+)` \|", doc, flags=re.M)) == shipped
+    for trainer, names in mapper.signatures.items():  # a signature is one of the trainer's own names
+        assert names <= set(mapper.sections[trainer]) | {"group_reward_std"}, (SIGNATURES, trainer)
 
 
 def test_prefixes_and_user_map(tmp_path):
     user = tmp_path / "map.yaml"
     user.write_text("verl:\n  actor/entropy: my/entropy\nscore: reward/mean\n")
     mapper = KeyMapper(user)
-    assert mapper("train/actor/entropy") == "my/entropy"  # the user's word wins
-    assert mapper("eval/score") == "eval/reward/mean"
-    assert mapper("something/else") == "something/else"
-    assert KeyMapper().trainer(["actor/entropy", "actor/pg_loss", "reward"]) == "verl"
-    assert KeyMapper().trainer(["kl", "reward"]) is None  # TRL and OpenRLHF alike
+    assert map_key(mapper.table("verl"), "train/actor/entropy") == "my/entropy"  # the user's word wins
+    assert map_key(mapper.table(None), "eval/score") == "eval/reward/mean"  # a flat user map: every source
+    assert map_key(mapper.table(None), "actor/entropy") == "actor/entropy"  # verl's names: verl's logs only
+    assert map_key(mapper.table(None), "something/else") == "something/else"
+    shipped = KeyMapper()
+    assert map_key(shipped.table(None), "kl") == "kl"  # a generic kl: to what, nobody can tell
+    assert map_key(shipped.table("trl"), "kl") == schema.KL_REF
+    assert map_key(shipped.table("ms-swift"), "kl") == schema.KL_REF  # ms-swift logs under TRL's names
+    assert map_key(shipped.table(None), "reward_mean") == schema.REWARD_MEAN
+    assert shipped.trainer(["actor/entropy", "actor/pg_loss", "reward"]) == "verl"
+    assert shipped.trainer(["kl", "reward", "entropy"]) is None  # TRL and OpenRLHF alike: no signature
 
 
 # ---- follow -----------------------------------------------------------------------------------------------

@@ -140,3 +140,16 @@ def test_a_live_trl_run_takes_control(trl_run) -> None:
     assert control_refusal(RUN, running, time.time()) is None
     imported = running | {"source": {k: v for k, v in info["source"].items() if k != "live"}}
     assert "imported" in control_refusal(RUN, imported, time.time())
+
+
+def test_source_trainer_names_trls_class_under_a_users_subclass() -> None:
+    """run.json's source.trainer is TRL's class, also when the user subclasses ours (docs/trl.md promises it)."""
+
+    class MyTrainer(es_trl.EntropyScopeGRPOTrainer):
+        pass
+
+    class Deeper(MyTrainer):
+        pass
+
+    assert es_trl.trl_class(es_trl.EntropyScopeGRPOTrainer) == "GRPOTrainer"
+    assert es_trl.trl_class(MyTrainer) == es_trl.trl_class(Deeper) == "GRPOTrainer"

@@ -241,7 +241,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from analysis.importers.importer import FOLLOW_INTERVAL_S, follow_source, import_source
 
-    options = {"run_id": args.run_id, "fmt": args.format, "step_key": args.step_key, "map_path": args.map}
+    options = {"run_id": args.run_id, "fmt": args.format, "step_key": args.step_key, "map_path": args.map,
+               "step_every": args.step_every}  # fmt: skip
     if args.follow:
         print(f"importing {args.source}, then new rows every {FOLLOW_INTERVAL_S:g} s; Ctrl-C stops")
         stop = threading.Event()
@@ -396,10 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("source", help="log file or folder, or MLflow tracking URI[#EXPERIMENT|RUN_ID,...]")
     p.add_argument("--run-id", help="run id in the store (default: derived from the source, stable)")
-    p.add_argument("--format", default="auto", help="auto, tensorboard, mlflow, verl, trl, jsonl, csv, wandb")
+    p.add_argument("--format", default="auto", help="auto (by content), tensorboard, mlflow, verl, trl, hf-console, "
+                   "openrlhf, ms-swift, jsonl, csv, wandb")  # fmt: skip
     p.add_argument("--follow", action="store_true", help="keep importing what the log appends, until Ctrl-C")
     p.add_argument("--map", metavar="FILE.yaml", help="extra name map (their_name: our_name) over ours")
     p.add_argument("--step-key", help="step field of a JSONL or CSV (default: step, global_step, _step, ...)")
+    p.add_argument("--step-every", type=int, metavar="K",
+                   help="HF console: the n-th log is step n x K (default: the log's logging_steps, else 1)")  # fmt: skip
 
     p = add(
         "compact",

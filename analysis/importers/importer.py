@@ -22,11 +22,11 @@ import pyarrow as pa
 
 from analysis import run_ids
 from analysis.errors import UsageError
-from analysis.importers.names import KeyMapper
+from analysis.importers.detect import FORMATS, detect_format, json_lines
+from analysis.importers.names import KeyMapper, map_key
 from analysis.importers.rows import Rows
 from analysis.store_writer import RunWriter, read_run_json
 
-FORMATS = ("auto", "tensorboard", "mlflow", "verl", "trl", "jsonl", "csv", "wandb")
 FOLLOW_INTERVAL_S = 2.0
 
 
@@ -43,65 +43,19 @@ class Source(Protocol):
 # ---- which source --------------------------------------------------------------------------------------
 
 
-def _first_line(path: Path) -> bytes:
-    try:
-        with path.open("rb") as f:
-            for line in f:
-                if line.strip():
-                    return line.strip()
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
-    return b""
-
-
-def detect_format(source: str) -> str:
-    """The format of SOURCE from its name, layout or first line."""
-    from analysis.importers import mlflow_runs, tabular, tb_events, trl_state, wandb_offline
-
-    if "://" in source or source.startswith(("sqlite:", "file:")):
-        return "mlflow"
-    path = Path(source.partition("#")[0])
-    if not path.exists():
-        raise UsageError(f"no such file or directory: {path}")
-    if path.is_dir():
-        if mlflow_runs.is_file_store(path):
-            return "mlflow"
-        if tb_events.run_dirs(path):
-            return "tensorboard"
-        if trl_state.state_files(path):
-            return "trl"
-        if wandb_offline.run_files(path):
-            return "wandb"
-        raise UsageError(
-            f"cannot tell the format of {path} (no TensorBoard event files, trainer_state.json or W&B "
-            "offline run in it); pass --format"
-        )
-    name = path.name
-    if name.startswith("events.out.tfevents."):
-        return "tensorboard"
-    if name == trl_state.STATE_FILE:
-        return "trl"
-    if path.suffix == ".wandb":
-        return "wandb"
-    if path.suffix in (".db", ".sqlite"):
-        return "mlflow"
-    if path.suffix == ".csv":
-        return "csv"
-    first = _first_line(path)
-    if first.startswith(b"{"):
-        return "verl" if first.startswith(b'{"step"') and b'"data"' in first else "jsonl"
-    if tabular.console_lines(path):
-        return "verl"
-    raise UsageError(f"cannot tell the format of {path}; pass --format (one of {', '.join(FORMATS[1:])})")
-
-
-def open_sources(source: str, fmt: str = "auto", step_key: str | None = None) -> list[Source]:
+def open_sources(
+    source: str, fmt: str = "auto", step_key: str | None = None, step_every: int | None = None
+) -> list[Source]:
     """The runs SOURCE holds (one, except an MLflow experiment or a TensorBoard tree of several runs)."""
-    from analysis.importers import mlflow_runs, tabular, tb_events, trl_state, wandb_offline
+    from analysis.importers import console, mlflow_runs, tabular, tb_events, trl_state, wandb_offline
 
     if fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}")
     fmt = detect_format(source) if fmt == "auto" else fmt
+    if step_every is not None and fmt != "hf-console":
+        raise UsageError(
+            f"--step-every numbers HF console logs; {source} is {fmt}, whose rows carry their steps"
+        )
     if fmt == "mlflow":
         return list(mlflow_runs.open_mlflow(source))
     path = Path(source)
@@ -114,14 +68,17 @@ def open_sources(source: str, fmt: str = "auto", step_key: str | None = None) ->
             raise UsageError(f"no TensorBoard event files ({tb_events.EVENT_GLOB}) in {path}")
         return [tb_events.TensorBoardSource(d, _tb_name(path, d, name)) for d in dirs]
     if fmt == "trl":
-        return [trl_state.TrlStateSource(path, name)]
+        root = trl_state.run_root(path)  # the output folder, a checkpoint and the file inside: one run
+        return [trl_state.TrlStateSource(path, root.name if root.is_dir() else name)]
     if fmt == "wandb":
         return wandb_offline.open_wandb(path)
     if path.is_dir():
         raise UsageError(f"{path} is a directory; {fmt} reads a file")
     if fmt == "csv":
         return [tabular.CsvSource(path, name, step_key)]
-    if fmt == "verl" and not _first_line(path).startswith(b"{"):
+    if fmt in ("hf-console", "openrlhf"):
+        return [console.HfConsoleSource(path, name, fmt, step_every)]
+    if fmt == "verl" and not json_lines(path):
         return [tabular.VerlConsoleSource(path, name)]
     return [tabular.JsonlSource(path, name, fmt, step_key)]
 
@@ -156,13 +113,13 @@ class Mapped:
         return len(self.step)
 
 
-def map_rows(rows: Rows, mapper: KeyMapper, mapped: dict[str, str]) -> Mapped:
+def map_rows(rows: Rows, table: dict[str, str], mapped: dict[str, str]) -> Mapped:
     """Our names for the rows' keys (recording renamed ones in `mapped`), the last row per (key, step)."""
     out_keys: list[str] = []
     index: dict[str, int] = {}
     lookup = np.empty(len(rows.keys), dtype=np.int32)
     for i, raw in enumerate(rows.keys):
-        ours = mapper(raw)
+        ours = map_key(table, raw)
         if ours != raw:
             mapped[raw] = ours
         if ours not in index:
@@ -232,7 +189,8 @@ class ImportedRun:
     rows_read: int = 0
     rows_written: int = 0
     last_step: int = -(1 << 62)
-    raw_keys: set[str] = field(default_factory=set)
+    trainer: str | None = None
+    decided: bool = False  # the trainer (so the name table) is fixed once the source's first keys are seen
     mapped: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -242,7 +200,7 @@ class ImportedRun:
         source = {
             "kind": self.source.kind,
             where: self.source.location,
-            "trainer": self.source.trainer or self.mapper.trainer(self.raw_keys),
+            "trainer": self.trainer,
             **self.info.get("source", {}),
         }
         return {"source": source, "mapped_keys": dict(sorted(self.mapped.items()))}
@@ -257,16 +215,22 @@ class ImportedRun:
         )
 
     def take(self, rows: Rows) -> Mapped:
+        """The rows under our names; the first keys decide the trainer where the format does not say it: a
+        signature name of one trainer, else the family the format belongs to (HF console: transformers)."""
+        if not self.decided:
+            self.trainer = self.source.trainer or self.mapper.trainer(rows.keys)
+            self.trainer = self.trainer or getattr(self.source, "family", None)
+            self.decided = bool(rows.keys)
         self.rows_read += len(rows)
-        self.raw_keys.update(rows.keys)
-        return map_rows(rows, self.mapper, self.mapped)
+        return map_rows(rows, self.mapper.table(self.trainer), self.mapped)
 
 
-def _check_target(store: Path, run_id: str, source: Source) -> bool:
-    """True when the run exists (holding this same source); UsageError when it holds anything else."""
+def _check_target(store: Path, run_id: str, source: Source) -> dict[str, Any] | None:
+    """The run's recorded source when it exists (holding this same source), None when there is no such run;
+    UsageError when it holds anything else."""
     path = run_ids.run_dir(store, run_id)  # before anything is read: the id must stay in the store
     if not path.exists():
-        return False
+        return None
     info = read_run_json(path) or {}
     held = info.get("source") if isinstance(info.get("source"), dict) else {}
     location = held.get("uri", held.get("path"))
@@ -275,7 +239,18 @@ def _check_target(store: Path, run_id: str, source: Source) -> bool:
         raise UsageError(
             f"run {run_id!r} in {store} holds {what}, not {source.kind} {source.location}; pass another --run-id"
         )
-    return True
+    return held
+
+
+def _check_steps(run: ImportedRun, held: dict[str, Any], store: Path) -> None:
+    """A console log numbered another way than the stored run was (another --step-every) would put the same
+    logs at other steps beside the stored ones: refused."""
+    steps = run.meta()["source"].get("steps")
+    if held.get("steps") not in (None, steps):
+        raise UsageError(
+            f"run {run.run_id!r} in {store} was imported with {held['steps']}; this import has {steps}: "
+            "pass the same --step-every, or another --run-id"
+        )
 
 
 def plan(
@@ -285,26 +260,42 @@ def plan(
     run_id: str | None = None,
     fmt: str = "auto",
     step_key: str | None = None,
+    step_every: int | None = None,
     map_path: str | Path | None = None,
     final: bool = True,
 ) -> list[tuple[ImportedRun, Mapped, bool]]:
     """Read and map every run of SOURCE, nothing written yet: (run, rows to write, run exists already).
-    final: the log is complete (a last line without its newline is read too)."""
+    final: the log is complete (a last line without its newline is read too, where it parses whole), and
+    a source that yields no rows is an error (under --follow its rows may come later)."""
     if run_id is not None:
         run_ids.check_run_id(run_id)
+    if step_every is not None and step_every < 1:
+        raise UsageError(f"--step-every must be a whole number of at least 1, got {step_every}")
     mapper = KeyMapper(map_path)
-    sources = open_sources(source, fmt, step_key)
+    sources = open_sources(source, fmt, step_key, step_every)
     if run_id is not None and len(sources) > 1:
         raise UsageError(f"{source} holds {len(sources)} runs; --run-id names one (leave it out for all)")
     plans = []
     for src in sources:
         run = ImportedRun(src, run_id or default_run_id(src), mapper)
-        exists = _check_target(Path(store), run.run_id, src)
+        held = _check_target(Path(store), run.run_id, src)
+        exists = held is not None
         batch = run.take(src.read(final=final))
         run.info = src.info()
         if exists:
+            _check_steps(run, held, Path(store))
+        if final and not run.rows_read:
+            if len(sources) > 1:
+                continue  # one empty run of an experiment or a tree: the others are still imported
+            raise UsageError(
+                f"{source}: no metric rows in it, read as {src.kind} (another format? pass --format); "
+                "nothing written"
+            )
+        if exists:
             batch = new_rows(batch, Path(store), run.run_id)
         plans.append((run, batch, exists))
+    if not plans:
+        raise UsageError(f"{source}: none of its {len(sources)} runs holds metric rows; nothing written")
     return plans
 
 
@@ -370,5 +361,6 @@ def _write_live(writer: RunWriter, run: ImportedRun, batch: Mapped) -> None:
     writer.flush()
     run.rows_written += len(batch)
     run.last_step = max(run.last_step, int(batch.step.max()))
+    run.info = run.source.info()  # a console log's step interval is known once its first dict is read
     writer.set_meta(run.meta())  # new keys may have brought new mapped names
     writer.heartbeat(run.last_step, force=True)

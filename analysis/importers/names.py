@@ -1,7 +1,9 @@
 """Other trainers' metric names -> ours, from analysis/import_names.yaml plus an optional user file.
 
-A logger's `train/` prefix is dropped before the lookup; `eval/` keys keep their own namespace (the rest of
-the name is mapped, so `eval/reward` becomes `eval/reward/mean`). Unmapped names are kept as they are.
+The `generic` section applies to every source; a trainer's section only to a source known to be that
+trainer (by its format, or by holding one of the trainer's signature names). A logger's `train/` prefix is
+dropped before the lookup; `eval/` keys keep their own namespace (the rest of the name is mapped, so
+`eval/reward` becomes `eval/reward/mean`). Unmapped names are kept as they are.
 """
 
 from collections.abc import Iterable
@@ -15,7 +17,11 @@ from analysis.errors import UsageError
 NAMES_FILE = Path(__file__).resolve().parents[1] / "import_names.yaml"
 TRAIN_PREFIX = "train/"
 EVAL_PREFIX = "eval/"
+GENERIC = "generic"
 USER_SECTION = "custom"
+SIGNATURES = "signatures"
+# Trainers that log under another's names: ms-swift and a plain HF Trainer use the HF Trainer's (TRL's).
+TABLE_OF = {"ms-swift": "trl", "transformers": "trl"}
 
 
 def parse_names(data: Any, source: str) -> dict[str, dict[str, str]]:
@@ -33,44 +39,42 @@ def parse_names(data: Any, source: str) -> dict[str, dict[str, str]]:
     return sections
 
 
-def load_names(path: str | Path, source: str | None = None) -> dict[str, dict[str, str]]:
+def load_names(path: str | Path, source: str | None = None) -> Any:
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError, UnicodeDecodeError) as err:
         raise UsageError(f"cannot read name map {path}: {str(err).splitlines()[0]}") from None
-    return parse_names(data, source or str(path))
 
 
 class KeyMapper:
-    """Maps one raw key at a time (cached); remembers which trainer's names it has met."""
+    """The shipped and the user's name tables; `table(trainer)` is what one source's names go through."""
 
     def __init__(self, user_map: str | Path | None = None) -> None:
-        self.sections = load_names(NAMES_FILE, "import_names.yaml")
-        self.table: dict[str, str] = {}
-        for trainer, names in self.sections.items():
-            for theirs, ours in names.items():
-                if self.table.setdefault(theirs, ours) != ours:
-                    raise ValueError(f"import_names.yaml: {theirs!r} maps to two names ({trainer})")
+        shipped = dict(load_names(NAMES_FILE))
+        self.signatures: dict[str, set[str]] = {t: set(n) for t, n in shipped.pop(SIGNATURES).items()}
+        self.sections = parse_names(shipped, "import_names.yaml")
         if user_map is not None:
-            user = load_names(user_map)
-            for trainer, names in user.items():
-                self.sections.setdefault(trainer, {}).update(names)
-                self.table.update(names)  # the user's word wins over the shipped table
+            for trainer, names in parse_names(load_names(user_map), str(user_map)).items():
+                self.sections.setdefault(trainer, {}).update(names)  # the user's word wins
 
-    def __call__(self, raw: str) -> str:
-        key = raw.removeprefix(TRAIN_PREFIX)
-        if key.startswith(EVAL_PREFIX):
-            rest = key.removeprefix(EVAL_PREFIX)
-            return EVAL_PREFIX + self.table.get(rest, rest)
-        return self.table.get(key, key)
+    def table(self, trainer: str | None) -> dict[str, str]:
+        """Generic names, then the trainer's own, then the user's flat map (each over the one before)."""
+        own = self.sections.get(TABLE_OF.get(trainer or "", trainer or ""), {}) if trainer else {}
+        return {**self.sections.get(GENERIC, {}), **own, **self.sections.get(USER_SECTION, {})}
 
     def trainer(self, raw_keys: Iterable[str]) -> str | None:
-        """The trainer whose names the keys hold most of; None on a tie or none at all."""
+        """The trainer whose signature names the keys hold most of; None on a tie or none at all."""
         found = {k.removeprefix(TRAIN_PREFIX).removeprefix(EVAL_PREFIX) for k in raw_keys}
-        counts = sorted(
-            ((len(found & names.keys()), t) for t, names in self.sections.items() if t != USER_SECTION),
-            reverse=True,
-        )
+        counts = sorted(((len(found & names), t) for t, names in self.signatures.items()), reverse=True)
         if not counts or counts[0][0] == 0 or (len(counts) > 1 and counts[1][0] == counts[0][0]):
             return None
         return counts[0][1]
+
+
+def map_key(table: dict[str, str], raw: str) -> str:
+    """Our name for one raw key under `table`."""
+    key = raw.removeprefix(TRAIN_PREFIX)
+    if key.startswith(EVAL_PREFIX):
+        rest = key.removeprefix(EVAL_PREFIX)
+        return EVAL_PREFIX + table.get(rest, rest)
+    return table.get(key, key)

@@ -6,7 +6,9 @@
   the first line) beside the metrics; nested objects are flattened with '/'.
 - CSV: a header row, a step column (found the same way), metric columns; empty or non-numeric cells are
   not logged values.
-- verl's console logger prints `step:N - key:value - key:value ...`; other console output is skipped.
+- ms-swift's `logging.jsonl`: generic JSONL whose step is `"global_step/max_steps": "10/438"` (step 10).
+- verl's console logger prints `step:N - key:value - key:value ...`; other console output is skipped, and so
+  is a last line without its newline (a console line cut off mid-value would parse as a wrong number).
 Strings, lists and null values are not metrics and are skipped.
 """
 
@@ -21,15 +23,26 @@ from analysis.errors import UsageError
 from analysis.importers.lines import LineTail
 from analysis.importers.rows import RowBuffer, Rows
 
-STEP_KEYS = ("step", "global_step", "_step", "train/global_step", "iteration", "iter", "Step")
-_CONSOLE = re.compile(r"step:(\d+) - (.*)")
+STEP_KEYS = (
+    "step",
+    "global_step",
+    "global_step/max_steps",
+    "_step",
+    "train/global_step",
+    "iteration",
+    "iter",
+    "Step",
+)
+VERL_CONSOLE = re.compile(r"step:(\d+) - (.*)")
 _NUMPY_REPR = re.compile(r"^np\.\w+\((.*)\)$")  # pprint of a numpy scalar under numpy 2: np.float64(0.5)
+_OF_TOTAL = re.compile(r"^\s*(-?\d+)\s*/\s*\d+\s*$")  # "10/438": step 10 of 438 (ms-swift)
 # Steps are stored as int64; past 2**53 a JSON reader may already have rounded them (and no run is that long).
 MAX_STEP = 2**53
 
 
 def as_step(value: Any, where: str) -> int:
-    """A step number from an int, an integral float or a string of digits, within ±MAX_STEP."""
+    """A step number from an int, an integral float, a string of digits or "A/B" (step A of B), within
+    ±MAX_STEP."""
     step = _whole(value)
     if step is None:
         raise UsageError(f"{where}: step {value!r} is not a whole number")
@@ -45,6 +58,8 @@ def _whole(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, str) and (m := _OF_TOTAL.match(value)):
+        value = m.group(1)
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         with contextlib.suppress(ValueError):  # "²" is a digit too, and int() refuses 4,300+ digits
             return int(value)
@@ -71,7 +86,7 @@ class JsonlSource:
 
     def __init__(self, path: Path, name: str, kind: str = "jsonl", step_key: str | None = None) -> None:
         self.path, self.name, self.kind = path, name, kind
-        self.trainer = "verl" if kind == "verl" else None
+        self.trainer = kind if kind in ("verl", "ms-swift") else None
         self.location = str(path.resolve())
         self._tail = LineTail(path)
         self._step_key = step_key
@@ -162,18 +177,6 @@ def console_value(text: str) -> float | None:
         return None
 
 
-def console_lines(path: Path, limit: int = 1000) -> bool:
-    """Whether one of the file's first `limit` lines is a verl console metrics line."""
-    try:
-        with path.open("rb") as f:
-            for _, line in zip(range(limit), f, strict=False):
-                if _CONSOLE.search(line.decode("utf-8", errors="replace")):
-                    return True
-    except OSError as err:
-        raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
-    return False
-
-
 class VerlConsoleSource:
     """verl's console log: lines `step:N - key:value - ...` anywhere in the output."""
 
@@ -191,8 +194,8 @@ class VerlConsoleSource:
 
     def read(self, final: bool = True) -> Rows:
         add = self._buffer.add
-        for lineno, line, _ in self._tail.lines(final):
-            m = _CONSOLE.search(line.decode("utf-8", errors="replace"))
+        for lineno, line, is_tail in self._tail.lines(final):
+            m = None if is_tail else VERL_CONSOLE.search(line.decode("utf-8", errors="replace"))
             if not m:
                 continue
             step = as_step(m.group(1), f"{self.path}:{lineno}")

@@ -35,11 +35,34 @@ def state_files(path: Path) -> list[Path]:
     return files
 
 
+def run_root(path: Path) -> Path:
+    """The run a state belongs to: a Trainer output folder for its trainer_state.json or checkpoint-N/
+    (so the folder, a checkpoint and the file inside are one run), else the file itself."""
+    path = path.resolve()
+    if path.is_file() and path.name == STATE_FILE:
+        path = path.parent
+    if path.is_dir() and _CHECKPOINT.match(path.name):
+        path = path.parent
+    return path
+
+
 def _history(file: Path) -> list[dict]:
     try:
-        state = json.loads(file.read_text())
-    except (OSError, ValueError) as err:
-        raise UsageError(f"cannot read TRL state {file}: {err}") from None
+        text = file.read_text()
+        state = json.loads(text)
+    except OSError as err:
+        raise UsageError(f"cannot read TRL state {file}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{file}: not a TRL state (not UTF-8 text)") from None
+    except json.JSONDecodeError as err:
+        if err.pos >= len(text.rstrip()):
+            raise UsageError(
+                f"{file}: the JSON ends early, at byte {len(text.encode())} (copied while the trainer was writing "
+                "it?); copy it again after the next save, or import a checkpoint-N/ folder's trainer_state.json"
+            ) from None
+        raise UsageError(
+            f"{file}: not valid JSON at line {err.lineno} column {err.colno}: {err.msg}"
+        ) from None
     history = state.get("log_history") if isinstance(state, dict) else None
     if not isinstance(history, list):
         raise UsageError(f"{file}: no log_history list (is it a Trainer's trainer_state.json?)")
@@ -54,7 +77,7 @@ class TrlStateSource:
 
     def __init__(self, path: Path, name: str) -> None:
         self.path, self.name = path, name
-        self.location = str(path.resolve())
+        self.location = str(run_root(path))
         self._seen = 0
         self._stamp: tuple | None = None
         self._buffer = RowBuffer()
@@ -77,11 +100,12 @@ class TrlStateSource:
             self._seen = 0
         for entry in history[self._seen :]:
             if "step" in entry:
-                metrics = {_name(k): v for k, v in entry.items() if k not in _SKIP}
+                metrics = {eval_name(k): v for k, v in entry.items() if k not in _SKIP}
                 self._buffer.add_dict(as_step(entry["step"], str(file)), metrics)
         self._seen = len(history)
         return self._buffer.take()
 
 
-def _name(key: str) -> str:
+def eval_name(key: str) -> str:
+    """The HF Trainer's `eval_*` names in our `eval/` namespace."""
     return "eval/" + key.removeprefix("eval_") if key.startswith("eval_") else key

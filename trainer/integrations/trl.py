@@ -161,7 +161,7 @@ class EntropyScopeGRPOTrainer(GRPOTrainer):
         main = self.accelerator.is_main_process
         cfg = run_config(self, self._es_knobs, self.args.max_steps)
         if main:
-            meta = {"source": {"kind": "trl", "trainer": type(self).__mro__[1].__name__, "live": True,
+            meta = {"source": {"kind": "trl", "trainer": trl_class(type(self)), "live": True,
                                "version": trl.__version__, "config": _jsonable(self.args.to_dict())}}  # fmt: skip
             self._es_worker = Worker()
             writer = RunWriter(self.es_store, self.es_run_id, cfg.model_dump(), meta=meta)
@@ -404,6 +404,11 @@ def _rollout_view(
         prompts=[Prompt(text="", answer="") for _ in completion],
         responses=responses,
     )
+
+
+def trl_class(cls: type) -> str:
+    """The name of TRL's own trainer class that `cls` derives from (a user's subclass of ours included)."""
+    return next(c.__name__ for c in cls.__mro__ if c.__module__.split(".")[0] == "trl")
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
