@@ -166,7 +166,7 @@ def pair_table(pairs: list[Pair]) -> pd.DataFrame:
 def to_text(c: Comparison) -> str:
     lines = [
         f"{c.metric}: final value per run = mean over its last {100 // FINAL_TAIL}% of steps; "
-        "95% percentile-bootstrap intervals (docs/statistics.md)",
+        "95% bootstrap confidence intervals (docs/statistics.md)",
         group_table(c.groups).to_string(index=False),
     ]
     lines += [f"left out of {s.group.name}: {', '.join(s.left_out)}" for s in c.groups if s.left_out]

@@ -44,13 +44,24 @@ def params_name(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={show(params[k])}" for k in sorted(params))
 
 
+def _number(v: Any) -> float | None:
+    """v as a number, also when spelled as one (PyYAML reads `1e-3` as text); None for bools and other text."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    try:
+        return float(v) if isinstance(v, str) else None
+    except ValueError:
+        return None
+
+
 def same_value(a: Any, b: Any) -> bool:
-    """Equal by value: 0 matches 0.0, but True does not match 1 (a YAML `true` is no number)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, int | float) and isinstance(b, int | float):
-        return a == b or (math.isnan(a) and math.isnan(b))
-    return a == b
+    """Equal by value: 0 matches 0.0 and `1e-3` 0.001, but True does not match 1 (a YAML `true` is no number)."""
+    x, y = _number(a), _number(b)
+    if x is not None and y is not None:
+        return x == y or (math.isnan(x) and math.isnan(y))
+    return type(a) is type(b) and a == b
 
 
 def _sweep(info: Mapping[str, Any]) -> dict[str, Any] | None:
