@@ -81,15 +81,21 @@ def _bootstrap(
 
 
 def interval(
-    x: ArrayLike, statistic: Statistic = iqm, n_resamples: int = N_RESAMPLES, seed: int = SEED
+    x: ArrayLike,
+    statistic: Statistic = iqm,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    expanded: bool = True,
 ) -> tuple:
-    """95% expanded percentile-bootstrap interval of `statistic` (mean or iqm) over the last axis of `x`: floats
-    for one sample, arrays for a stack of them; NaN with fewer than two values."""
+    """95% bootstrap interval of `statistic` (mean or iqm) over the last axis of `x`: floats for one sample,
+    arrays for a stack of them; NaN with fewer than two values. expanded=False: the plain percentile interval
+    (too narrow at small n; bench/stats_coverage.py shows by how much)."""
     a = np.asarray(x, dtype=np.float64)
     if a.shape[-1] < 2:
         nan = np.full(a.shape[:-1], np.nan)
         return (math.nan, math.nan) if a.ndim == 1 else (nan, nan)
-    return _bootstrap((a,), statistic, expanded_confidence(a.shape[-1]), n_resamples, seed)
+    level = expanded_confidence(a.shape[-1]) if expanded else CONFIDENCE
+    return _bootstrap((a,), statistic, level, n_resamples, seed)
 
 
 def iqm_ratio(x: ArrayLike, y: ArrayLike, axis: int = -1) -> np.ndarray | float:

@@ -435,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "compare",
         cmd_compare,
-        "compare groups of runs over seeds: final values' mean and IQM with 95% CIs, and for each pair the IQM "
+        "compare groups of runs over seeds: final values' mean and IQM with bootstrap CIs, and for each pair the IQM "
         "ratio, P(A > B) and whether the difference is beyond seed noise (docs/statistics.md)",
         "entropyscope compare sweep=s1:controller=repo_r sweep=s1:controller=none --metric entropy/mean",
     )
