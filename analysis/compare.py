@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from analysis import stats
@@ -46,6 +47,7 @@ class Comparison:
     metric: str
     groups: list[Summary]
     pairs: list[Pair]
+    dropped: tuple[str, ...] = ()  # groups without a usable run (only when not strict)
 
 
 def run_infos(reader: StoreReader) -> dict[str, dict[str, Any]]:
@@ -67,48 +69,65 @@ def finals(reader: StoreReader, run_ids: list[str], metric: str) -> dict[str, fl
     }
 
 
-def summarise(
+def usable(
     group: Group, infos: dict[str, dict[str, Any]], values: dict[str, float], by_id: bool
-) -> Summary:
-    """The group's runs with a final value (finished ones unless chosen by id) and their statistics."""
+) -> tuple[list[str], list[str]]:
+    """(runs with a final value: finished ones unless chosen by id, the others as "run (why)")."""
     used, left = [], []
     for r in group.run_ids:
         status = infos.get(r, {}).get("status", "unknown")
         if not by_id and status != "finished":
             left.append(f"{r} ({status})")
-        elif not math.isfinite(values[r]):
+        elif not math.isfinite(values.get(r, math.nan)):
             left.append(f"{r} (no value)")
         else:
             used.append(r)
-    if not used:
-        raise UsageError(
-            f"group {group.name!r} has no finished run with a final value to compare (runs: {', '.join(left)}); "
-            "wait for its runs to finish, or name run ids"
-        )
-    return Summary(group, tuple(used), stats.group_stats([values[r] for r in used]), tuple(left))
+    return used, left
 
 
-def compare(store: str | Path, specs: list[str], metric: str) -> Comparison:
-    """Resolve the selections, read the final values, and compare every pair of groups (in the order given)."""
-    reader = StoreReader(store)
-    infos = run_infos(reader)
-    if not infos:
-        raise UsageError(f"no runs in store {str(store)!r}; pass --store DIR")
-    all_groups = find_groups(infos)
-    chosen = [(select(spec, infos, all_groups), spec in infos) for spec in specs]
+def compare_groups(
+    reader: StoreReader, infos: dict[str, dict[str, Any]], chosen: list[tuple[Group, bool]], metric: str,
+    strict: bool = True,
+) -> Comparison:  # fmt: skip
+    """Final values of `metric` for each (group, chosen by run id) and every pair of groups, in order. A group
+    with no usable run is a UsageError when `strict`, else left out and named in `dropped`."""
     run_ids = sorted({r for g, _ in chosen for r in g.run_ids})
     keys = reader.keys(run_ids)
     if metric not in keys:
         shown = ", ".join(keys[:MAX_KEYS_LISTED]) + (", ..." if len(keys) > MAX_KEYS_LISTED else "")
         raise UsageError(f"no run of these groups logged {metric!r}; pass --metric one of: {shown or 'none'}")
     values = finals(reader, run_ids, metric)
-    summaries = [summarise(g, infos, values, by_id) for g, by_id in chosen]
+    summaries, dropped = [], []
+    for group, by_id in chosen:
+        used, left = usable(group, infos, values, by_id)
+        if used:
+            summaries.append(
+                Summary(group, tuple(used), stats.group_stats([values[r] for r in used]), tuple(left))
+            )
+        elif strict:
+            raise UsageError(
+                f"group {group.name!r} has no finished run with a final value to compare (runs: {', '.join(left)}); "
+                "wait for its runs to finish, or name run ids"
+            )
+        else:
+            dropped.append(group.name)
     pairs = []
     for sa, sb in itertools.combinations(summaries, 2):
         ps = stats.pair_stats([values[r] for r in sa.runs], [values[r] for r in sb.runs])
         a, b = sa.group.name, sb.group.name
         pairs.append(Pair(a, b, ps, stats.verdict(a, b, ps, higher_phrase(metric))))
-    return Comparison(metric, summaries, pairs)
+    return Comparison(metric, summaries, pairs, tuple(dropped))
+
+
+def compare(store: str | Path, specs: list[str], metric: str) -> Comparison:
+    """Resolve the selections (UsageError when one names nothing) and compare their groups."""
+    reader = StoreReader(store)
+    infos = run_infos(reader)
+    if not infos:
+        raise UsageError(f"no runs in store {str(store)!r}; pass --store DIR")
+    all_groups = find_groups(infos)
+    chosen = [(select(spec, infos, all_groups), spec in infos) for spec in specs]
+    return compare_groups(reader, infos, chosen, metric)
 
 
 def _num(x: float) -> float | None:
@@ -175,3 +194,35 @@ def to_text(c: Comparison) -> str:
         lines += ["", table.to_string(index=False), ""]
         lines += [p.verdict for p in c.pairs]
     return "\n".join(lines)
+
+
+def group_curves(df: pd.DataFrame, groups: list[Group], n_resamples: int = 1000) -> pd.DataFrame:
+    """Per group and step: the mean over its runs of `value` (columns run_id, step, x, value of one key), with a
+    95% bootstrap band across seeds where every run of the group has the step (two runs or more). Columns:
+    group, n, step, x (the runs' mean x at that step), mean, lo, hi."""
+    parts = []
+    for g in groups:
+        d = df[df["run_id"].isin(g.run_ids)]
+        if d.empty:
+            continue
+        y = d.pivot_table(index="step", columns="run_id", values="value", aggfunc="mean", dropna=False)
+        x = d.groupby("step")["x"].mean()
+        complete = y.notna().all(axis=1).to_numpy() & (y.shape[1] >= 2)
+        lo, hi = np.full(len(y), np.nan), np.full(len(y), np.nan)
+        if complete.any():
+            lo[complete], hi[complete] = stats.interval(y.to_numpy()[complete], stats.mean, n_resamples)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "group": g.name,
+                    "n": y.shape[1],
+                    "step": y.index,
+                    "x": x.reindex(y.index).to_numpy(),
+                    "mean": y.mean(axis=1).to_numpy(),
+                    "lo": lo,
+                    "hi": hi,
+                }
+            )  # fmt: skip
+        )
+    columns = ["group", "n", "step", "x", "mean", "lo", "hi"]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)

@@ -11,7 +11,7 @@ with values parsed as YAML scalars and matched by value, so `lr=0` selects a run
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -195,3 +195,38 @@ def _select_sweep(spec: str, infos: Mapping[str, Mapping[str, Any]]) -> Group:
         values = sorted({params_name(s["params"]) for s in runs.values()})
         raise UsageError(f"no run of sweep {sweep_id!r} matches {filt!r}; its settings: {'; '.join(values)}")
     return Group(spec, chosen, wanted, sweep_id)
+
+
+AUTO, NONE = "auto", "none"
+SWEEP_BY, CONFIG_BY = "sweep:", "config:"
+
+
+def group_by_options(infos: Mapping[str, Mapping[str, Any]], run_ids: Sequence[str]) -> list[str]:
+    """What the Compare page can group `run_ids` by: none, auto (differ only in seed), a swept key
+    (`sweep:KEY`), or a config key whose value differs between them (`config:KEY`)."""
+    chosen = [infos.get(r, {}) for r in run_ids]
+    swept = sorted({k for info in chosen if (s := _sweep(info)) is not None for k in s["params"]})
+    configs = [_config(info) for info in chosen]
+    varying = _naming_keys(configs) if len(configs) > 1 else []
+    return [NONE, AUTO, *(SWEEP_BY + k for k in swept), *(CONFIG_BY + k for k in varying)]
+
+
+def group_runs(infos: Mapping[str, Mapping[str, Any]], run_ids: Sequence[str], by: str) -> list[Group]:
+    """`run_ids` in groups by a group_by_options() choice; auto names groups as find_groups() does."""
+    if by == AUTO:
+        wanted = set(run_ids)
+        found = [(g, tuple(r for r in g.run_ids if r in wanted)) for g in find_groups(infos)]
+        return [Group(g.name, runs, g.params, g.sweep) for g, runs in found if runs]
+    if by.startswith((SWEEP_BY, CONFIG_BY)):
+        key = by.partition(":")[2]
+        members: dict[str, list[str]] = {}
+        for r in run_ids:
+            source = (
+                (_sweep(infos.get(r, {})) or {}).get("params", {})
+                if by.startswith(SWEEP_BY)
+                else _config(infos.get(r, {}))
+            )
+            name = f"{key}={show(source[key])}" if key in source else f"{key}=–"
+            members.setdefault(name, []).append(r)
+        return [Group(name, tuple(runs)) for name, runs in sorted(members.items())]
+    return [Group(r, (r,)) for r in run_ids]
