@@ -23,6 +23,9 @@ IGNORED_KEYS = ("seed", "run_id", "store")
 """Config keys that do not set a run's group apart."""
 SWEEP_PREFIX = "sweep="
 MAX_LISTED = 12
+AUTO, NONE = "auto", "none"
+SWEEP_BY, CONFIG_BY = "sweep:", "config:"
+"""The Compare page's group-by choices: none, auto, `sweep:KEY` (a swept value), `config:KEY`."""
 
 
 @dataclass(frozen=True)
@@ -197,10 +200,6 @@ def _select_sweep(spec: str, infos: Mapping[str, Mapping[str, Any]]) -> Group:
     return Group(spec, chosen, wanted, sweep_id)
 
 
-AUTO, NONE = "auto", "none"
-SWEEP_BY, CONFIG_BY = "sweep:", "config:"
-
-
 def group_by_options(infos: Mapping[str, Mapping[str, Any]], run_ids: Sequence[str]) -> list[str]:
     """What the Compare page can group `run_ids` by: none, auto (differ only in seed), a swept key
     (`sweep:KEY`), or a config key whose value differs between them (`config:KEY`)."""
@@ -221,11 +220,8 @@ def group_runs(infos: Mapping[str, Mapping[str, Any]], run_ids: Sequence[str], b
         key = by.partition(":")[2]
         members: dict[str, list[str]] = {}
         for r in run_ids:
-            source = (
-                (_sweep(infos.get(r, {})) or {}).get("params", {})
-                if by.startswith(SWEEP_BY)
-                else _config(infos.get(r, {}))
-            )
+            info = infos.get(r, {})
+            source = (_sweep(info) or {}).get("params", {}) if by.startswith(SWEEP_BY) else _config(info)
             name = f"{key}={show(source[key])}" if key in source else f"{key}=–"
             members.setdefault(name, []).append(r)
         return [Group(name, tuple(runs)) for name, runs in sorted(members.items())]

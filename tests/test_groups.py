@@ -4,7 +4,7 @@ the differing keys, and the selections `entropyscope compare` takes."""
 import pytest
 
 from analysis.errors import UsageError
-from analysis.groups import find_groups, parse_pairs, same_value, select
+from analysis.groups import find_groups, group_by_options, group_runs, parse_pairs, same_value, select
 
 
 def sweep_run(sweep: str, seed: int, **params) -> dict:
@@ -103,3 +103,23 @@ def test_values_match_by_value_not_by_spelling():
     assert same_value(0, 0.0) and same_value(0.4, 0.4) and same_value(float("nan"), float("nan"))
     assert same_value("1e-3", 0.001) and same_value(0.001, "1e-3")  # PyYAML reads 1e-3 as text
     assert not same_value(True, 1) and not same_value("repo_r", "none") and not same_value(None, 0)
+
+
+def test_group_by_choices_for_the_compare_page(infos):
+    chosen = ["s1-repo_r-0.4-0", "s1-none-0.8-1", "g0", "r1"]
+    assert group_by_options(infos, chosen) == [
+        "none", "auto", "sweep:controller", "sweep:target_entropy", "config:controller", "config:lr", "config:steps",
+        "config:target_entropy",
+    ]  # fmt: skip
+    assert [(g.name, g.run_ids) for g in group_runs(infos, chosen, "sweep:target_entropy")] == [
+        ("target_entropy=0.4", ("s1-repo_r-0.4-0",)), ("target_entropy=0.8", ("s1-none-0.8-1",)),
+        ("target_entropy=–", ("g0", "r1")),
+    ]  # fmt: skip
+    by_controller = {g.name: g.run_ids for g in group_runs(infos, chosen, "config:controller")}
+    assert by_controller == {
+        "controller=none": ("s1-none-0.8-1", "g0"),
+        "controller=repo_r": ("s1-repo_r-0.4-0", "r1"),
+    }
+    auto = {g.name: g.run_ids for g in group_runs(infos, ["g0", "g2", "r1"], "auto")}
+    assert auto == {"controller=none": ("g0", "g2"), "controller=repo_r": ("r1",)}  # store-wide names
+    assert [g.run_ids for g in group_runs(infos, ["g0", "r1"], "none")] == [("g0",), ("r1",)]

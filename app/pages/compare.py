@@ -4,6 +4,10 @@ A first visit shows the newest runs (up to DEFAULT_RUNS). Every control is bound
 so a link reproduces the view. Traces longer than MAX_POINTS are bucketed in the store query; the band
 shows each bucket's min/max. PNG: the camera button of each chart (Plotly's own, no kaleido); CSV: the
 button under the charts, with the data as plotted.
+
+Group by (`?group=auto|sweep:KEY|config:KEY`, default none): each group of seeds as its mean curve with a 95%
+bootstrap band across seeds and its runs faintly behind, then each group's final values with CIs and the
+pairwise verdicts (analysis.compare, docs/statistics.md).
 """
 
 import numpy as np
