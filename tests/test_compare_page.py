@@ -1,6 +1,8 @@
 """AppTest of the Compare page grouped over seeds: each group's mean curve with a 95% CI band and its runs
 faintly behind, the legend naming the group and its n, and the final-value table with the pairwise verdict."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from test_app_pages import assert_clean, figures, open_page, values
@@ -12,10 +14,8 @@ SEEDS = range(4)
 STEPS = 20
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    """A sweep of two controllers at 4 seeds (entropy ends near 0.6 vs 0.2) and one unrelated run."""
-    store = tmp_path_factory.mktemp("sweep_store")
+def write_sweep(store: Path) -> None:
+    """A sweep of two controllers at 4 seeds each: entropy falls from 1.0 to about 0.6 (repo_r) or 0.2 (none)."""
     rng = np.random.default_rng(1)
     for controller, final in (("repo_r", 0.6), ("none", 0.2)):
         for seed in SEEDS:
@@ -25,6 +25,12 @@ def store(tmp_path_factory):
             with RunWriter(store, f"{controller}-{seed}", config, meta={"sweep": sweep}) as w:
                 for step, h in enumerate(np.linspace(1.0, end, STEPS), start=1):
                     w.log_scalars(step, {ENTROPY_MEAN: float(h)})
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("sweep_store")
+    write_sweep(store)
     return store
 
 
@@ -34,6 +40,7 @@ RUNS = [f"{c}-{s}" for c in ("repo_r", "none") for s in SEEDS]
 def test_grouped_compare_draws_mean_band_and_faint_runs(store, monkeypatch):
     at = open_page(store, "compare", monkeypatch, runs=RUNS, group="auto")
     assert_clean(at)
+    assert not [m.value for m in at.markdown if "A first visit" in m.value]  # no stray docstring on the page
     assert at.selectbox(key="group").value == "auto"
     assert at.selectbox(key="group").options == ["none", "auto", "sweep:controller", "config:controller"]
     (fig,) = figures(at)
@@ -52,7 +59,8 @@ def test_grouped_compare_draws_mean_band_and_faint_runs(store, monkeypatch):
     # under the chart: final values with CIs per group, and the verdict
     table = at.dataframe[0].value
     assert sorted(table["group"]) == ["controller=none", "controller=repo_r"] and set(table["n"]) == {4}
-    (verdict,) = at.dataframe[1].value["verdict"]
+    assert list(at.dataframe[1].value.columns) == ["A", "B", "IQM A / B", "P(A > B)"]
+    (verdict,) = [t.value for t in at.text]
     assert (
         verdict
         == "controller=repo_r keeps more entropy than controller=none: P = 1.00 [1.00, 1.00], 4 seeds each"

@@ -28,8 +28,7 @@ from analysis.schema import (
 from app import charts, loaders, ui
 
 MAX_POINTS = 1000
-DEFAULT_RUNS = 8
-"""A first visit (no `runs` in the URL) shows the store's newest runs, up to this many."""
+DEFAULT_RUNS = 8  # a first visit (no `runs` in the URL) shows the store's newest runs, up to this many
 X_AXES = ("step", "wall time", "tokens seen")
 # Entropy levels (and the predicted change) are divided by the run's H0 when normalising.
 NORMALISABLE = {
@@ -140,8 +139,10 @@ def final_values(view: dict, store: str) -> None:
             result = loaders.group_comparison(store, spec, key, version)
             st.markdown(f"**Final {key}** (mean of each run's last 10% of steps; 95% bootstrap CIs)")
             st.dataframe(group_table(result.groups), hide_index=True)
-            if result.pairs:  # a table, not markdown: group names are config values, any text
-                st.dataframe(pair_table(result.pairs), hide_index=True)
+            if result.pairs:
+                st.dataframe(pair_table(result.pairs).drop(columns=["verdict"]), hide_index=True)
+            for p in result.pairs:
+                st.text(p.verdict)  # plain text: group names are config values, which may hold markdown
             left = [f"{s.group.name}: {', '.join(s.left_out)}" for s in result.groups if s.left_out]
             if left or result.dropped:
                 st.caption(
