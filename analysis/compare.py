@@ -63,10 +63,8 @@ def higher_phrase(metric: str) -> str:
 def finals(reader: StoreReader, run_ids: list[str], metric: str) -> dict[str, float]:
     """Final value of `metric` per run (NaN where the run never logged it)."""
     series = run_series(reader.store, run_ids, [metric])
-    return {
-        r: stats.final_values([s[metric].to_numpy()])[0] if metric in s else math.nan
-        for r, s in series.items()
-    }
+    traces = [s[metric].to_numpy() if metric in s else [] for s in series.values()]
+    return dict(zip(series, stats.final_values(traces), strict=True))
 
 
 def usable(

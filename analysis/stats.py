@@ -63,7 +63,8 @@ def _bootstrap(
     samples: tuple[np.ndarray, ...], statistic: Statistic, confidence: float, n_resamples: int, seed: int
 ) -> tuple:
     """Percentile-bootstrap interval along the last axis (other axes: independent experiments), each sample
-    resampled on its own (rliable's stratified bootstrap with one task)."""
+    resampled on its own (rliable's stratified bootstrap with one task). Resamples go in batches of about 4M
+    values (a pairwise statistic compares n x m), which bounds memory for stacks of experiments."""
     res = stats.bootstrap(
         samples,
         statistic,
@@ -73,7 +74,7 @@ def _bootstrap(
         axis=-1,
         vectorized=True,
         paired=False,
-        batch=max(1, 4_000_000 // max(1, math.prod(s.size for s in samples))),  # bounds memory
+        batch=max(1, 4_000_000 // max(1, math.prod(s.shape[-1] for s in samples[1:]) * samples[0].size)),
         rng=np.random.default_rng(seed),
     )
     lo, hi = res.confidence_interval
