@@ -1,6 +1,6 @@
 """Statistics over seeds, as RL papers now report them (Agarwal et al. 2021, "Deep RL at the Edge of the
 Statistical Precipice"): per group of runs the mean and interquartile mean (IQM) of their final values with
-95% percentile-bootstrap intervals; between two groups the ratio of IQMs and the probability of improvement
+95% bootstrap intervals; between two groups the ratio of IQMs and the probability of improvement
 P(X > Y) = Mann-Whitney U / (n·m), each with an interval, and a one-sentence verdict.
 
 Pure functions of arrays, built on scipy.stats (bootstrap, trim_mean, mannwhitneyu); names follow rliable
