@@ -135,19 +135,19 @@ def final_values(view: dict, store: str) -> None:
     spec = tuple((g.name, g.run_ids) for g in groups)
     version = loaders.version(store, view["runs"], ["steps"])
     for key in view["metrics"]:
-        with ui.unavailable(f"Final {key}"):
+        with ui.unavailable("Final values"):
             result = loaders.group_comparison(store, spec, key, version)
-            st.markdown(f"**Final {key}** (mean of each run's last 10% of steps; 95% bootstrap CIs)")
+            st.markdown(
+                f"**Final** {ui.literal(key)} (mean of each run's last 10% of steps; 95% bootstrap CIs)"
+            )
             st.dataframe(group_table(result.groups), hide_index=True)
             if result.pairs:
                 st.dataframe(pair_table(result.pairs).drop(columns=["verdict"]), hide_index=True)
             for p in result.pairs:
                 st.text(p.verdict)  # plain text: group names are config values, which may hold markdown
             left = [f"{s.group.name}: {', '.join(s.left_out)}" for s in result.groups if s.left_out]
-            if left or result.dropped:
-                st.caption(
-                    "Not counted (not finished, or no value): " + "; ".join(left + list(result.dropped))
-                )
+            if left or result.dropped:  # plain text, as the verdicts
+                st.text("Not counted (not finished, or no value): " + "; ".join(left + list(result.dropped)))
 
 
 def plot(view: dict, store: str, runs: pd.DataFrame, colors: dict[str, str]) -> None:
