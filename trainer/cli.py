@@ -7,7 +7,6 @@ by a full or read-only store prints one such line and exits with code 1.
 """
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -284,6 +283,8 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
     from analysis.compare import compare, to_json, to_text
 
     result = compare(args.store, args.selections, args.metric)
