@@ -17,6 +17,13 @@ def final_window(n_steps: int) -> int:
     return max(1, n_steps // FINAL_TAIL)
 
 
+def final_value(values: Sequence[float]) -> float:
+    """A run's final value of one metric: the mean of its last final_window(len) logged values, in step order
+    (NaN for an empty trace)."""
+    x = np.asarray(values, dtype=np.float64)
+    return float(x[-final_window(len(x)) :].mean()) if len(x) else math.nan
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c are correct: 1 - C(n-c, k) / C(n, k) (Chen et al. 2021)."""
     if not 0 <= c <= n or not 1 <= k <= n:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import schema
-from analysis.metrics import final_window
+from analysis.metrics import final_value
 from analysis.store_reader import StoreReader
 
 SUMMARY_KEYS = [
@@ -43,11 +43,10 @@ def summary_rows(store: str | Path, run_ids: list[str]) -> list[dict[str, float 
         ent = s.get(schema.ENTROPY_MEAN)
         if ent is None or ent.empty:
             continue
-        tail = final_window(len(ent))
 
-        def last(key: str, s: dict[str, pd.Series] = s, tail: int = tail) -> float:
+        def last(key: str, s: dict[str, pd.Series] = s) -> float:
             x = s.get(key)
-            return float(x.iloc[-tail:].mean()) if x is not None and len(x) else math.nan
+            return final_value(x.to_numpy()) if x is not None else math.nan
 
         h0, final = float(ent.iloc[0]), last(schema.ENTROPY_MEAN)
         rows.append(

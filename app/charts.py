@@ -126,6 +126,33 @@ def compare_figure(
     return layout(fig, title, f"compare:{key}", x_title=x_title)
 
 
+def group_figure(
+    curves: pd.DataFrame, runs: pd.DataFrame, members: dict[str, tuple[str, ...]], key: str, title: str,
+    x_title: str, colors: dict[str, str],
+) -> go.Figure:  # fmt: skip
+    """Per group (analysis.compare.group_curves): its runs faintly behind (runs: run_id, x, value), the shaded
+    95% CI band of the mean across seeds, and the mean curve named with its n."""
+    fig = go.Figure()
+    for name, d in curves.groupby("group", sort=False):
+        color, n = colors.get(str(name), PALETTE[0]), int(d["n"].iloc[0])
+        for run_id in members.get(str(name), ()):
+            r = runs[runs["run_id"] == run_id].sort_values("x")
+            fig.add_trace(go.Scatter(x=r["x"], y=r["value"], mode="lines", opacity=0.25, showlegend=False,
+                                     line={"color": color, "width": 1}, legendgroup=str(name), hoverinfo="skip",
+                                     name=f"{run_id} run"))  # fmt: skip
+        band = d.dropna(subset=["lo", "hi"])
+        if not band.empty:
+            common = {"x": band["x"], "mode": "lines", "line": {"width": 0}, "legendgroup": str(name),
+                      "showlegend": False, "hoverinfo": "skip"}  # fmt: skip
+            fig.add_trace(go.Scatter(y=band["hi"], name=f"{name} ci hi", **common))
+            fig.add_trace(go.Scatter(y=band["lo"], name=f"{name} ci lo", fill="tonexty",
+                                     fillcolor=rgba(color, 0.25), **common))  # fmt: skip
+        fig.add_trace(go.Scatter(x=d["x"], y=d["mean"], mode="lines", name=f"{name} (n={n})", legendgroup=str(name),
+                                 line={"color": color, "width": 2.5}, customdata=d["step"],
+                                 hovertemplate="%{y:.4g} (step %{customdata})"))  # fmt: skip
+    return layout(fig, title, f"compare:{key}", x_title=x_title)
+
+
 def wide(scalars: pd.DataFrame) -> pd.DataFrame:
     """Scalar rows of one run as a step-indexed frame with one column per key (bucket means)."""
     if scalars.empty:

@@ -16,8 +16,10 @@ import pandas as pd
 import pyarrow as pa
 import streamlit as st
 
+from analysis import compare
 from analysis import dashboard_queries as dq
 from analysis.errors import UsageError
+from analysis.groups import Group
 from analysis.store_reader import StoreReader
 
 TTL_S = 600
@@ -159,3 +161,21 @@ def token_texts(
         return dq.decode_tokens(store, run_id, token_ids)
     except DATA_ERRORS as err:
         raise DataUnavailable(f"{type(err).__name__}: {err}") from err
+
+
+@st.cache_data(ttl=TTL_S, max_entries=8, show_spinner=False)
+def run_infos(store: str, version: str) -> dict[str, dict[str, Any]]:
+    """{run_id: run.json} of every run: what groups of seeds are made of."""
+    with _reader(store) as r:
+        return compare.run_infos(r)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def group_comparison(
+    store: str, groups: tuple[tuple[str, tuple[str, ...]], ...], metric: str, version: str
+) -> compare.Comparison:
+    """Final values of `metric` per (name, run ids) group, with CIs and pairwise verdicts; groups without a
+    finished run are left out (Comparison.dropped). A group of one run counts it whatever its status."""
+    with _reader(store) as r:
+        chosen = [(Group(name, runs), len(runs) == 1) for name, runs in groups]
+        return compare.compare_groups(r, compare.run_infos(r), chosen, metric, strict=False)

@@ -284,6 +284,16 @@ def cmd_compact(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from analysis.compare import compare, to_json, to_text
+
+    result = compare(args.store, args.selections, args.metric)
+    print(json.dumps(to_json(result), indent=2) if args.json else to_text(result))
+    return 0
+
+
 def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
     p.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
@@ -427,6 +437,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove merged parts only once they were superseded this many seconds ago, so a reader that "
         "listed them can still open them (default 60)",
     )
+
+    p = add(
+        "compare",
+        cmd_compare,
+        "compare groups of runs over seeds: final values' mean and IQM with bootstrap CIs, and for each pair the IQM "
+        "ratio, P(A > B) and whether the difference is beyond seed noise (docs/statistics.md)",
+        "entropyscope compare sweep=s1:controller=repo_r sweep=s1:controller=none --metric entropy/mean",
+    )
+    p.add_argument(
+        "selections", nargs="+", metavar="A", help="run id, group name, or sweep=ID[:key=value,...]"
+    )
+    p.add_argument("--metric", required=True, help="step metric key whose final values are compared")
+    p.add_argument("--json", action="store_true", help="print JSON: {metric, groups, pairs}")
     return parser
 
 

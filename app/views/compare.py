@@ -4,12 +4,18 @@ A first visit shows the newest runs (up to DEFAULT_RUNS). Every control is bound
 so a link reproduces the view. Traces longer than MAX_POINTS are bucketed in the store query; the band
 shows each bucket's min/max. PNG: the camera button of each chart (Plotly's own, no kaleido); CSV: the
 button under the charts, with the data as plotted.
+
+Group by (`?group=auto|sweep:KEY|config:KEY`, default none): each group of seeds as its mean curve with a 95%
+bootstrap band across seeds and its runs faintly behind, then each group's final values with CIs and the
+pairwise verdicts (analysis.compare, docs/statistics.md).
 """
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from analysis.compare import group_curves, group_table, pair_table
+from analysis.groups import NONE, group_by_options, group_runs
 from analysis.schema import (
     ENTROPY_MEAN,
     ENTROPY_P10,
@@ -99,8 +105,49 @@ def controls(run_ids: list[str], store: str) -> dict | None:
     norm = c[2].toggle("Entropy ÷ H0", key="norm", bind="query-params",
                        help="divide entropy keys by each run's first-step entropy")  # fmt: skip
     band = c[3].toggle("min/max band", value=True, key="band", bind="query-params")
+    infos = loaders.run_infos(store, loaders.version(store, None, []))
+    options = group_by_options(infos, selected)
+    group = st.selectbox("Group by", options, key="group", bind="query-params",
+                         help="none: one line per run; auto: runs that differ only in seed; sweep:KEY a swept "
+                         "value; config:KEY a config value. A group draws as its mean with a 95% CI band across "
+                         "seeds, its runs faintly behind")  # fmt: skip
     return {"runs": tuple(selected), "metrics": tuple(metrics), "axis": axis, "weight": weight, "norm": norm,
-            "band": band}  # fmt: skip
+            "band": band, "group": group or NONE, "infos": infos}  # fmt: skip
+
+
+def grouped_chart(view: dict, df: pd.DataFrame, key: str, title: str, x_title: str) -> None:
+    """One metric as group means with 95% CI bands across seeds, the runs faintly behind."""
+    d = df[df["key"] == key].copy()
+    if view["weight"] > 0:  # smooth each run, then average: the band is over smoothed curves
+        for _, r in d.groupby("run_id"):
+            r = r.sort_values("step")
+            d.loc[r.index, "value"] = charts.smooth(r["value"], r["step"], view["weight"])
+    groups = group_runs(view["infos"], view["runs"], view["group"])
+    curves = group_curves(d, groups)
+    members = {g.name: g.run_ids for g in groups}
+    fig = charts.group_figure(curves, d, members, key, title, x_title, charts.run_colors(list(members)))
+    ui.show_figure(fig if not d.empty else None, f"cmp-{key}", f"{key}: no data for these runs.")
+
+
+def final_values(view: dict, store: str) -> None:
+    """Per metric: each group's final values with CIs, and the pairwise verdicts (docs/statistics.md)."""
+    groups = group_runs(view["infos"], view["runs"], view["group"])
+    spec = tuple((g.name, g.run_ids) for g in groups)
+    version = loaders.version(store, view["runs"], ["steps"])
+    for key in view["metrics"]:
+        with ui.unavailable("Final values"):
+            result = loaders.group_comparison(store, spec, key, version)
+            st.markdown(
+                f"**Final** {ui.literal(key)} (mean of each run's last 10% of steps; 95% bootstrap CIs)"
+            )
+            st.dataframe(group_table(result.groups), hide_index=True)
+            if result.pairs:
+                st.dataframe(pair_table(result.pairs).drop(columns=["verdict"]), hide_index=True)
+            for p in result.pairs:
+                st.text(p.verdict)  # plain text: group names are config values, which may hold markdown
+            left = [f"{s.group.name}: {', '.join(s.left_out)}" for s in result.groups if s.left_out]
+            if left or result.dropped:  # plain text, as the verdicts
+                st.text("Not counted (not finished, or no value): " + "; ".join(left + list(result.dropped)))
 
 
 def plot(view: dict, store: str, runs: pd.DataFrame, colors: dict[str, str]) -> None:
@@ -120,8 +167,11 @@ def plot(view: dict, store: str, runs: pd.DataFrame, colors: dict[str, str]) -> 
             st.warning(f"Tokens seen unavailable for {', '.join(missing)} (no response/len_mean or batch size in "
                        "its config): left out of this view.")  # fmt: skip
         for key in metrics:
-            d = df[df["key"] == key]
             title = f"{key} ÷ H0" if view["norm"] and key in NORMALISABLE else key
+            if view["group"] != NONE:
+                grouped_chart(view, df, key, title, x_title)
+                continue
+            d = df[df["key"] == key]
             fig = charts.compare_figure(d, key, title, x_title, colors, view["weight"], view["band"])
             ui.show_figure(fig if not d.empty else None, f"cmp-{key}", f"{key}: no data for these runs.")
 
@@ -133,6 +183,8 @@ def plot(view: dict, store: str, runs: pd.DataFrame, colors: dict[str, str]) -> 
         )
         st.caption(f"≤ {MAX_POINTS} points per trace: longer runs are averaged in equal step buckets and the band "
                    "shows each bucket's min/max. PNG: camera icon on each chart.")  # fmt: skip
+    if view["group"] != NONE:
+        final_values(view, store)
 
 
 def main() -> None:
