@@ -171,40 +171,58 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_control(args: argparse.Namespace) -> int:
     from analysis import run_ids
-    from analysis.control import APPLIED, ControlError, validate_settings, wait_for_ack, write_control
+    from analysis.control import ControlError, wait_for_fate, write_control
     from analysis.liveness import control_refusal
     from analysis.store_writer import read_run_json
-    from trainer.config import parse_overrides
 
     run_dir = run_ids.run_dir(args.store, args.run_id)
     if not (run_dir / "run.json").is_file():
         raise UsageError(
             f"no run {args.run_id!r} in store {args.store!r}; list runs with `entropyscope runs`"
         )
-    try:
-        settings = validate_settings(parse_overrides(args.set))
-    except ControlError as e:
-        raise UsageError(str(e)) from None
-    refusal = control_refusal(args.run_id, read_run_json(run_dir) or {}, time.time())
+    info = read_run_json(run_dir) or {}
+    settings = live_settings(args.set)
+    refusal = control_refusal(args.run_id, info, time.time())
     if refusal:
         raise UsageError(refusal)
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
     try:
-        version = write_control(run_dir, settings)
+        version = write_control(run_dir, settings, controller=config.get("controller") or None)
     except ControlError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(f"{e}; nothing was written") from None
     print(f"wrote {run_dir / 'control.json'} version {version}; waiting for the trainer...")
-    ack = wait_for_ack(args.store, args.run_id, version, args.timeout)
-    if ack is None:
+    fate = wait_for_fate(args.store, args.run_id, version, args.timeout)
+    if fate is None:
         print(
-            f"entropyscope: error: no acknowledgement of version {version} within {args.timeout:g} s",
+            f"entropyscope: error: no acknowledgement of version {version} within {args.timeout:g} s; it stays "
+            "in control.json and the trainer applies it at its next step (`entropyscope control` again, or the "
+            "Control page, shows its fate)",
             file=sys.stderr,
         )
         return 1
-    if ack["kind"] != APPLIED:
-        print(f"entropyscope: error: step {ack['step']}: {ack['message']}", file=sys.stderr)
+    if fate.outcome == "rejected":
+        print(f"entropyscope: error: {fate.line()}", file=sys.stderr)
         return 2
-    print(f"step {ack['step']}: {ack['message']}")
+    print(fate.line())
     return 0
+
+
+def live_settings(pairs: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs as validated live settings; UsageError naming a key that cannot change live."""
+    from analysis.control import LIVE_KEYS, ControlError, validate_settings
+    from trainer.config import TrainConfig, parse_overrides
+
+    raw = parse_overrides(pairs)
+    fixed = [k for k in raw if k in TrainConfig.model_fields and k not in LIVE_KEYS]
+    if fixed:
+        raise UsageError(
+            f"{', '.join(fixed)} cannot change on a running trainer (it is fixed when the run starts); "
+            f"live-tunable keys: {', '.join(LIVE_KEYS)}"
+        )
+    try:
+        return validate_settings(raw)
+    except ControlError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -354,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
         "send new controller settings to a running trainer (control.json) and wait for its acknowledgement",
         "entropyscope control grpo-repo_r-20261124 --set target_entropy=0.5 --set zeta_max=2",
     )
+    from analysis.control import keys_help
+
+    p.epilog += f"\n\nlive-tunable keys (--set KEY=VALUE), by the run's controller:\n{keys_help()}"
     p.add_argument("run_id")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a live-tunable key")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the ack (default 60)")
