@@ -22,7 +22,7 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -375,6 +375,9 @@ class Fate:
     by: int
     detail: str
     """The change the acknowledgement made (`lr 0.001 -> 0.0005`), or the reason for a rejection."""
+    old: dict[str, Any] = field(default_factory=dict)
+    new: dict[str, Any] = field(default_factory=dict)
+    """The values the acknowledgement changed, before and after (empty for a rejection)."""
 
     def line(self) -> str:
         if self.outcome == "rejected":
@@ -403,11 +406,13 @@ def request_fates(acknowledgements: Iterable[dict[str, Any]]) -> dict[int, Fate]
                     version, Fate(version, "rejected", step, version, p.get("reason") or a["message"])
                 )
             continue
-        old, new = p.get("old") if isinstance(p.get("old"), dict) else {}, p.get("new")
-        detail = change_text(old, new if isinstance(new, dict) else {})
-        included = [v for v in p.get("includes") or [version] if isinstance(v, int) and v]
+        old, new = (p.get(k) if isinstance(p.get(k), dict) else {} for k in ("old", "new"))
+        detail = change_text(old, new)
+        listed = p.get("includes") if isinstance(p.get("includes"), list) else [version]
+        included = [v for v in listed if isinstance(v, int) and not isinstance(v, bool) and v > 0]
         for v in included:
-            fates.setdefault(v, Fate(v, "applied" if v == version else "superseded", step, version, detail))
+            outcome = "applied" if v == version else "superseded"
+            fates.setdefault(v, Fate(v, outcome, step, version, detail, old, new))
     return fates
 
 

@@ -229,10 +229,14 @@ def _payload(text: object) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
 def control_history(reader: StoreReader, run_id: str) -> pd.DataFrame:
     """The run's control acknowledgements, oldest first: step, wall_time, kind (control_applied or
-    control_rejected), version (None when the trainer could not read one), old and new (dicts, applied
-    only), reason (rejected only), message."""
+    control_rejected), version (None when the trainer could not read one), includes (the versions an applied
+    acknowledgement covers), old and new (dicts, applied only), reason (rejected only), message."""
     ev = reader.events(run_id, kinds=[APPLIED, REJECTED])
     rows = []
     for step, wall, kind, message, text in zip(
@@ -243,11 +247,12 @@ def control_history(reader: StoreReader, run_id: str) -> pd.DataFrame:
         rows.append({
             "step": int(step), "wall_time": float(wall), "kind": kind,
             "version": version if isinstance(version, int) and not isinstance(version, bool) else None,
+            "includes": [v for v in _list(p.get("includes")) if isinstance(v, int) and not isinstance(v, bool)],
             "old": p.get("old") if isinstance(p.get("old"), dict) else {},
             "new": p.get("new") if isinstance(p.get("new"), dict) else {},
             "reason": p.get("reason") or "", "message": message,
         })  # fmt: skip
-    columns = ["step", "wall_time", "kind", "version", "old", "new", "reason", "message"]
+    columns = ["step", "wall_time", "kind", "version", "includes", "old", "new", "reason", "message"]
     df = pd.DataFrame(rows, columns=columns)
     # object, not float: versions are ints, and an unreadable one stays None rather than NaN
     df["version"] = pd.Series([r["version"] for r in rows], index=df.index, dtype=object)
