@@ -8,6 +8,7 @@ by a full or read-only store prints one such line and exits with code 1.
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -121,6 +122,33 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
+def stop_on_signals() -> None:
+    """SIGTERM, SIGHUP and SIGINT end a serving command as Ctrl-C does, so its `finally` stops the server:
+    Python's default for the first two ends the process at once and leaves the server running, re-parented,
+    holding the port; SIGINT may be ignored where a shell started the command in the background."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, interrupt)
+
+
+def own_command() -> str:
+    """How to run entropyscope again, as printed: its bare name when PATH finds this script, else the path
+    that was run (`.venv/bin/entropyscope` after `make demo`), else `python -m trainer.cli`."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if script is None or script.name != "entropyscope":
+        return f"{shlex.quote(sys.executable)} -m trainer.cli"
+    found = shutil.which("entropyscope")
+    if found and Path(found).resolve() == script:
+        return "entropyscope"
+    try:
+        return shlex.quote(str(script.relative_to(Path.cwd())))  # has a slash: the shell runs it as it is
+    except ValueError:
+        return shlex.quote(str(script))
+
+
 def wait_server(proc: subprocess.Popen) -> int:
     """Serve until the server exits or Ctrl-C; the server is gone either way."""
     try:
@@ -140,6 +168,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     store = Path(args.store)
     server = None
     if not args.no_serve:
+        stop_on_signals()
         store.mkdir(parents=True, exist_ok=True)
         copy_sample_runs(store)
         # The server's own chatter would tear the progress bar; it goes to a log in the store instead.
@@ -150,10 +179,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         summary = train(cfg, store)
         print("\n".join(summary.lines()))
-        print(f"inspect it: entropyscope runs --store {store}")
+        print(f"inspect it: {own_command()} runs --store {shlex.quote(str(store))}")
         if server is None:
             return 0
-        print(f"dashboard still serving at http://{args.host}:{args.port}; Ctrl-C stops it")
+        print(
+            f"dashboard still serving at http://{args.host}:{args.port}; Ctrl-C (or kill {os.getpid()}) stops it"
+        )
         return wait_server(server)
     finally:
         if server is not None:
@@ -239,12 +270,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             f"no run store at {args.store!r}; pass --store DIR (train a run first, or sample_runs)"
         )
     token = server_token(args.host, args.token)
+    stop_on_signals()
     server = start_dashboard(args.store, args.host, args.port, token)
-    door = "/?token=TOKEN (once per browser tab)" if token else ""
-    print(
-        f"entropyscope dashboard: http://{args.host}:{args.port}{door}; store {args.store}; Ctrl-C stops it"
-    )
-    return wait_server(server)
+    try:
+        door = "/?token=TOKEN (once per browser tab)" if token else ""
+        print(
+            f"entropyscope dashboard: http://{args.host}:{args.port}{door}; store {args.store}; Ctrl-C stops it"
+        )
+        return wait_server(server)
+    finally:
+        stop_server(server)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
