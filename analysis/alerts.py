@@ -696,9 +696,15 @@ class Transition:
     payload: dict[str, Any]
 
     def line(self) -> str:
-        """One line for progress output."""
+        """One line for progress output; a firing says from which step its condition held."""
         verb = "FIRED" if self.kind == FIRED else "resolved"
-        return f"step {self.step} {verb} [{self.severity}] {self.message}"
+        since = self.payload.get("since")
+        held = (
+            f" (condition held from step {since})"
+            if self.kind == FIRED and since not in (None, self.step)
+            else ""
+        )
+        return f"step {self.step} {verb} [{self.severity}] {self.message}{held}"
 
 
 @dataclass
@@ -711,6 +717,8 @@ class AlertState:
     state: Literal["inactive", "pending", "firing"] = "inactive"
     since: int | None = None
     """Step the condition started to hold (pending) or the alert fired (firing)."""
+    onset: int | None = None
+    """Of a firing alert, the step its condition started to hold (None when started from a recorded event)."""
     clear_since: int | None = None
     step: int | None = None
     """Last step the rule was judged at."""
@@ -747,7 +755,7 @@ class _Tracker:
             if step - s.clear_since < rule.keep_firing_for:
                 return None
             fired_at = s.since
-            s.state, s.since, s.clear_since = "inactive", None, None
+            s.state, s.since, s.clear_since, s.onset = "inactive", None, None, None
             return self._transition(RESOLVED, step, reading, fired_at)
         if not reading.fire:
             s.state, s.since = "inactive", None
@@ -757,7 +765,7 @@ class _Tracker:
         if step - s.since < rule.for_steps:
             return None
         pending_since = s.since
-        s.state, s.since, s.clear_since = "firing", step, None
+        s.state, s.since, s.clear_since, s.onset = "firing", step, None, pending_since
         return self._transition(FIRED, step, reading, pending_since)
 
     def _transition(self, kind: str, step: int, reading: Reading, since: int | None) -> Transition:
