@@ -224,18 +224,28 @@ class FastDeclineRule(_Rule):
         return Reading(above and rel < -self.rate, not above or rel >= -self.resolve_rate, values)
 
     def describe(self, values: dict[str, Any]) -> str:
-        level, frac = values["collapse_level"], self.collapse_fraction
+        # Worded as a fall (a positive rate) against both thresholds: a resolution reads as what it is, not as
+        # "slope -0.91% (fires below -0.50%)", which looked as if it should still fire.
+        ema, level, frac, rel = (
+            values["ema"],
+            values["collapse_level"],
+            self.collapse_fraction,
+            values["rel_slope"],
+        )
+        trend = f"{'falling' if rel < 0 else 'rising'} {abs(rel):.2%} of H0 per step" if rel else "flat"
+        if ema <= level:
+            return (
+                f"smoothed {self.key} {ema:.4g} is below the collapse level {level:.4g} ({frac:g}×H0), where "
+                f"`collapse` takes over; {trend}"
+            )
+        limits = f"fires when falling faster than {self.rate:.2%}, resolves under {self.resolve_rate:.2%}"
+        forecast = ""
         if "steps_to_collapse" in values:
             forecast = (
-                f"reaches {level:.4g} ({frac:g}×H0) in ~{values['steps_to_collapse']:.0f} steps "
+                f"; reaches {level:.4g} ({frac:g}×H0) in ~{values['steps_to_collapse']:.0f} steps "
                 f"(step ~{values['forecast_step']})"
             )
-        else:
-            forecast = "not falling" if values["ema"] > level else f"already below {level:.4g} ({frac:g}×H0)"
-        return (
-            f"smoothed {self.key} {values['ema']:.4g}, slope {values['rel_slope']:+.2%} of H0 per step "
-            f"(fires below {-self.rate:+.2%}); {forecast}"
-        )
+        return f"smoothed {self.key} {ema:.4g}, {trend} ({limits}){forecast}"
 
 
 def _slope(xs: list[int], ys: list[float]) -> float:
