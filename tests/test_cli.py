@@ -29,11 +29,14 @@ def entropyscope(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_help(command, capsys):
+def test_help(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: help still wraps under 120 characters
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
     assert exit_.value.code == 0
-    assert "example: entropyscope" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "example: entropyscope" in out
+    assert max(map(len, out.splitlines())) < 120
 
 
 def test_top_level_help_says_whole_sentences(capsys):

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -345,6 +346,21 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+HELP_WIDTH = 110
+"""Help text is wrapped under this many characters (argparse wraps its own parts to the terminal)."""
+
+
+def wrap_line(line: str, width: int, indent: int) -> str:
+    """One help line wrapped under `width` characters, continuation lines indented by `indent`."""
+    return textwrap.fill(line, width, subsequent_indent=" " * indent, break_on_hyphens=False)
+
+
+def help_formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's layout at the terminal's width, but never over HELP_WIDTH; epilogs kept as written."""
+    width = min(shutil.get_terminal_size().columns - 2, HELP_WIDTH)
+    return argparse.RawDescriptionHelpFormatter(prog, width=width)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="entropyscope", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -353,9 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=help_,
-            description=help_,
+            description=textwrap.fill(help_, HELP_WIDTH),
             epilog=f"example: {example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=help_formatter,
         )
         p.set_defaults(func=func)
         p.add_argument(
@@ -371,7 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from trainer.config import config_help
 
-    p.epilog += f"\n\nconfig keys (YAML file or --set KEY=VALUE), with defaults:\n{config_help()}"
+    keys = "\n".join(
+        wrap_line(line, HELP_WIDTH, 38) for line in config_help().splitlines()
+    )  # 38: the text column
+    p.epilog += f"\n\nconfig keys (YAML file or --set KEY=VALUE), with defaults:\n{keys}"
     p.add_argument("config", nargs="?", help="YAML file of config keys (listed below)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     p.add_argument("--run-id", help="run directory name (default: generated)")
