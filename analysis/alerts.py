@@ -224,18 +224,28 @@ class FastDeclineRule(_Rule):
         return Reading(above and rel < -self.rate, not above or rel >= -self.resolve_rate, values)
 
     def describe(self, values: dict[str, Any]) -> str:
-        level, frac = values["collapse_level"], self.collapse_fraction
+        # Worded as a fall (a positive rate) against both thresholds: a resolution reads as what it is, not as
+        # "slope -0.91% (fires below -0.50%)", which looked as if it should still fire.
+        ema, level, frac, rel = (
+            values["ema"],
+            values["collapse_level"],
+            self.collapse_fraction,
+            values["rel_slope"],
+        )
+        trend = f"{'falling' if rel < 0 else 'rising'} {abs(rel):.2%} of H0 per step" if rel else "flat"
+        if ema <= level:
+            return (
+                f"smoothed {self.key} {ema:.4g} is below the collapse level {level:.4g} ({frac:g}×H0), where "
+                f"`collapse` takes over; {trend}"
+            )
+        limits = f"fires when falling faster than {self.rate:.2%}, resolves under {self.resolve_rate:.2%}"
+        forecast = ""
         if "steps_to_collapse" in values:
             forecast = (
-                f"reaches {level:.4g} ({frac:g}×H0) in ~{values['steps_to_collapse']:.0f} steps "
+                f"; reaches {level:.4g} ({frac:g}×H0) in ~{values['steps_to_collapse']:.0f} steps "
                 f"(step ~{values['forecast_step']})"
             )
-        else:
-            forecast = "not falling" if values["ema"] > level else f"already below {level:.4g} ({frac:g}×H0)"
-        return (
-            f"smoothed {self.key} {values['ema']:.4g}, slope {values['rel_slope']:+.2%} of H0 per step "
-            f"(fires below {-self.rate:+.2%}); {forecast}"
-        )
+        return f"smoothed {self.key} {ema:.4g}, {trend} ({limits}){forecast}"
 
 
 def _slope(xs: list[int], ys: list[float]) -> float:
@@ -696,9 +706,15 @@ class Transition:
     payload: dict[str, Any]
 
     def line(self) -> str:
-        """One line for progress output."""
+        """One line for progress output; a firing says from which step its condition held."""
         verb = "FIRED" if self.kind == FIRED else "resolved"
-        return f"step {self.step} {verb} [{self.severity}] {self.message}"
+        since = self.payload.get("since")
+        held = (
+            f" (condition held from step {since})"
+            if self.kind == FIRED and since not in (None, self.step)
+            else ""
+        )
+        return f"step {self.step} {verb} [{self.severity}] {self.message}{held}"
 
 
 @dataclass
@@ -711,6 +727,8 @@ class AlertState:
     state: Literal["inactive", "pending", "firing"] = "inactive"
     since: int | None = None
     """Step the condition started to hold (pending) or the alert fired (firing)."""
+    onset: int | None = None
+    """Of a firing alert, the step its condition started to hold (None when started from a recorded event)."""
     clear_since: int | None = None
     step: int | None = None
     """Last step the rule was judged at."""
@@ -747,7 +765,7 @@ class _Tracker:
             if step - s.clear_since < rule.keep_firing_for:
                 return None
             fired_at = s.since
-            s.state, s.since, s.clear_since = "inactive", None, None
+            s.state, s.since, s.clear_since, s.onset = "inactive", None, None, None
             return self._transition(RESOLVED, step, reading, fired_at)
         if not reading.fire:
             s.state, s.since = "inactive", None
@@ -757,7 +775,7 @@ class _Tracker:
         if step - s.since < rule.for_steps:
             return None
         pending_since = s.since
-        s.state, s.since, s.clear_since = "firing", step, None
+        s.state, s.since, s.clear_since, s.onset = "firing", step, None, pending_since
         return self._transition(FIRED, step, reading, pending_since)
 
     def _transition(self, kind: str, step: int, reading: Reading, since: int | None) -> Transition:

@@ -229,10 +229,14 @@ def _payload(text: object) -> dict[str, Any]:
     return payload if isinstance(payload, dict) else {}
 
 
+def _list(value: object) -> list:
+    return value if isinstance(value, list) else []
+
+
 def control_history(reader: StoreReader, run_id: str) -> pd.DataFrame:
     """The run's control acknowledgements, oldest first: step, wall_time, kind (control_applied or
-    control_rejected), version (None when the trainer could not read one), old and new (dicts, applied
-    only), reason (rejected only), message."""
+    control_rejected), version (None when the trainer could not read one), includes (the versions an applied
+    acknowledgement covers), old and new (dicts, applied only), reason (rejected only), message."""
     ev = reader.events(run_id, kinds=[APPLIED, REJECTED])
     rows = []
     for step, wall, kind, message, text in zip(
@@ -243,11 +247,12 @@ def control_history(reader: StoreReader, run_id: str) -> pd.DataFrame:
         rows.append({
             "step": int(step), "wall_time": float(wall), "kind": kind,
             "version": version if isinstance(version, int) and not isinstance(version, bool) else None,
+            "includes": [v for v in _list(p.get("includes")) if isinstance(v, int) and not isinstance(v, bool)],
             "old": p.get("old") if isinstance(p.get("old"), dict) else {},
             "new": p.get("new") if isinstance(p.get("new"), dict) else {},
             "reason": p.get("reason") or "", "message": message,
         })  # fmt: skip
-    columns = ["step", "wall_time", "kind", "version", "old", "new", "reason", "message"]
+    columns = ["step", "wall_time", "kind", "version", "includes", "old", "new", "reason", "message"]
     df = pd.DataFrame(rows, columns=columns)
     # object, not float: versions are ints, and an unreadable one stays None rather than NaN
     df["version"] = pd.Series([r["version"] for r in rows], index=df.index, dtype=object)
@@ -272,8 +277,8 @@ def control_request(store: str | Path, run_id: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and isinstance(doc.get("version"), int) else None
 
 
-EPISODE_COLUMNS = ("run_id", "rule", "rule_kind", "severity", "state", "fired_step", "resolved_step",
-                   "fired_at", "resolved_at", "message")  # fmt: skip
+EPISODE_COLUMNS = ("run_id", "rule", "rule_kind", "severity", "state", "held_from_step", "fired_step",
+                   "resolved_step", "fired_at", "resolved_at", "message")  # fmt: skip
 
 
 def alert_episodes(reader: StoreReader) -> pd.DataFrame:
@@ -281,7 +286,8 @@ def alert_episodes(reader: StoreReader) -> pd.DataFrame:
 
     state is `active` until the rule's next `alert_resolved`; a resolution whose firing predates the
     recorded events (a watch that first saw the run mid-episode) gives a resolved episode with no fired
-    step. message is the latest event's. Ordered active first, then newest first.
+    step. held_from_step: the step the rule's condition started to hold (its firing's `since`; the fired step
+    when not recorded). message is the latest event's. Ordered active first, then newest first.
     """
     ev = reader.events(kinds=[FIRED, RESOLVED]).sort_values(["wall_time", "step"], kind="stable")
     open_: dict[tuple[str, str], dict[str, Any]] = {}
@@ -296,18 +302,21 @@ def alert_episodes(reader: StoreReader) -> pd.DataFrame:
         if kind == FIRED:
             if key in open_:  # fired twice without a resolution in between: the first episode stays open
                 continue
+            since = p.get("since")
+            held = since if isinstance(since, int) and not isinstance(since, bool) else int(step)
             open_[key] = {"run_id": key[0], "rule": rule, "rule_kind": p.get("rule_kind"), "severity": severity,
-                          "state": "active", "fired_step": int(step), "resolved_step": None,
-                          "fired_at": float(wall), "resolved_at": None, "message": message}  # fmt: skip
+                          "state": "active", "held_from_step": held, "fired_step": int(step),
+                          "resolved_step": None, "fired_at": float(wall), "resolved_at": None,
+                          "message": message}  # fmt: skip
             continue
         episode = open_.pop(key, None) or {
             "run_id": key[0], "rule": rule, "rule_kind": p.get("rule_kind"), "severity": severity,
-            "fired_step": None, "fired_at": None,
+            "held_from_step": None, "fired_step": None, "fired_at": None,
         }  # fmt: skip
         done.append(episode | {"state": "resolved", "resolved_step": int(step), "resolved_at": float(wall),
                                "message": message})  # fmt: skip
     df = pd.DataFrame([*open_.values(), *done], columns=list(EPISODE_COLUMNS))
-    df = df.astype({"fired_step": "Int64", "resolved_step": "Int64", "fired_at": "float64",
-                    "resolved_at": "float64"})  # fmt: skip
+    df = df.astype({"held_from_step": "Int64", "fired_step": "Int64", "resolved_step": "Int64",
+                    "fired_at": "float64", "resolved_at": "float64"})  # fmt: skip
     order = df.assign(_active=df["state"] == "active", _t=df["resolved_at"].fillna(df["fired_at"]))
     return df.loc[order.sort_values(["_active", "_t"], ascending=False).index].reset_index(drop=True)

@@ -7,18 +7,25 @@ plus each run's H0, starts every rule from its last recorded alert event, and ap
 run's `events/` as a new immutable segment (never run.json, which the trainer owns). So a restarted watch, or
 a trainer that records the same transitions itself, repeats nothing.
 
-Simplifications: on a run first seen with more than a window of steps, transitions older than the window are
-not reconstructed (the states at its end are); a transition is POSTed after it is recorded, and retried with
-backoff while the endpoint is down (analysis.webhook);
-H0 is the first finite value in the run's first segment.
+An ended run (not `running`) that no trainer judged live (imported, or trained with `alerts: off`) is read
+once over every step, so each alert carries the step where it first fired, however long before the end; the
+runs evaluated so, with a digest of the segments read, are kept in `<store>/.watch_full.json` (a cache: lost,
+it costs one more full read, and recorded transitions are never repeated).
+
+Simplifications: on a running run first seen with more than a window of steps, transitions older than the
+window are not reconstructed (the states at its end are), nor on an ended run a trainer judged live with rules
+other than the watch's; a transition is POSTed after it is recorded, and retried with backoff while the
+endpoint is down (analysis.webhook); H0 is the first finite value in the run's first segment.
 """
 
+import contextlib
+import hashlib
 import json
 import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +36,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.alerts import FIRED, RESOLVED, AlertState, RuleSet, Transition, evaluate, load_rules
+from analysis.atomic import write_json_atomic
 from analysis.errors import UsageError
 from analysis.segments import live_segments
 from analysis.store_reader import StoreReader, read_run_json
 from analysis.store_writer import write_events
 from analysis.webhook import Webhook
 
+FULL_CACHE = ".watch_full.json"
 WINDOW_STEPS = 200
 """Steps of each run read per cycle (at least twice the rules' lookback); a transition that starts and ends
 within one cycle is still seen when a run makes fewer steps than this between two cycles."""
@@ -84,25 +93,33 @@ class _StepRanges:
 @dataclass
 class _Window:
     """What a cycle reads: segments holding each run's recent steps, segments holding its first step (H0),
-    and per run (index, last step, window start); the start is None when the window reaches the first step."""
+    and per run (index, last step, window start); the start is None when the window reaches the first step.
+    `full`: the runs read over every step, with the digest of their segments."""
 
     tail_files: list[str]
     head_files: list[str]
     bounds: dict[str, tuple[int, int, int | None]]
+    full: dict[str, str] = field(default_factory=dict)
 
 
-def _window_files(reader: StoreReader, ranges: _StepRanges, window: int) -> _Window:
-    tail, head, bounds = [], [], {}
+def _window_files(
+    reader: StoreReader, ranges: _StepRanges, window: int, read_all: Callable[[str, str], bool] | None = None
+) -> _Window:
+    """`read_all(run_id, digest of its segments)`: whether to read that run over every step."""
+    tail, head, bounds, full = [], [], {}, {}
     for run_dir in reader.run_dirs():
         seen = [(str(p), r) for p in live_segments(run_dir / "steps") if (r := ranges.get(p))]
         if not seen:
             continue
         first, last = min(r[0] for _, r in seen), max(r[1] for _, r in seen)
         start = last - window + 1
+        digest = hashlib.sha1("".join(f"{Path(p).name}:{hi};" for p, (_, hi) in seen).encode()).hexdigest()
+        if read_all is not None and read_all(run_dir.name, digest):
+            start, full[run_dir.name] = first, digest
         tail += [p for p, (lo, hi) in seen if hi >= start]
         head += [p for p, (lo, hi) in seen if lo == first]
         bounds[run_dir.name] = (len(bounds), last, start if start > first else None)
-    return _Window(tail, head, bounds)
+    return _Window(tail, head, bounds, full)
 
 
 # Params: rule keys twice. The window's rows as numbers (run index, key index, step, value, and the order
@@ -168,16 +185,30 @@ def _recorded(reader: StoreReader) -> dict[str, dict[str, tuple[bool, int]]]:
     return out
 
 
-def _liveness(run_dir: Path) -> tuple[str | None, float | None, int | None]:
-    """(status, heartbeat, last_step) from run.json; Nones when it cannot be read."""
+@dataclass(frozen=True)
+class _RunInfo:
+    """What run.json says about a run's liveness, and whether a trainer judged its alerts live at every step."""
+
+    status: str | None = None
+    heartbeat: float | None = None
+    last_step: int | None = None
+    judged_live: bool = False
+
+
+def _liveness(run_dir: Path) -> _RunInfo:
+    """run.json's liveness; Nones when it cannot be read."""
     info = read_run_json(run_dir)
     if info is None:
-        return None, None, None
+        return _RunInfo()
     hb, last = info.get("heartbeat"), info.get("last_step")
-    return (
+    source, config = info.get("source"), info.get("config")
+    imported = isinstance(source, dict) and not source.get("live")
+    alerts = config.get("alerts", "off") if isinstance(config, dict) else "off"
+    return _RunInfo(
         info.get("status"),
         float(hb) if isinstance(hb, int | float) else None,
         int(last) if isinstance(last, int) else None,
+        judged_live=not imported and alerts not in ("off", False),
     )
 
 
@@ -218,11 +249,20 @@ class Watcher:
         self.rules = rules
         self.window = max(window, 2 * rules.lookback())
         self._ranges = _StepRanges()
+        self._cache = Path(store) / FULL_CACHE
+        self._full = _load_full(self._cache)
+        self._pending_full: dict[str, str] = {}
 
     def cycle(self, now: float | None = None) -> list[RunAlerts]:
-        """New transitions and firing alerts of every run; records nothing (see `record`)."""
+        """New transitions and firing alerts of every run; records nothing (see `notify`)."""
         now = time.time() if now is None else now
-        window = _window_files(self.reader, self._ranges, self.window)
+        infos = {d.name: _liveness(d) for d in self.reader.run_dirs()}
+
+        def read_all(run_id: str, digest: str) -> bool:  # an ended run nobody judged live, not yet read whole
+            info = infos.get(run_id, _RunInfo())
+            return info.status != "running" and not info.judged_live and self._full.get(run_id) != digest
+
+        window = _window_files(self.reader, self._ranges, self.window, read_all)
         tail, h0 = _read_windows(window, self.rules)
         series = _split(tail, window, self.rules.keys())
         baselines: dict[str, dict[str, float]] = {}
@@ -230,9 +270,7 @@ class Watcher:
             baselines.setdefault(run_id, {})[key] = float(value)
         recorded = _recorded(self.reader)
         out = []
-        for run_dir in self.reader.run_dirs():
-            run_id = run_dir.name
-            status, heartbeat, last_step = _liveness(run_dir)
+        for run_id, info in infos.items():
             _, last, start = window.bounds.get(run_id, (None, None, None))
             ev = evaluate(
                 series.get(run_id, {}),
@@ -240,13 +278,37 @@ class Watcher:
                 baseline=baselines.get(run_id),
                 prior=recorded.get(run_id),
                 window_start=start,
-                status=status,
-                heartbeat=heartbeat,
+                status=info.status,
+                heartbeat=info.heartbeat,
                 now=now,
-                last_step=max((s for s in (last, last_step) if s is not None), default=None),
+                last_step=max((s for s in (last, info.last_step) if s is not None), default=None),
             )
             out.append(RunAlerts(run_id, ev.transitions, [s for s in ev.states if s.state == "firing"]))
+        self._pending_full = window.full
         return out
+
+    def mark_read(self, unrecorded: set[str] = frozenset()) -> None:
+        """After the cycle's transitions are recorded: the runs it read over every step need no second read
+        (except those whose transitions could not be recorded)."""
+        done = {r: d for r, d in self._pending_full.items() if r not in unrecorded}
+        self._pending_full = {}
+        if not done:
+            return
+        store = self._cache.parent
+        self._full = {r: d for r, d in {**self._full, **done}.items() if (store / r).is_dir()}
+        with contextlib.suppress(
+            OSError
+        ):  # a read-only store: the next watch reads them again, repeats nothing
+            write_json_atomic(self._cache, {"runs": self._full})
+
+
+def _load_full(path: Path) -> dict[str, str]:
+    """run -> digest of the segments a watch read over every step (see FULL_CACHE); {} when absent or damaged."""
+    try:
+        runs = json.loads(path.read_text()).get("runs")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {str(k): v for k, v in runs.items() if isinstance(v, str)} if isinstance(runs, dict) else {}
 
 
 # ---- recording and notifying ------------------------------------------------------------------------------
@@ -261,9 +323,13 @@ def transition_line(run_id: str, t: Transition) -> str:
     return f"{run_id} {t.line()}"
 
 
-def notify(store: Path, results: list[RunAlerts], webhook: Webhook | None, out: Callable[[str], Any]) -> None:
+def notify(
+    store: Path, results: list[RunAlerts], webhook: Webhook | None, out: Callable[[str], Any]
+) -> set[str]:
     """Record each run's new transitions, then print them and POST one webhook message per transition (and
-    whatever an outage of the endpoint left queued, once its backoff has passed)."""
+    whatever an outage of the endpoint left queued, once its backoff has passed). Returns the runs whose
+    transitions could not be recorded."""
+    unrecorded: set[str] = set()
     for res in results:
         if not res.transitions:
             continue
@@ -273,6 +339,7 @@ def notify(store: Path, results: list[RunAlerts], webhook: Webhook | None, out: 
         except OSError as err:
             out(f"cannot record alert events of run {res.run_id} (they will be reported again): {err}")
             recorded = False
+            unrecorded.add(res.run_id)
         for t in res.transitions:
             line = transition_line(res.run_id, t)
             out(line)
@@ -282,10 +349,17 @@ def notify(store: Path, results: list[RunAlerts], webhook: Webhook | None, out: 
                 webhook.send(body)
     if webhook:
         webhook.deliver()
+    return unrecorded
+
+
+def firing_text(run_id: str, a: AlertState) -> str:
+    """`run/rule [severity] since step N`, with the step its condition first held when this cycle saw it."""
+    held = f" (condition held from step {a.onset})" if a.onset is not None and a.onset != a.since else ""
+    return f"{run_id}/{a.rule} [{a.severity}] since step {a.since}{held}"
 
 
 def summary_line(results: list[RunAlerts]) -> str:
-    firing = [f"{r.run_id}/{a.rule} [{a.severity}]" for r in results for a in r.active]
+    firing = [firing_text(r.run_id, a) for r in results for a in r.active]
     return f"{len(results)} runs checked; " + (
         f"firing: {', '.join(firing)}" if firing else "no alert firing"
     )
@@ -314,7 +388,7 @@ def watch(
     try:
         while True:
             results = watcher.cycle()
-            notify(store, results, hook, out)
+            watcher.mark_read(notify(store, results, hook, out))
             code = int(any(a.severity == "critical" for r in results for a in r.active))
             cycles += 1
             if once:

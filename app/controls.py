@@ -7,11 +7,11 @@ the page shows.
 """
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
-from analysis.control import APPLIED
+from analysis.control import Fate, request_fates
 
 SCHEDULES = ("constant", "id", "did", "od")
 
@@ -90,18 +90,36 @@ def changed(entries: dict[str, str | None], current: dict[str, Any]) -> dict[str
     return out
 
 
-Outcome = Literal["none", "pending", "applied", "rejected"]
+def fates(history: pd.DataFrame) -> dict[int, Fate]:
+    """version -> what became of it, from the page's control history (analysis.control.request_fates)."""
+    acks = [
+        {"step": r.step, "kind": r.kind, "message": r.message,
+         "payload": {"version": r.version, "includes": r.includes or [r.version], "old": r.old, "new": r.new,
+                     "reason": r.reason}}
+        for r in history.itertuples()
+    ]  # fmt: skip
+    return request_fates(acks)
 
 
-def outcome(request: dict[str, Any] | None, history: pd.DataFrame) -> tuple[Outcome, dict[str, Any] | None]:
-    """Where the latest control.json stands: (outcome, its acknowledgement row or None)."""
+def requests(request: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The requests control.json lists (version, settings, written_at); one written by hand is its own."""
     if request is None:
-        return "none", None
-    acks = history[history["version"] == request["version"]]
-    if acks.empty:
-        return "pending", None
-    ack = acks.iloc[-1].to_dict()
-    return ("applied" if ack["kind"] == APPLIED else "rejected"), ack
+        return []
+    listed = request.get("requests") if isinstance(request.get("requests"), list) else [request]
+    return [r for r in listed if isinstance(r, dict) and isinstance(r.get("version"), int)]
+
+
+def sent_text(request: dict[str, Any]) -> str:
+    """`key=value, ...` of one request's own keys."""
+    settings = request.get("settings") if isinstance(request.get("settings"), dict) else {}
+    return ", ".join(f"{k}={shown(v)}" for k, v in settings.items())
+
+
+def fate_text(fate: Fate) -> str:
+    """What became of a version, as the status box and history say it."""
+    if fate.outcome == "rejected":
+        return fate.detail
+    return change_text(fate.old, fate.new) or "no change (already in force)"
 
 
 def change_text(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -8,6 +8,8 @@ per run (so some runs collapse, some decline fast, one has NaNs), every `--segme
 a writer flushing that often or a compacted run leaves them. Then it times whole `watch` calls, each with a
 fresh reader as in cron: the first records the transitions it finds, the later ones find none to add.
 Simplifies: no tokens/samples/hists tables (watch never reads them), one writer per run, no resumed runs.
+`--unjudged` writes the ended runs as imported ones (no trainer judged their alerts live): the first call then
+reads each of them over every step, once.
 """
 
 import argparse
@@ -44,7 +46,12 @@ def synthetic_run(
 
 
 def write_run(
-    store: Path, run_id: str, traces: dict[str, np.ndarray], segment_steps: int, running: bool
+    store: Path,
+    run_id: str,
+    traces: dict[str, np.ndarray],
+    segment_steps: int,
+    running: bool,
+    judged: bool = True,
 ) -> None:
     steps = len(next(iter(traces.values())))
     keys = sorted(traces)
@@ -64,19 +71,21 @@ def write_run(
             schema=TABLES["steps"],
         )
         write_parquet_atomic(store / run_id / "steps" / f"{seq:08d}-1-{seq:08x}.parquet", table)
+    # A trainer's run.json names the alert rules it judged live (`alerts`); an imported run's names none.
+    config = {"algo": "grpo", "controller": "none", "alerts": "default" if judged else "off"}
     meta = {"run_id": run_id, "status": "running" if running else "finished", "heartbeat": time.time(),
-            "last_step": steps, "config": {"algo": "grpo", "controller": "none"}}  # fmt: skip
+            "last_step": steps, "config": config}  # fmt: skip
     (store / run_id / "run.json").write_text(json.dumps(meta))
 
 
-def build_store(store: Path, runs: int, steps: int, segment_steps: int) -> list[str]:
+def build_store(store: Path, runs: int, steps: int, segment_steps: int, judged: bool = True) -> list[str]:
     keys = sorted(set(load_rules().keys()) | set(EXTRA_KEYS))
     rng = np.random.default_rng(0)
     for i in range(runs):
         traces = synthetic_run(rng, steps, pace=10 ** rng.uniform(-5, -2), keys=keys)
         if i == 0:
             traces["grad/norm"][-3:] = np.nan  # one broken run: a critical alert at the end
-        write_run(store, f"run{i:03d}", traces, segment_steps, running=i % 5 == 0)
+        write_run(store, f"run{i:03d}", traces, segment_steps, running=i % 5 == 0, judged=judged)
     return keys
 
 
@@ -86,11 +95,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20_000)
     ap.add_argument("--segment-steps", type=int, default=1000)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument(
+        "--unjudged",
+        action="store_true",
+        help="ended runs as no trainer judged them live (imported, alerts off): the first call reads them whole",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="watch_bench_") as tmp:
         store = Path(tmp)
         t = time.perf_counter()
-        keys = build_store(store, args.runs, args.steps, args.segment_steps)
+        keys = build_store(store, args.runs, args.steps, args.segment_steps, judged=not args.unjudged)
         print(
             f"built {args.runs} runs x {args.steps} steps x {len(keys)} keys in {time.perf_counter() - t:.1f} s"
         )

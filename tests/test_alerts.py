@@ -443,3 +443,15 @@ def test_sample_grpo_runs_fire_collapse_after_an_early_fast_decline_warning(run_
     assert fired["fast_decline"].step < fired["collapse"].step
     assert fired["fast_decline"].payload["forecast_step"] < fired["collapse"].step + 50
     assert {s.rule: s.state for s in ev.states}["collapse"] == "firing"
+
+
+def test_fast_decline_resolution_reads_as_what_happened():
+    """It used to say "slope -0.91% (fires below -0.50%)" on resolving, which read as if it should fire."""
+    r = next(r for r in load_rules().rules if r.name == "fast_decline")
+    collapsed = r.describe({"ema": 0.45, "collapse_level": 0.5, "rel_slope": -0.0091})
+    assert collapsed.startswith("smoothed entropy/mean 0.45 is below the collapse level 0.5 (0.5×H0)")
+    assert "`collapse` takes over" in collapsed and "fires" not in collapsed
+    slowed = r.describe({"ema": 0.7, "collapse_level": 0.5, "rel_slope": -0.001})
+    assert (
+        "falling 0.10% of H0 per step (fires when falling faster than 0.50%, resolves under 0.25%)" in slowed
+    )

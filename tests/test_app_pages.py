@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import analysis.atomic
 import analysis.control
 from analysis.control import APPLIED, REJECTED, read_version, write_control
 from analysis.schema import (
@@ -348,7 +349,8 @@ def test_control_apply_sends_only_changed_keys(
     apply_button(at).click().run()
     assert_clean(at)
     doc = json.loads((store / "open" / "control.json").read_text())
-    assert doc["version"] == 3 and doc["settings"] == {"target_entropy": 0.8, "zeta_max": 0.5}
+    assert doc["version"] == 3 and doc["requests"][-1]["settings"] == {"target_entropy": 0.8, "zeta_max": 0.5}
+    assert doc["settings"] == {"lr": 5e-4, "target_entropy": 0.8, "zeta_max": 0.5}  # cumulative: v1 stays
     assert at.info and at.info[0].value.startswith("Version 3 pending (target_entropy=0.8, zeta_max=0.5)")
 
 
@@ -375,13 +377,54 @@ def test_control_on_a_read_only_store_says_so_in_one_line(
     def read_only(path: Path, obj: object) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-    monkeypatch.setattr(analysis.control, "write_json_atomic", read_only)
+    monkeypatch.setattr(analysis.atomic, "write_json_atomic", read_only)
     at = open_page(store, "control", monkeypatch, run="open")
     text_box(at, "target entropy (nats)").input("0.8")
     apply_button(at).click().run()
     assert not at.exception
     (message,) = [e.value for e in at.error if e.value.startswith("Not sent")]
     assert message == f"Not sent: cannot write {store / 'open' / 'control.json'} (Read-only file system)"
+
+
+def test_control_history_shows_every_version_and_its_fate(
+    open_run: tuple[Path, RunWriter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v3 and v4 written within one step (one acknowledgement covers both), v5 still pending: all listed."""
+    store, w = open_run
+    write_control(store / "open", {"zeta_max": 0.5})
+    write_control(store / "open", {"target_entropy": 0.8})
+    w.log_event(4, APPLIED, "control v4 (includes v3) applied", payload={
+        "version": 4, "includes": [3, 4], "old": {"zeta_max": None, "target_entropy": None},
+        "new": {"zeta_max": 0.5, "target_entropy": 0.8}})  # fmt: skip
+    w.flush()
+    write_control(store / "open", {"lr": 2e-4})
+    at = open_page(store, "control", monkeypatch, run="open")
+    assert_clean(at)
+    history = at.dataframe[0].value
+    assert history["version"].tolist() == [5, 4, 3, 2, 1]
+    assert history["result"].tolist() == [
+        "pending",
+        "applied",
+        "superseded: included in v4",
+        "rejected",
+        "applied",
+    ]
+    assert history["change"].tolist()[0] == "lr=0.0002"
+    assert history["change"].tolist()[2] == "zeta_max default → 0.5, target_entropy default → 0.8"
+    assert at.info and at.info[0].value.startswith("Version 5 pending (lr=0.0002)")
+
+
+def test_control_offers_only_keys_that_act_on_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with RunWriter(tmp_path, "plain", {"controller": "none", "lr": 0.001}) as w:
+        w.log_scalars(1, {ENTROPY_MEAN: 1.0})
+        w.flush()
+        at = open_page(tmp_path, "control", monkeypatch, run="plain")
+        assert_clean(at)
+        labels = {t.label for t in at.text_input}
+        assert labels == {"ε low", "ε high", "learning rate"}, labels
+        assert any("steers toward no entropy target" in c.value for c in at.caption)
 
 
 def test_control_of_a_finished_run_is_read_only(monkeypatch: pytest.MonkeyPatch) -> None:

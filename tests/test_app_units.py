@@ -239,7 +239,8 @@ def test_control_history_settings_and_request(tmp_path: Path) -> None:
     assert controls.last_acknowledged(history) == 3
     assert dq.control_request(tmp_path, "r") is None
     write_control(tmp_path / "r", {"lr": 1e-4})
-    assert dq.control_request(tmp_path, "r")["settings"] == {"lr": 1e-4}
+    # cumulative: the change the trainer applied (eps_low) and the new request
+    assert dq.control_request(tmp_path, "r")["settings"] == {"eps_low": 0.3, "lr": 1e-4}
 
 
 def test_alert_episodes_pair_fired_and_resolved(tmp_path: Path) -> None:
@@ -274,15 +275,29 @@ def test_control_form_sends_only_changes() -> None:
     assert knobs == set(LIVE_KEYS)  # every live-tunable key has a box, and only those
 
 
-def test_control_outcome_follows_the_acknowledgement() -> None:
-    history = pd.DataFrame({"version": [1, 2], "kind": [APPLIED, REJECTED], "step": [4, 9], "reason": ["", "no"],
-                            "old": [{"lr": 0.1}, {}], "new": [{"lr": 0.2}, {}]})  # fmt: skip
-    assert controls.outcome(None, history) == ("none", None)
-    assert controls.outcome({"version": 3}, history) == ("pending", None)
-    state, ack = controls.outcome({"version": 2}, history)
-    assert state == "rejected" and ack["reason"] == "no"
-    state, ack = controls.outcome({"version": 1}, history)
-    assert state == "applied" and controls.change_text(ack["old"], ack["new"]) == "lr 0.1 → 0.2"
+def test_control_fates_follow_the_acknowledgements() -> None:
+    """An acknowledgement written before `includes` existed covers its own version; one with `includes`, each."""
+    history = pd.DataFrame({"version": [1, 2, 4], "kind": [APPLIED, REJECTED, APPLIED], "step": [4, 9, 12],
+                            "reason": ["", "no", ""], "message": ["", "", ""], "includes": [[], [], [3, 4]],
+                            "old": [{"lr": 0.1}, {}, {"eps_low": 0.2}], "new": [{"lr": 0.2}, {}, {"eps_low": 0.1}]})  # fmt: skip
+    fates = controls.fates(history)
+    assert sorted(fates) == [1, 2, 3, 4] and 5 not in fates  # 5: pending
+    assert fates[2].outcome == "rejected" and fates[2].detail == "no"
+    assert fates[1].outcome == "applied" and controls.fate_text(fates[1]) == "lr 0.1 → 0.2"
+    assert (fates[3].outcome, fates[3].by, fates[3].step) == ("superseded", 4, 12)
+    assert controls.requests({"version": 7, "settings": {"lr": 0.1}}) == [
+        {"version": 7, "settings": {"lr": 0.1}}
+    ]
+
+
+def test_control_knobs_are_the_keys_that_act_under_each_controller() -> None:
+    from analysis.control import CONTROLLER_KEYS, SETPOINT_KEYS, acting_keys
+
+    assert {
+        c: tuple(k.key for k in knobs) for c, knobs in controls.CONTROLLER_KNOBS.items()
+    } == CONTROLLER_KEYS
+    assert tuple(k.key for k in controls.SETPOINT) == SETPOINT_KEYS
+    assert {k.key for k in controls.CLIPPING} == set(acting_keys("none"))
 
 
 def floating_strings(path: Path) -> list[int]:

@@ -1,6 +1,7 @@
 """The console script: help on every command, one-line errors with exit code 2, a real train + runs + export."""
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -28,11 +29,14 @@ def entropyscope(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_help(command, capsys):
+def test_help(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # a wide terminal: help still wraps under 120 characters
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
     assert exit_.value.code == 0
-    assert "example: entropyscope" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "example: entropyscope" in out
+    assert max(map(len, out.splitlines())) < 120
 
 
 def test_top_level_help_says_whole_sentences(capsys):
@@ -131,12 +135,70 @@ def test_demo_serves_the_dashboard_over_sample_runs_and_the_live_run(tmp_path):
         runs = StoreReader(store).runs().set_index("run_id")["status"]
         samples = {d.name for d in SAMPLE_RUNS.iterdir() if (d / "run.json").is_file()}
         assert samples < set(runs.index) and (runs == "finished").all() and len(runs) == len(samples) + 1
-        proc.send_signal(signal.SIGINT)
+        assert f"inspect it: {sys.executable} -m trainer.cli runs --store {store}" in log.read_text()
+        server = children(proc.pid)
+        assert len(server) == 1
+        proc.send_signal(signal.SIGTERM)  # `kill PID`: as Ctrl-C, the server goes with it
         assert proc.wait(timeout=30) == 0
-        with pytest.raises(TimeoutError):
-            wait_ready(f"http://127.0.0.1:{port}", timeout=1)  # the server went with it
+        assert not pid_alive(server[0]) and port_free(port)
     finally:
         proc.kill()
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"  # a zombie holds no port
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_dashboard_stops_its_server(sig):
+    """`kill PID` used to end the wrapper and leave Streamlit serving, re-parented, holding the port."""
+    port = free_port()
+    args = [
+        sys.executable,
+        "-m",
+        "trainer.cli",
+        "dashboard",
+        "--store",
+        str(SAMPLE_RUNS),
+        "--port",
+        str(port),
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = []
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", timeout=120)
+        server = children(proc.pid)
+        assert len(server) == 1 and not port_free(port)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0
+        assert not pid_alive(server[0]) and port_free(port)
+    finally:
+        proc.kill()
+        for pid in server:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def steps_run(store: Path, run_id: str, status: str) -> RunWriter:
@@ -194,3 +256,21 @@ def test_compact_merges_ended_runs_skips_live_ones_and_keeps_damaged_ones(tmp_pa
     assert [s for s, _ in entropy_steps(tmp_path, "live")] == list(range(1, 8))
     assert main(["compact", "--store", str(tmp_path), "live"]) == 0
     assert "live: 2 segments -> 1" in capsys.readouterr().out
+
+
+def test_the_printed_command_runs_as_printed(tmp_path, monkeypatch):
+    """After `make demo` the script is .venv/bin/entropyscope, not on PATH: the summary names that path."""
+    from trainer.cli import own_command
+
+    script = tmp_path / ".venv" / "bin" / "entropyscope"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(script), "demo"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert own_command() == ".venv/bin/entropyscope"
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin")
+    assert own_command() == "entropyscope"
+    monkeypatch.setattr(sys, "argv", ["/somewhere/trainer/cli.py"])
+    assert own_command() == f"{sys.executable} -m trainer.cli"

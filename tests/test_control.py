@@ -3,6 +3,7 @@ rejects malformed control files with reasons, applies a valid one, and follows a
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,18 +17,21 @@ from analysis.control import (
     LIVE_KEYS,
     ControlError,
     ControlWatcher,
-    find_ack,
+    acting_keys,
+    find_fate,
     parse_control,
     read_version,
+    request_fates,
     validate_settings,
     write_control,
 )
 from analysis.store_reader import StoreReader
+from analysis.store_writer import RunWriter
 from trainer.cli import main
 from trainer.config import TrainConfig
 from trainer.controllers import build_controller
 from trainer.controllers.repo import ladder_zeta
-from trainer.loop import apply_control
+from trainer.loop import apply_control, poll_control
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,8 +73,12 @@ def test_applied_gains_drive_the_live_controller_and_keep_its_state():
         ctrl.update(0.2, 1.0, step)  # entropy far below target: ζ climbs the ladder
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
     p = types.SimpleNamespace(cfg=cfg, controller=ctrl, optimizer=optimizer)
-    old, new = apply_control(p, parse_control(doc(2, zeta_kp=0.0, zeta_ki=0.5, bonus_kp=0.2), 1))
-    assert old == {"zeta_kp": 3.0, "zeta_ki": 2.0, "bonus_kp": 1.0} and new["zeta_kp"] == 0.0
+    apply_control(p, parse_control(doc(2, zeta_kp=0.0, zeta_ki=0.5), 1).changes())
+    assert (cfg.zeta_kp, cfg.zeta_ki, p.cfg.zeta_kp, p.cfg.zeta_ki) == (3.0, 2.0, 0.0, 0.5)
+    with pytest.raises(
+        ControlError, match="controller 'repo_r' does not use bonus_kp; keys that act on this run: "
+    ):
+        apply_control(p, {"bonus_kp": 0.2})
     live = p.controller
     assert (live.kp, live.ki, live.u_i) == (0.0, 0.5, ctrl.u_i)
     live.update(0.5, 1.0, 4)  # e = 0.5: integral +0.5 rung, no proportional offset
@@ -79,7 +87,7 @@ def test_applied_gains_drive_the_live_controller_and_keep_its_state():
     )
     # A new ζ_min rescales the ladder: the integral keeps its ζ, not its rung.
     before = ladder_zeta(live.u_i, live.zmin)
-    apply_control(p, parse_control(doc(3, zeta_min=0.04), 2))
+    apply_control(p, {"zeta_min": 0.04})
     assert ladder_zeta(p.controller.u_i, 0.04) == pytest.approx(before)
 
 
@@ -90,8 +98,8 @@ def test_write_increments_version_atomically_and_watcher_sees_each_content_once(
     assert write_control(tmp_path, {"target_entropy": 1.0}) == 1
     assert write_control(tmp_path, {"target_entropy": 0.5}) == 2
     assert [p.name for p in tmp_path.iterdir()] == ["control.json"]  # no temp files left
-    got = w.poll()
-    assert got.version == 2 and got.changes() == {"target_entropy": 0.5}
+    got = w.poll()  # neither was read yet: both are judged, in order
+    assert got.version == 2 and got.requests == ((1, {"target_entropy": 1.0}), (2, {"target_entropy": 0.5}))
     assert w.poll() is None  # unchanged file: judged once
     (tmp_path / "control.json").write_text(doc(2, lr=0.1))
     assert "stale version 2" in str(w.poll())
@@ -99,6 +107,99 @@ def test_write_increments_version_atomically_and_watcher_sees_each_content_once(
         write_control(tmp_path, {"lr": 5})
     with pytest.raises(ControlError, match="nothing to set"):
         write_control(tmp_path, {})
+
+
+def fake_run(controller="repo_r"):
+    """What poll_control changes (config, controller, optimizer, overrides) and an event list as the writer."""
+    cfg = TrainConfig(controller=controller)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.lr)
+    p = types.SimpleNamespace(cfg=cfg, controller=build_controller(cfg), optimizer=optimizer, overrides={})
+    events = []
+    writer = types.SimpleNamespace(
+        log_event=lambda step, kind, message, **kw: events.append(
+            {"step": step, "kind": kind, "message": message, "payload": json.loads(json.dumps(kw["payload"]))}
+        )
+    )
+    return p, writer, events
+
+
+def test_requests_written_within_one_step_are_all_applied_and_each_sender_told(tmp_path):
+    """The single-slot bug: v1 (eps_high) then v2 (lr) before the trainer reads: v2 used to replace v1."""
+    p, writer, events = fake_run()
+    watcher = ControlWatcher(tmp_path)
+    assert write_control(tmp_path, {"eps_high": 0.3}) == 1
+    assert write_control(tmp_path, {"lr": 5e-4}) == 2
+    on_disk = json.loads((tmp_path / "control.json").read_text())
+    assert on_disk["settings"] == {"eps_high": 0.3, "lr": 5e-4}  # cumulative
+    assert [r["version"] for r in on_disk["requests"]] == [1, 2]
+    poll_control(writer, p, watcher, step=7)
+    assert (p.cfg.eps_high, p.cfg.lr, p.optimizer.param_groups[0]["lr"]) == (0.3, 5e-4, 5e-4)
+    assert p.overrides == {"eps_high": 0.3, "lr": 5e-4}
+    [ack] = events
+    assert ack["payload"]["version"] == 2 and ack["payload"]["includes"] == [1, 2]
+    assert (
+        ack["message"]
+        == "control v2 (includes v1) applied from step 8: eps_high 0.2 -> 0.3, lr 0.001 -> 0.0005"
+    )
+    fates = request_fates(events)
+    assert fates[1].line() == (
+        "step 7: version 1 superseded by version 2, which includes it; in force from step 8: "
+        "eps_high 0.2 -> 0.3, lr 0.001 -> 0.0005"
+    )
+    assert fates[2].outcome == "applied" and fates[2].line().startswith("step 7: version 2 applied in force")
+
+
+def test_a_rejected_request_is_dropped_without_taking_later_ones_with_it(tmp_path):
+    """v1 is refused by the run's config; v2, written before and after the trainer said so, still applies, and
+    the cumulative settings stop carrying v1's keys once its rejection is on record."""
+    p, writer, events = fake_run()
+    watcher = ControlWatcher(tmp_path)
+    write_control(tmp_path, {"zeta_min": 5.0, "zeta_max": 1.0})  # valid keys, an invalid config
+    write_control(tmp_path, {"target_entropy": 0.7})
+    poll_control(writer, p, watcher, step=3)
+    assert [e["kind"] for e in events] == ["control_rejected", "control_applied"]
+    fates = request_fates(events)
+    assert fates[1].outcome == "rejected" and "invalid with the run's config" in fates[1].detail
+    assert fates[2].outcome == "applied" and p.cfg.target_entropy == 0.7 and p.cfg.zeta_max is None
+    # The next sender builds on what the trainer acknowledged (read from the store's events).
+    run = tmp_path / "store" / "r"
+    with RunWriter(tmp_path / "store", "r", {"controller": "repo_r"}) as w:
+        for e in events:
+            w.log_event(e["step"], e["kind"], e["message"], payload=e["payload"])
+        (run / "control.json").write_text((tmp_path / "control.json").read_text())
+    assert write_control(run, {"lr": 1e-4}) == 3
+    on_disk = json.loads((run / "control.json").read_text())
+    assert on_disk["settings"] == {"target_entropy": 0.7, "lr": 1e-4}
+    assert [r["version"] for r in on_disk["requests"]] == [3]
+
+
+def test_keys_that_act_on_nothing_are_refused_naming_those_that_act(tmp_path):
+    with pytest.raises(ControlError, match="controller 'none' does not use target_entropy; keys that act on "
+                                           "this run: eps_low, eps_high, lr"):  # fmt: skip
+        write_control(tmp_path, {"target_entropy": 0.5, "lr": 1e-4}, controller="none")
+    assert not (tmp_path / "control.json").exists()
+    assert set(acting_keys("adapo")) >= {
+        "target_entropy",
+        "adapo_gain",
+        "lr",
+    } and "zeta_max" not in acting_keys("adapo")
+    # A file written by hand reaches the trainer, which refuses it the same way.
+    p, writer, events = fake_run("none")
+    (tmp_path / "control.json").write_text(doc(1, target_entropy=0.5))
+    poll_control(writer, p, ControlWatcher(tmp_path), step=1)
+    assert events[0]["kind"] == "control_rejected" and "does not use target_entropy" in events[0]["message"]
+    assert p.cfg.target_entropy is None
+
+
+def test_control_help_lists_live_keys_and_fixed_keys_are_named(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["control", "--help"])
+    out = capsys.readouterr().out
+    assert "live-tunable keys" in out and "repo_r, repo_d: zeta_min, zeta_max" in out
+    write_run_json(tmp_path, "r", status="running", heartbeat=time.time())
+    assert main(["control", "r", "--store", str(tmp_path), "--set", "steps=500"]) == 2
+    err = capsys.readouterr().err
+    assert "steps cannot change on a running trainer" in err and "unknown key" not in err
 
 
 def write_run_json(store: Path, run_id: str, **info) -> Path:
@@ -199,8 +300,8 @@ def test_trainer_rejects_five_malformed_files_keeps_training_and_applies_a_valid
         )
         assert code == 0
         version = read_version(run_dir)
-        ack = find_ack(tmp_path, "live", version)
-        assert ack["kind"] == "control_applied" and ack["payload"]["new"] == {"target_entropy": 0.5}
+        fate = find_fate(tmp_path, "live", version)
+        assert fate.outcome == "applied" and fate.detail == "target_entropy None -> 0.5"
         # Stale: rewrite an old version number.
         write_json_text(run_dir / "control.json", doc(version, lr=1e-4))
         deadline = time.monotonic() + 60
@@ -242,8 +343,9 @@ def test_new_target_moves_a_running_repo_r_run_within_30_steps(tmp_path):
     try:
         wait_steps(tmp_path, "move", 10, proc)
         assert main(["control", "move", "--store", str(tmp_path), "--set", "target_entropy=4.0"]) == 0
-        ack = find_ack(tmp_path, "move", read_version(tmp_path / "move"))
-        applied_at = int(ack["step"])  # in force from applied_at + 1
+        applied_at = find_fate(
+            tmp_path, "move", read_version(tmp_path / "move")
+        ).step  # in force from applied_at + 1
         wait_steps(tmp_path, "move", applied_at + 30, proc)
     finally:
         proc.terminate()
@@ -254,3 +356,38 @@ def test_new_target_moves_a_running_repo_r_run_within_30_steps(tmp_path):
     after = sum(ent[applied_at + 20 : applied_at + 30]) / 10
     assert zeta[applied_at - 1] < 0 < max(zeta[applied_at : applied_at + 30])  # the controller turned
     assert after > before  # toward the new, higher target
+
+
+def test_two_cli_requests_within_one_step_of_a_live_trainer_are_both_applied(tmp_path, tiny_overrides):
+    """Two `entropyscope control` senders write while the trainer is held (SIGSTOP) between two reads of
+    control.json, so both land within one of its steps; both changes take effect and each sender is told."""
+    over = [o for o in tiny_overrides if not o.startswith(("steps", "checkpoint"))]
+    proc = start_trainer(tmp_path, "two", [*over, "steps=100000", "checkpoint_every=0", "controller=repo_r"])
+    senders = []
+    try:
+        wait_steps(tmp_path, "two", 1, proc)
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            for kv in ("eps_high=0.3", "lr=0.0005"):
+                cmd = [sys.executable, "-m", "trainer.cli", "control", "two", "--store", str(tmp_path)]
+                senders.append(subprocess.Popen([*cmd, "--set", kv], cwd=REPO, stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE, text=True))  # fmt: skip
+                deadline = time.monotonic() + 60
+                while read_version(tmp_path / "two") < len(senders):  # this sender wrote its version
+                    assert time.monotonic() < deadline and senders[-1].poll() is None
+                    time.sleep(0.1)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        outs = [s.communicate(timeout=120) for s in senders]
+        assert [s.returncode for s in senders] == [0, 0], outs
+        first, second = (out.strip().splitlines()[-1] for out, _ in outs)
+        assert "version 1 superseded by version 2, which includes it" in first, first
+        assert "version 2 applied" in second and "eps_high 0.2 -> 0.3, lr 0.001 -> 0.0005" in second, second
+        applied_at = find_fate(tmp_path, "two", 2).step
+        wait_steps(tmp_path, "two", applied_at + 1, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    lr = StoreReader(tmp_path).scalars(["two"], ["lr", "controller/eps_high"], max_points=100000)
+    later = lr[lr["step"] == applied_at + 1].set_index("key")["value"]
+    assert later["lr"] == pytest.approx(5e-4) and later["controller/eps_high"] == pytest.approx(0.3)

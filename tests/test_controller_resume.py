@@ -56,3 +56,38 @@ def test_resume_keeps_live_control_changes(tmp_path, tiny_overrides):
     assert targets[1:] == [pytest.approx(0.3)] * 2  # applied from step 2 on, and still after the resume
     kinds = StoreReader(tmp_path).events("r")["kind"].tolist()
     assert kinds.count("control_applied") == 1  # the same file is not applied again after the resume
+
+
+def test_every_applied_setting_survives_a_resume_from_an_earlier_checkpoint(
+    tmp_path, tiny_overrides, monkeypatch
+):
+    """Changes applied after the checkpoint a run resumes from (a kill before the next one) are all applied
+    again, not only the newest request: v1 before step_1's checkpoint, v2 and v3 at step 2, v4 after the end."""
+    import shutil
+
+    import trainer.loop as loop
+
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    write_control(run_dir, {"target_entropy": 0.3})
+    poll = loop.poll_control
+
+    def sender_at_step_2(writer, p, watcher, step):
+        if step == 2:  # two senders within one step
+            write_control(run_dir, {"zeta_max": 0.5})
+            write_control(run_dir, {"lr": 5e-4})
+        poll(writer, p, watcher, step)
+
+    monkeypatch.setattr(loop, "poll_control", sender_at_step_2)
+    run(tmp_path, [*tiny_overrides, "controller=repo_r", "steps=2"])
+    monkeypatch.setattr(loop, "poll_control", poll)
+    write_control(run_dir, {"eps_low": 0.15})  # v4, while the run is down
+    shutil.rmtree(run_dir / "checkpoints" / "step_2")  # killed before step 2's checkpoint: resume from step_1
+    assert load_trainer_state(run_dir / "checkpoints" / "step_1")["overrides"] == {"target_entropy": 0.3}
+    run(tmp_path, [*tiny_overrides, "controller=repo_r", "steps=3"], resume=True)
+    state = load_trainer_state(run_dir / "checkpoints" / "step_3")
+    assert state["overrides"] == {"target_entropy": 0.3, "zeta_max": 0.5, "lr": 5e-4, "eps_low": 0.15}
+    assert state["control"]["last_version"] == 4
+    df = StoreReader(tmp_path).scalars(["r"], [schema.LR, schema.ENTROPY_TARGET])
+    last = df[df["step"] == 3].set_index("key")["value"]
+    assert last[schema.LR] == pytest.approx(5e-4) and last[schema.ENTROPY_TARGET] == pytest.approx(0.3)

@@ -137,9 +137,10 @@ def test_transitions_the_trainer_recorded_are_not_repeated(tmp_path):
     assert alert_events(tmp_path) == before
 
 
-def test_long_run_reads_only_the_recent_window(tmp_path):
+def test_long_live_run_reads_only_the_recent_window(tmp_path):
     entropy = np.r_[np.linspace(1.0, 0.3, 100), np.full(2900, 0.3)].tolist()
-    write_run(tmp_path, "long", entropy, segment_steps=500)
+    live = RunWriter(tmp_path, "long", CONFIG, flush_every_steps=500, flush_every_s=3600)
+    log_steps(live, entropy)  # left open: running
     window = _window_files(StoreReader(tmp_path), _StepRanges(), 200)
     assert len(window.tail_files) == len(window.head_files) == 1  # of 6 segments: the last and the first
     assert window.bounds == {"long": (0, 3000, 2801)}
@@ -158,6 +159,55 @@ def test_long_run_reads_only_the_recent_window(tmp_path):
     assert [a.rule for a in result.active] == ["collapse"]
     notify(tmp_path, [result], None, lambda line: None)
     assert watcher.cycle()[0].transitions == []
+    live.close()
+
+
+def falls_early(steps: int = 3000, below_from: int = 150) -> list[float]:
+    """H0 = 1.0; from step `below_from` (within the first tenth) on, under half of it and staying there."""
+    return [1.0 if step < below_from else 0.3 for step in range(1, steps + 1)]
+
+
+def test_an_imported_run_is_dated_at_its_first_step_below_the_threshold(tmp_path, capsys):
+    """A finished history imported whole: the collapse is dated where it began, not in the last window."""
+    from trainer.cli import main
+
+    log = tmp_path / "history.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "entropy/mean": h}) + "\n"
+                           for s, h in enumerate(falls_early(), start=1)))  # fmt: skip
+    store = tmp_path / "store"
+    assert main(["import", str(log), "--store", str(store), "--run-id", "imported"]) == 0
+    capsys.readouterr()
+    assert main(["watch", "--store", str(store), "--once"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    collapse_for = next(r.for_steps for r in load_rules().rules if r.name == "collapse")
+    fired = 150 + collapse_for
+    assert f"imported step {fired} FIRED [critical] collapse" in "\n".join(out)
+    assert any(line.endswith("(condition held from step 150)") for line in out if " FIRED " in line), out
+    assert f"imported/collapse [critical] since step {fired} (condition held from step 150)" in out[-1]
+    events = StoreReader(store).events("imported", kinds=[FIRED])
+    payloads = [json.loads(p) for p in events["payload"]]
+    assert [(p["rule"], p["since"], int(s)) for p, s in zip(payloads, events["step"], strict=True)
+            if p["rule"] == "collapse"] == [("collapse", 150, fired)]  # fmt: skip
+    # Read over every step once: the next watch reads the last window only, and repeats nothing.
+    assert json.loads((store / ".watch_full.json").read_text())["runs"].keys() == {"imported"}
+    watcher = Watcher(store, load_rules())
+    [res] = watcher.cycle()
+    assert res.transitions == [] and watcher._pending_full == {}
+
+
+def test_an_ended_run_nobody_judged_live_is_read_whole_and_a_trainer_judged_one_is_not(tmp_path):
+    write_run(
+        tmp_path, "unjudged", falls_early(), segment_steps=500
+    )  # config without `alerts`: nobody judged
+    with RunWriter(tmp_path, "judged", {**CONFIG, "alerts": "default"}, flush_every_steps=500) as w:
+        log_steps(w, falls_early())
+    watcher = Watcher(tmp_path, load_rules())
+    results = {r.run_id: r for r in watcher.cycle()}
+    assert set(watcher._pending_full) == {"unjudged"}
+    [collapse] = [t for t in results["unjudged"].transitions if t.rule == "collapse"]
+    assert collapse.payload["since"] == 150
+    # The judged run's trainer recorded its alerts live; the watch reads its last window as for a live run.
+    assert all(t.step > 3000 - watcher.window for t in results["judged"].transitions)
 
 
 def test_stalled_run_fires_and_resolves_when_it_finishes(tmp_path):

@@ -8,11 +8,13 @@ by a full or read-only store prints one such line and exits with code 1.
 
 import argparse
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -122,6 +124,33 @@ def stop_server(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
+def stop_on_signals() -> None:
+    """SIGTERM, SIGHUP and SIGINT end a serving command as Ctrl-C does, so its `finally` stops the server:
+    Python's default for the first two ends the process at once and leaves the server running, re-parented,
+    holding the port; SIGINT may be ignored where a shell started the command in the background."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, interrupt)
+
+
+def own_command() -> str:
+    """How to run entropyscope again, as printed: its bare name when PATH finds this script, else the path
+    that was run (`.venv/bin/entropyscope` after `make demo`), else `python -m trainer.cli`."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if script is None or script.name != "entropyscope":
+        return f"{shlex.quote(sys.executable)} -m trainer.cli"
+    found = shutil.which("entropyscope")
+    if found and Path(found).resolve() == script:
+        return "entropyscope"
+    try:
+        return shlex.quote(str(script.relative_to(Path.cwd())))  # has a slash: the shell runs it as it is
+    except ValueError:
+        return shlex.quote(str(script))
+
+
 def wait_server(proc: subprocess.Popen) -> int:
     """Serve until the server exits or Ctrl-C; the server is gone either way."""
     try:
@@ -141,6 +170,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     store = Path(args.store)
     server = None
     if not args.no_serve:
+        stop_on_signals()
         store.mkdir(parents=True, exist_ok=True)
         copy_sample_runs(store)
         # The server's own chatter would tear the progress bar; it goes to a log in the store instead.
@@ -151,10 +181,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         summary = train(cfg, store)
         print("\n".join(summary.lines()))
-        print(f"inspect it: entropyscope runs --store {store}")
+        print(f"inspect it: {own_command()} runs --store {shlex.quote(str(store))}")
         if server is None:
             return 0
-        print(f"dashboard still serving at http://{args.host}:{args.port}; Ctrl-C stops it")
+        print(
+            f"dashboard still serving at http://{args.host}:{args.port}; Ctrl-C (or kill {os.getpid()}) stops it"
+        )
         return wait_server(server)
     finally:
         if server is not None:
@@ -172,40 +204,58 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_control(args: argparse.Namespace) -> int:
     from analysis import run_ids
-    from analysis.control import APPLIED, ControlError, validate_settings, wait_for_ack, write_control
+    from analysis.control import ControlError, wait_for_fate, write_control
     from analysis.liveness import control_refusal
     from analysis.store_writer import read_run_json
-    from trainer.config import parse_overrides
 
     run_dir = run_ids.run_dir(args.store, args.run_id)
     if not (run_dir / "run.json").is_file():
         raise UsageError(
             f"no run {args.run_id!r} in store {args.store!r}; list runs with `entropyscope runs`"
         )
-    try:
-        settings = validate_settings(parse_overrides(args.set))
-    except ControlError as e:
-        raise UsageError(str(e)) from None
-    refusal = control_refusal(args.run_id, read_run_json(run_dir) or {}, time.time())
+    info = read_run_json(run_dir) or {}
+    settings = live_settings(args.set)
+    refusal = control_refusal(args.run_id, info, time.time())
     if refusal:
         raise UsageError(refusal)
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
     try:
-        version = write_control(run_dir, settings)
+        version = write_control(run_dir, settings, controller=config.get("controller") or None)
     except ControlError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(f"{e}; nothing was written") from None
     print(f"wrote {run_dir / 'control.json'} version {version}; waiting for the trainer...")
-    ack = wait_for_ack(args.store, args.run_id, version, args.timeout)
-    if ack is None:
+    fate = wait_for_fate(args.store, args.run_id, version, args.timeout)
+    if fate is None:
         print(
-            f"entropyscope: error: no acknowledgement of version {version} within {args.timeout:g} s",
+            f"entropyscope: error: no acknowledgement of version {version} within {args.timeout:g} s; it stays "
+            "in control.json and the trainer applies it at its next step (`entropyscope control` again, or the "
+            "Control page, shows its fate)",
             file=sys.stderr,
         )
         return 1
-    if ack["kind"] != APPLIED:
-        print(f"entropyscope: error: step {ack['step']}: {ack['message']}", file=sys.stderr)
+    if fate.outcome == "rejected":
+        print(f"entropyscope: error: {fate.line()}", file=sys.stderr)
         return 2
-    print(f"step {ack['step']}: {ack['message']}")
+    print(fate.line())
     return 0
+
+
+def live_settings(pairs: list[str]) -> dict[str, Any]:
+    """`--set key=value` pairs as validated live settings; UsageError naming a key that cannot change live."""
+    from analysis.control import LIVE_KEYS, ControlError, validate_settings
+    from trainer.config import TrainConfig, parse_overrides
+
+    raw = parse_overrides(pairs)
+    fixed = [k for k in raw if k in TrainConfig.model_fields and k not in LIVE_KEYS]
+    if fixed:
+        raise UsageError(
+            f"{', '.join(fixed)} cannot change on a running trainer (it is fixed when the run starts); "
+            f"live-tunable keys: {', '.join(LIVE_KEYS)}"
+        )
+    try:
+        return validate_settings(raw)
+    except ControlError as e:
+        raise UsageError(str(e)) from None
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -222,12 +272,16 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
             f"no run store at {args.store!r}; pass --store DIR (train a run first, or sample_runs)"
         )
     token = server_token(args.host, args.token)
+    stop_on_signals()
     server = start_dashboard(args.store, args.host, args.port, token)
-    door = "/?token=TOKEN (once per browser tab)" if token else ""
-    print(
-        f"entropyscope dashboard: http://{args.host}:{args.port}{door}; store {args.store}; Ctrl-C stops it"
-    )
-    return wait_server(server)
+    try:
+        door = "/?token=TOKEN (once per browser tab)" if token else ""
+        print(
+            f"entropyscope dashboard: http://{args.host}:{args.port}{door}; store {args.store}; Ctrl-C stops it"
+        )
+        return wait_server(server)
+    finally:
+        stop_server(server)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -304,6 +358,21 @@ def add_server_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+HELP_WIDTH = 110
+"""Help text is wrapped under this many characters (argparse wraps its own parts to the terminal)."""
+
+
+def wrap_line(line: str, width: int, indent: int) -> str:
+    """One help line wrapped under `width` characters, continuation lines indented by `indent`."""
+    return textwrap.fill(line, width, subsequent_indent=" " * indent, break_on_hyphens=False)
+
+
+def help_formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's layout at the terminal's width, but never over HELP_WIDTH; epilogs kept as written."""
+    width = min(shutil.get_terminal_size().columns - 2, HELP_WIDTH)
+    return argparse.RawDescriptionHelpFormatter(prog, width=width)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="entropyscope", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -312,9 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(
             name,
             help=help_,
-            description=help_,
+            description=textwrap.fill(help_, HELP_WIDTH),
             epilog=f"example: {example}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=help_formatter,
         )
         p.set_defaults(func=func)
         p.add_argument(
@@ -330,7 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from trainer.config import config_help
 
-    p.epilog += f"\n\nconfig keys (YAML file or --set KEY=VALUE), with defaults:\n{config_help()}"
+    keys = "\n".join(
+        wrap_line(line, HELP_WIDTH, 38) for line in config_help().splitlines()
+    )  # 38: the text column
+    p.epilog += f"\n\nconfig keys (YAML file or --set KEY=VALUE), with defaults:\n{keys}"
     p.add_argument("config", nargs="?", help="YAML file of config keys (listed below)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one config key")
     p.add_argument("--run-id", help="run directory name (default: generated)")
@@ -366,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
         "send new controller settings to a running trainer (control.json) and wait for its acknowledgement",
         "entropyscope control grpo-repo_r-20261124 --set target_entropy=0.5 --set zeta_max=2",
     )
+    from analysis.control import keys_help
+
+    p.epilog += f"\n\nlive-tunable keys (--set KEY=VALUE), by the run's controller:\n{keys_help()}"
     p.add_argument("run_id")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a live-tunable key")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the ack (default 60)")

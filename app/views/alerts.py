@@ -1,9 +1,10 @@
 """Alerts: every alert episode of every run, from the alert_fired / alert_resolved events in the store.
 
 Active alerts first (fired, not yet resolved), then resolved ones; filter by run and severity (both in the
-URL: `?runs=a&severity=critical`). Events are recorded by a trainer with alerts on and by
-`entropyscope watch`; "Evaluate rules now" runs one watch cycle over the store with the default rules
-(as `entropyscope watch --once`) and records what it finds, e.g. for runs trained with alerts off.
+URL: `?runs=a&severity=critical`). Each episode says the step its condition first held and the step it fired.
+Events are recorded by a trainer with alerts on and by `entropyscope watch`; "Evaluate rules now" runs one
+watch cycle over the store with the default rules (as `entropyscope watch --once`) and records what it finds,
+e.g. for imported runs or runs trained with alerts off, which it reads over every step.
 """
 
 import time
@@ -20,6 +21,10 @@ COLUMNS = {
     "run_id": st.column_config.TextColumn("run"),
     "rule": "rule",
     "severity": "severity",
+    "held_from_step": st.column_config.NumberColumn(
+        "from step",
+        help="first step the rule's condition held (it fires once it has held for the rule's `for`)",
+    ),
     "fired_step": st.column_config.NumberColumn("fired at step"),
     "resolved_step": st.column_config.NumberColumn("resolved at step"),
     "age": st.column_config.TextColumn("when", help="time since it fired (active) or resolved"),

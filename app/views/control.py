@@ -1,10 +1,12 @@
 """Control: tune a running trainer's entropy controller live (`?run=ID`; running runs are listed first).
 
 Shows the controller's latest state (entropy, target, ζ, ε_high, bonus coefficient, pinned at a bound?),
-target vs measured entropy, and every change the trainer acknowledged or rejected. Apply writes only the
-keys the user changed to the run's control.json (analysis.control.write_control, next version); the trainer
-reads it at its next step. The status beside the form follows it from pending to applied (with the values
-now in force) or rejected (with the trainer's reason), refreshed by a fragment so the form stays usable.
+target vs measured entropy, and every version sent: applied, superseded by (and included in) a later one,
+rejected, or pending. Apply adds a request of only the keys the user changed to the run's control.json
+(analysis.control.write_control, next version; earlier pending requests stay in it); the trainer reads it at
+its next step. The status beside the form follows it from pending to applied (with the values now in force)
+or rejected (with the trainer's reason), refreshed by a fragment so the form stays usable. Only the keys
+that act under the run's controller are offered.
 Finished and failed runs are shown read-only.
 """
 
@@ -14,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from analysis.control import APPLIED, ControlError, write_control
+from analysis.control import APPLIED, ControlError, acting_keys, write_control
 from analysis.dashboard_queries import settings_in_force
 from analysis.liveness import format_age
 from analysis.schema import (
@@ -54,22 +56,24 @@ def state_metrics(latest: dict[str, tuple[int, float]]) -> None:
 
 
 def status_box(request: dict | None, history: pd.DataFrame, running: bool) -> None:
-    """Where the latest control.json stands: pending, applied (values in force) or rejected (reason)."""
-    state, ack = controls.outcome(request, history)
-    if request is None or state == "none":
+    """Where the newest control.json version stands: pending, applied (values in force), superseded by a later
+    version that includes it, or rejected (reason)."""
+    if request is None:
         st.caption("No control change sent to this run yet.")
         return
     version = request["version"]
-    if ack is not None and state == "applied":
-        st.success(f"Version {version} acknowledged at step {ack['step']}: "
-                   f"{controls.change_text(ack['old'], ack['new'])} (from step {ack['step'] + 1})")  # fmt: skip
-    elif ack is not None:
-        st.error(f"Version {version} rejected at step {ack['step']}: {ack['reason'] or ack['message']}")
+    fate = controls.fates(history).get(version)
+    if fate is not None and fate.outcome == "rejected":
+        st.error(f"Version {version} rejected at step {fate.step}: {fate.detail}")
+    elif fate is not None:
+        how = "acknowledged" if fate.outcome == "applied" else f"included in version {fate.by}, acknowledged"
+        st.success(f"Version {version} {how} at step {fate.step}: {controls.fate_text(fate)} "
+                   f"(from step {fate.step + 1})")  # fmt: skip
     else:
-        settings = request.get("settings") if isinstance(request.get("settings"), dict) else {}
-        sent = ", ".join(f"{k}={controls.shown(v)}" for k, v in settings.items())
+        mine = next((r for r in controls.requests(request) if r["version"] == version), request)
         written = request.get("written_at")
         age = format_age(time.time() - written) if isinstance(written, int | float) else "–"
+        sent = controls.sent_text(mine)
         if running:
             st.info(
                 f"Version {version} pending ({sent}): written {age} ago, waiting for the trainer's next step."
@@ -78,15 +82,31 @@ def status_box(request: dict | None, history: pd.DataFrame, running: bool) -> No
             st.warning(f"Version {version} ({sent}) was never acknowledged: the run is not running.")
 
 
-def history_table(history: pd.DataFrame, now: float) -> pd.DataFrame:
-    """Acknowledgements newest first: version, result, step, age, and the change or the reason."""
+RESULTS = {"applied": "applied", "superseded": "superseded: included in v{by}", "rejected": "rejected"}
+HISTORY_COLUMNS = ["version", "result", "step", "when", "change"]
+
+
+def history_table(history: pd.DataFrame, request: dict | None, now: float) -> pd.DataFrame:
+    """Every version sent, newest first: version, result (applied, superseded: included in vN, rejected,
+    pending), step, age, and the change or the reason; a file the trainer could not read has no version."""
+    when = dict(zip(history["step"], history["wall_time"], strict=False))
     rows = [
-        {"version": r.version, "result": "applied" if r.kind == APPLIED else "rejected", "step": r.step,
-         "when": f"{format_age(now - r.wall_time)} ago",
-         "change": controls.change_text(r.old, r.new) if r.kind == APPLIED else r.reason or r.message}
-        for r in history.iloc[::-1].itertuples()
+        {"version": v, "result": RESULTS[f.outcome].format(by=f.by), "step": f.step,
+         "when": f"{format_age(now - when.get(f.step, now))} ago", "change": controls.fate_text(f)}
+        for v, f in controls.fates(history).items()
     ]  # fmt: skip
-    return pd.DataFrame(rows, columns=["version", "result", "step", "when", "change"])
+    rows += [
+        {"version": None, "result": "rejected", "step": r.step, "when": f"{format_age(now - r.wall_time)} ago",
+         "change": r.reason or r.message}
+        for r in history.itertuples() if r.version is None and r.kind != APPLIED
+    ]  # fmt: skip
+    decided = {row["version"] for row in rows}
+    rows += [
+        {"version": r["version"], "result": "pending", "step": None, "when": "–", "change": controls.sent_text(r)}
+        for r in controls.requests(request) if r["version"] not in decided
+    ]  # fmt: skip
+    rows.sort(key=lambda r: (r["step"] is None, r["step"] or 0, r["version"] or 0), reverse=True)
+    return pd.DataFrame(rows, columns=HISTORY_COLUMNS)
 
 
 def live_panel(store: str, run_id: str, controller: str, running: bool, generation: int) -> None:
@@ -98,24 +118,27 @@ def live_panel(store: str, run_id: str, controller: str, running: bool, generati
         history = loaders.control_history(store, run_id, loaders.version(store, [run_id], ["events"]))
         if controls.last_acknowledged(history) != generation:
             st.rerun(scope="app")  # a new acknowledgement: rebuild the form on the settings now in force
-        status_box(loaders.control_request(store, run_id), history, running)
+        request = loaders.control_request(store, run_id)
+        status_box(request, history, running)
         version = loaders.version(store, [run_id], ["steps"])
         state_metrics(loaders.latest_values(store, run_id, tuple(k for k, _, _ in STATE), version))
         keys = (ENTROPY_MEAN, *charts.CONTROLLER_KEYS)
         w = charts.wide(loaders.scalars(store, (run_id,), keys, MAX_POINTS, version))
         ui.show_figure(charts.control_figure(w, controller), "control-chart", "No entropy logged yet.")
         st.markdown("**Control history**")
-        if history.empty:
-            st.caption("No control change acknowledged or rejected yet.")
+        table = history_table(history, request, time.time())
+        if table.empty:
+            st.caption("No control change sent to this run yet.")
         else:
-            st.dataframe(history_table(history, time.time()), hide_index=True, key="control-history")
+            st.dataframe(table, hide_index=True, key="control-history")
 
 
 def settings_form(
     store: str, run_id: str, controller: str, current: dict, running: bool, generation: int
 ) -> None:
     """Text boxes prefilled with the settings in force; Apply sends only the changed ones."""
-    groups = (("Setpoint", controls.SETPOINT),
+    acting = acting_keys(controller)  # keys that act on nothing under this controller are not offered
+    groups = (("Setpoint", tuple(k for k in controls.SETPOINT if k.key in acting)),
               (f"Controller `{controller}`", controls.CONTROLLER_KNOBS.get(controller, ())),
               ("Clipping and step size", controls.CLIPPING))  # fmt: skip
     entries: dict[str, str | None] = {}
@@ -124,7 +147,8 @@ def settings_form(
         for title, knobs in groups:
             st.markdown(f"**{title}**")
             if not knobs:
-                st.caption("No live gains for this controller.")
+                st.caption("No live gains for this controller." if title != "Setpoint" else
+                           f"Controller `{controller}` steers toward no entropy target.")  # fmt: skip
                 continue
             cols = st.columns(2)
             for i, knob in enumerate(knobs):
@@ -140,15 +164,15 @@ def settings_form(
                                                                disabled=not running)  # fmt: skip
         submitted = st.form_submit_button("Apply", type="primary", disabled=not running)
     if submitted:
-        apply(store, run_id, controls.changed(entries, current))
+        apply(store, run_id, controls.changed(entries, current), controller)
 
 
-def apply(store: str, run_id: str, changes: dict[str, str]) -> None:
+def apply(store: str, run_id: str, changes: dict[str, str], controller: str) -> None:
     if not changes:
         st.info("Nothing changed: edit a value, then Apply.")
         return
     try:
-        version = write_control(Path(store) / run_id, changes)
+        version = write_control(Path(store) / run_id, changes, controller=controller)
     except ControlError as err:  # a bad value: the reason in one line, nothing written
         st.error(f"Not sent: {err}")
         return
