@@ -177,6 +177,7 @@ class Pool(Protocol):
     def start(self, trial: Trial, args: list[str], log_path: Path) -> None: ...
     def poll(self) -> list[tuple[Trial, int]]: ...
     def stop(self) -> list[Trial]: ...
+    def close(self) -> None: ...
 
 
 class LocalPool:
@@ -206,6 +207,9 @@ class LocalPool:
         codes = stop_processes([proc for _, proc in self.running.values()])
         self.running.clear()
         return [trial for trial, rc in zip(trials, codes, strict=True) if rc != 0]
+
+    def close(self) -> None:
+        """Nothing to release: every child has been waited for."""
 
 
 class Progress:
@@ -358,6 +362,7 @@ def run_sweep(
         raise
     finally:
         progress.close()
+        pool.close()
     if not finished:
         print(f"sweep {sweep.id}: {INTERRUPTED}", file=sys.stderr)
         return 130
