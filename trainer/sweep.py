@@ -12,7 +12,8 @@ is continued with `train --resume` (from its last checkpoint, else from step 0, 
 then supersedes), so running the spec again after a crash, Ctrl-C or SIGTERM runs each trial exactly once to
 the end. A failed trial is recorded in the store (status failed, an `error` event with the child's last line)
 and the sweep goes on. Children's output goes to `<store>/.sweeps/<sweep id>/logs/<run id>.log`, beside the
-sweep's manifest `sweep.json` (its spec, so the dashboard knows the objective and every run id).
+sweep's manifest `sweep.json` (its spec, so the dashboard knows the objective and every run id) and
+`history.jsonl` (one line per start and end of a trial: every attempt, with its outcome).
 """
 
 import json
@@ -287,21 +288,31 @@ def run_trials(
         if stop.is_set():
             for trial in pool.stop():
                 record_failure(store, sweep.id, trial, INTERRUPTED)
+                note(store, sweep.id, trial, "end", reason=INTERRUPTED)
             return False
         while queue and pool.free() > 0:
             trial, resume = queue.popleft()
             log = logs / f"{trial.run_id}.log"
             offsets[trial.run_id] = log.stat().st_size if log.exists() else 0
             pool.start(trial, train_args(store, sweep.id, trial, resume), log)
+            note(store, sweep.id, trial, "start", resume=resume)
         for trial, rc in pool.poll():
             reason = None
             if rc != 0:
                 said = last_line(logs / f"{trial.run_id}.log", offsets[trial.run_id])
                 reason = said or f"exit code {rc}"
                 record_failure(store, sweep.id, trial, reason)
+            note(store, sweep.id, trial, "end", rc=rc, reason=reason)
             progress.ended(trial, reason)
         stop.wait(POLL_S)
     return True
+
+
+def note(store: Path, sweep_id: str, trial: Trial, event: str, **fields: object) -> None:
+    """Append a start or end of a trial to `.sweeps/<id>/history.jsonl`: every attempt, with its outcome."""
+    line = json.dumps({"time": time.time(), "run_id": trial.run_id, "event": event, **fields})
+    with (sweep_dir(store, sweep_id) / "history.jsonl").open("a") as f:
+        f.write(line + "\n")
 
 
 def write_manifest(sweep: Sweep, store: Path) -> None:
