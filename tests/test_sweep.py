@@ -93,7 +93,10 @@ def test_sweep_stopped_by_sigterm_then_rerun_finishes_each_run_exactly_once(tmp_
     store = tmp_path / "runs"
     sweep = load_sweep(spec)
     long = [t.run_id for t in sweep.trials if t.params["steps"] == 12]
-    proc = subprocess.Popen(sweep_cmd(spec, store, "--parallel", "2"), stdout=subprocess.PIPE, text=True)
+    # Started as a shell starts a background job (SIGINT ignored), which its children would inherit.
+    ignore_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)  # noqa: E731
+    cmd = sweep_cmd(spec, store, "--parallel", "2")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, preexec_fn=ignore_sigint)
     try:
         wait_for(lambda: any((store / r / "checkpoints" / "step_2").is_dir() for r in long))
     finally:
@@ -106,6 +109,10 @@ def test_sweep_stopped_by_sigterm_then_rerun_finishes_each_run_exactly_once(tmp_
     assert stopped and all(first[r]["status"] == "failed" for r in stopped)
     for r in stopped:
         assert INTERRUPTED in StoreReader(store).events(r)["message"].tolist()
+    # each training stopped on its SIGINT (KeyboardInterrupt: exit code 130, or -2 before the CLI was up),
+    # none had to be killed
+    ends = {e["run_id"]: e["rc"] for e in history(store, sweep) if e["event"] == "end"}
+    assert all(ends[r] in (130, -signal.SIGINT) for r in stopped)
 
     rerun = subprocess.run(sweep_cmd(spec, store, "--parallel", "2"), capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr

@@ -123,7 +123,16 @@ def open_train(args: list[str], log_path: Path) -> subprocess.Popen:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
+            preexec_fn=deliver_sigint,
         )
+
+
+def deliver_sigint() -> None:
+    """In a child before exec: SIGINT unblocked and at its default, whatever the parent did with it (a Ray
+    worker blocks it; a shell ignores it in a background job), so the child's Python raises KeyboardInterrupt
+    and the trainer can mark its run when stopped."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stop_processes(procs: list[subprocess.Popen], grace_s: float = STOP_GRACE_S) -> list[int]:
@@ -177,7 +186,7 @@ class Pool(Protocol):
     def busy(self) -> int: ...
     def start(self, trial: Trial, args: list[str], log_path: Path) -> None: ...
     def poll(self) -> list[tuple[Trial, int]]: ...
-    def stop(self) -> list[Trial]: ...
+    def stop(self) -> list[tuple[Trial, int]]: ...
     def close(self) -> None: ...
 
 
@@ -203,11 +212,12 @@ class LocalPool:
             del self.running[trial.run_id]
         return done
 
-    def stop(self) -> list[Trial]:
+    def stop(self) -> list[tuple[Trial, int]]:
+        """Stop every running training; each with its exit code (0: it finished before it was stopped)."""
         trials = [trial for trial, _ in self.running.values()]
         codes = stop_processes([proc for _, proc in self.running.values()])
         self.running.clear()
-        return [trial for trial, rc in zip(trials, codes, strict=True) if rc != 0]
+        return list(zip(trials, codes, strict=True))
 
     def close(self) -> None:
         """Nothing to release: every child has been waited for."""
@@ -286,9 +296,11 @@ def run_trials(
     queue, offsets = deque(todo), {}
     while queue or pool.busy():
         if stop.is_set():
-            for trial in pool.stop():
-                record_failure(store, sweep.id, trial, INTERRUPTED)
-                note(store, sweep.id, trial, "end", reason=INTERRUPTED)
+            for trial, rc in pool.stop():
+                reason = INTERRUPTED if rc != 0 else None
+                if reason:
+                    record_failure(store, sweep.id, trial, reason)
+                note(store, sweep.id, trial, "end", rc=rc, reason=reason)
             return False
         while queue and pool.free() > 0:
             trial, resume = queue.popleft()

@@ -6,6 +6,8 @@ path (a shared filesystem) and have the same code and environment (docs/sweeps.m
 extra, imported only here.
 """
 
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,11 @@ def train_task(args: list[str], log_path: str) -> int:
     """Body of a trial's Ray task: the training as a child process of the worker, and its exit code."""
     proc = open_train(args, Path(log_path))
     try:
-        return proc.wait()
+        while True:  # short waits: ray.cancel's KeyboardInterrupt only lands between Python bytecodes
+            try:
+                return proc.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                continue
     except KeyboardInterrupt:  # ray.cancel: the trainer marks its run failed and keeps its checkpoints
         return stop_processes([proc])[0]
 
@@ -39,6 +45,10 @@ class RayPool:
         ray = import_ray()
         self.ray, self.started = ray, not ray.is_initialized()
         if self.started:
+            if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+                # A background job ignores SIGINT, and the local Ray processes would inherit that: ray.cancel
+                # raises KeyboardInterrupt in a task through SIGINT, so nothing could stop a task.
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             try:
                 ray.init(address=address, log_to_driver=False, include_dashboard=False)
             except (ConnectionError, RuntimeError, ValueError) as err:
@@ -74,14 +84,14 @@ class RayPool:
         except self.ray.exceptions.RayError:  # the worker or its node died: the log says what it could
             return -1
 
-    def stop(self) -> list[Trial]:
+    def stop(self) -> list[tuple[Trial, int]]:
         refs = list(self.running)
         for ref in refs:
             self.ray.cancel(ref)  # KeyboardInterrupt in the task, which stops its training
         self.ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_S)
-        stopped = [trial for ref, trial in self.running.items() if self.exit_code(ref) != 0]
+        ended = [(trial, self.exit_code(ref)) for ref, trial in self.running.items()]
         self.running.clear()
-        return stopped
+        return ended
 
     def close(self) -> None:
         if self.started:
