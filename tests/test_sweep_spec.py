@@ -1,6 +1,7 @@
 """Sweep specs without training: parsing, validation, expansion into runs, store states, --dry-run, failures."""
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -234,3 +235,106 @@ def test_the_runner_is_torch_free():
     code = "import sys, trainer.sweep, trainer.sweep_spec, trainer.sweep_ray; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+class InstantPool:
+    """Runs a trial by writing a finished run with a made-up objective: the sweep loop without training."""
+
+    def __init__(self, store, slots=2):
+        self.store, self.slots, self.running, self.started = store, slots, [], []
+
+    def free(self):
+        return self.slots - len(self.running)
+
+    def busy(self):
+        return len(self.running)
+
+    def start(self, trial, args, log_path):
+        sweep = json.loads(args[args.index("--sweep") + 1])
+        writer = RunWriter(self.store, trial.run_id, dict(trial.config), meta={"sweep": sweep})
+        for step in range(1, 11):  # best near lr = 1e-3
+            writer.log_scalars(step, {"reward/mean": -((math.log10(trial.params.get("lr", 1e-3)) + 3) ** 2)})
+        writer.close("finished")
+        self.running.append(trial)
+        self.started.append(trial.run_id)
+
+    def poll(self):
+        done, self.running = [(t, 0) for t in self.running], []
+        return done
+
+    def stop(self):
+        return self.poll()
+
+    def close(self):
+        pass
+
+
+TPE = {
+    "name": "tpe",
+    "method": "tpe",
+    "count": 5,
+    "parameters": {"lr": {"min": 1e-5, "max": 1e-1, "log": True}, "algo": ["grpo", "dapo"]},
+    "seeds": 2,
+}
+
+
+def test_tpe_suggests_count_configurations_tells_their_objective_and_resumes_from_the_store(
+    tmp_path, monkeypatch, capsys
+):
+    pytest.importorskip("optuna")
+    from trainer import sweep as runner
+
+    store = tmp_path / "runs"
+    pool = InstantPool(store)
+    monkeypatch.setattr(runner, "make_pool", lambda *a: pool)
+    path = write_spec(tmp_path, TPE)
+    assert runner.run_sweep(path, store) == 0
+    runs = {p.parent.name: json.loads(p.read_text()) for p in store.glob("*/run.json")}
+    assert len(runs) == 10 and sorted(pool.started) == sorted(runs)  # 5 configurations x 2 seeds, once each
+    configs = {json.dumps(r["sweep"]["params"], sort_keys=True) for r in runs.values()}
+    assert len(configs) == 5
+    assert all(
+        1e-5 <= r["config"]["lr"] <= 1e-1 and r["config"]["seed"] == r["sweep"]["seed"] for r in runs.values()
+    )
+    assert "10/10 runs ended" in capsys.readouterr().out
+    from trainer.sweep_tpe import TpeSearch, with_stored_trials
+
+    sweep = with_stored_trials(load_sweep(path), store)
+    study = TpeSearch(sweep, store, plan(sweep, store)).study  # replayed from the store
+    objective = {
+        json.dumps(t.params, sort_keys=True): -((math.log10(t.params["lr"]) + 3) ** 2) for t in sweep.trials
+    }
+    told = {json.dumps(t.params, sort_keys=True): t.value for t in study.trials}
+    assert told == pytest.approx(objective)  # each configuration's mean final reward over its seeds
+    pool.started.clear()
+    assert runner.run_sweep(path, store) == 0  # nothing left
+    assert pool.started == []
+    more = write_spec(tmp_path, {**TPE, "count": 7}, "more.yaml")
+    assert runner.run_sweep(more, store) == 0  # two more configurations
+    assert len(pool.started) == 4 and len(list(store.glob("*/run.json"))) == 14
+
+
+def test_tpe_dry_run_lists_the_runs_so_far_and_how_many_will_be_suggested(tmp_path, capsys):
+    pytest.importorskip("optuna")
+    assert main(["sweep", str(write_spec(tmp_path, TPE)), "--store", str(tmp_path / "r"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "0 runs" in out and "and 10 runs TPE will suggest" in out
+
+
+def test_tpe_checks_each_list_value_and_range_end_up_front(tmp_path):
+    bad = {**TPE, "parameters": {"lr": {"min": 1e-5, "max": 1e-1}, "eps_low": [0.2, 1.5]}}
+    with pytest.raises(UsageError, match="eps_low"):
+        load_sweep(write_spec(tmp_path, bad))
+    with pytest.raises(UsageError, match="needs count"):
+        load_sweep(write_spec(tmp_path, {**TPE, "count": None}, "b.yaml"))
+
+
+def test_tpe_over_a_small_space_runs_each_combination_once_and_ends(tmp_path, monkeypatch):
+    pytest.importorskip("optuna")
+    from trainer import sweep as runner
+
+    pool = InstantPool(tmp_path / "runs")
+    monkeypatch.setattr(runner, "make_pool", lambda *a: pool)
+    spec = {**TPE, "count": 5, "parameters": {"algo": ["grpo", "dapo"]}, "seeds": 1}
+    assert runner.run_sweep(write_spec(tmp_path, spec), tmp_path / "runs") == 0
+    assert len(pool.started) == 2

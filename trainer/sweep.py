@@ -95,7 +95,7 @@ def dry_run_text(sweep: Sweep, states: list[tuple[Trial, str]]) -> str:
         f"sweep {sweep.id}: {len(states)} runs ({configs} configurations x seeds), {counts['finished']} "
         f"finished, {counts['resume']} to resume, {counts['busy']} running elsewhere, {counts['new']} new"
     )
-    width = max(len(t.run_id) for t, _ in states)
+    width = max((len(t.run_id) for t, _ in states), default=0)
     rows = [f"{t.run_id:<{width}}  {st:<8}  seed {t.seed:<5} {json.dumps(t.params)}" for t, st in states]
     return "\n".join([head, *rows])
 
@@ -283,18 +283,37 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, h)
 
 
+class Plan(Protocol):
+    """What to run next: a fixed queue (grid, random) or a search that learns from outcomes (tpe)."""
+
+    def pending(self) -> bool: ...
+    def next(self) -> tuple[Trial, bool] | None: ...
+    def ended(self, trial: Trial, rc: int) -> None: ...
+
+
+class Queue:
+    """(trial, resume) pairs to run in order."""
+
+    def __init__(self, todo: list[tuple[Trial, bool]]) -> None:
+        self.todo = deque(todo)
+
+    def pending(self) -> bool:
+        return bool(self.todo)
+
+    def next(self) -> tuple[Trial, bool] | None:
+        return self.todo.popleft() if self.todo else None
+
+    def ended(self, trial: Trial, rc: int) -> None:
+        """A fixed plan learns nothing from an outcome."""
+
+
 def run_trials(
-    sweep: Sweep,
-    store: Path,
-    todo: list[tuple[Trial, bool]],
-    pool: Pool,
-    progress: Progress,
-    stop: threading.Event,
+    sweep: Sweep, store: Path, work: Plan, pool: Pool, progress: Progress, stop: threading.Event
 ) -> bool:
-    """Run (trial, resume) pairs through `pool`, recording failures; False when stopped before the end."""
+    """Run the trials `work` gives through `pool`, recording failures; False when stopped before the end."""
     logs = sweep_dir(store, sweep.id) / "logs"
-    queue, offsets = deque(todo), {}
-    while queue or pool.busy():
+    offsets = {}
+    while work.pending() or pool.busy():
         if stop.is_set():
             for trial, rc in pool.stop():
                 reason = INTERRUPTED if rc != 0 else None
@@ -302,8 +321,8 @@ def run_trials(
                     record_failure(store, sweep.id, trial, reason)
                 note(store, sweep.id, trial, "end", rc=rc, reason=reason)
             return False
-        while queue and pool.free() > 0:
-            trial, resume = queue.popleft()
+        while pool.free() > 0 and (item := work.next()) is not None:
+            trial, resume = item
             log = logs / f"{trial.run_id}.log"
             offsets[trial.run_id] = log.stat().st_size if log.exists() else 0
             pool.start(trial, train_args(store, sweep.id, trial, resume), log)
@@ -316,6 +335,7 @@ def run_trials(
                 record_failure(store, sweep.id, trial, reason)
             note(store, sweep.id, trial, "end", rc=rc, reason=reason)
             progress.ended(trial, reason)
+            work.ended(trial, rc)
         stop.wait(POLL_S)
     return True
 
@@ -342,6 +362,16 @@ def write_manifest(sweep: Sweep, store: Path) -> None:
     write_json_atomic(path, doc)
 
 
+def search(
+    sweep: Sweep, store: Path, states: list[tuple[Trial, str]], todo: list[tuple[Trial, bool]]
+) -> Plan:
+    if sweep.spec.method == "tpe":
+        from trainer.sweep_tpe import TpeSearch
+
+        return TpeSearch(sweep, store, states)
+    return Queue(todo)
+
+
 def make_pool(backend: str, parallel: int | None, address: str | None, sweep: Sweep) -> Pool:
     if backend == "ray":
         from trainer.sweep_ray import RayPool
@@ -365,21 +395,31 @@ def run_sweep(
         raise UsageError(f"--parallel {parallel}: pass a number of runs at once, 1 or more")
     sweep = load_sweep(spec_path)
     store = Path(store).absolute()  # children and Ray workers may start elsewhere
+    tpe = sweep.spec.method == "tpe"
+    if tpe:
+        from trainer.sweep_tpe import with_stored_trials
+
+        sweep = with_stored_trials(sweep, store)
     states = plan(sweep, store)
+    configs = len({json.dumps(t.params, sort_keys=True) for t in sweep.trials})
+    more = max(0, (sweep.spec.count or 0) - configs) * len(sweep.seeds) if tpe else 0
     if dry_run:
-        print(dry_run_text(sweep, states))
+        print(
+            dry_run_text(sweep, states)
+            + (f"\n...and {more} runs TPE will suggest as it goes" if more else "")
+        )
         return 0
     todo = [(t, st == "resume") for t, st in states if st in ("new", "resume")]
     busy = [t.run_id for t, st in states if st == "busy"]
     pool = make_pool(backend, parallel, address, sweep)
     write_manifest(sweep, store)
-    progress = Progress(sweep.id, len(states), len(states) - len(todo) - len(busy))
+    progress = Progress(sweep.id, len(states) + more, len(states) - len(todo) - len(busy))
     if busy:
         progress.say(f"skipping {len(busy)} runs another live process is training, e.g. {busy[0]}")
     stop = threading.Event()
     try:
         with stop_on_signals(stop):
-            finished = run_trials(sweep, store, todo, pool, progress, stop)
+            finished = run_trials(sweep, store, search(sweep, store, states, todo), pool, progress, stop)
     except BaseException:
         pool.stop()  # a sweep that dies must not leave trainings running on without it
         raise

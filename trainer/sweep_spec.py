@@ -4,7 +4,7 @@ A spec in the spirit of W&B Sweeps:
 
     name: setpoints                  # optional: the sweep id (default: derived from base + method + parameters)
     base: {task: digit_sum, steps: 200}   # config keys, or the path of a config YAML (relative to the spec)
-    method: grid                     # grid: every combination; random: `count` draws
+    method: grid                     # grid: every combination; random: `count` draws; tpe: `count` from Optuna
     parameters: {controller: [repo_r, entropy_bonus], target_entropy: [0.2, 0.4]}
     seeds: 4                         # a count (0..n-1) or a list
     metric: {name: reward/mean, goal: maximize}
@@ -32,7 +32,7 @@ from trainer.config import TrainConfig, read_config_file, validate_config
 
 
 class Range(BaseModel):
-    """A range for `method: random`: uniform in [min, max] (integers when both bounds are), or log-uniform."""
+    """A range for `method: random` or `tpe`: uniform in [min, max] (integers when both bounds are), or log-uniform."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -79,12 +79,13 @@ class SweepSpec(BaseModel):
     """Sweep id; default: `sweep-` and a hash of base, method and parameters."""
     base: str | dict[str, Any] = Field(default_factory=dict)
     """Config keys every trial shares, or the path of a config YAML (relative to the spec file)."""
-    method: Literal["grid", "random"] = "grid"
-    """grid: every combination of the listed values; random: `count` draws from lists and ranges."""
+    method: Literal["grid", "random", "tpe"] = "grid"
+    """grid: every combination of the listed values; random: `count` draws from lists and ranges; tpe: `count`
+    configurations suggested one by one by Optuna's TPE sampler from the objective of those already run."""
     parameters: dict[str, list[Any] | Range] = Field(default_factory=dict)
-    """Swept config keys: a list of values (grid and random) or a {min, max, log} range (random only)."""
+    """Swept config keys: a list of values (every method) or a {min, max, log} range (random and tpe)."""
     count: int | None = Field(default=None, ge=1)
-    """random: how many configurations to draw (a combination drawn twice is one run)."""
+    """random, tpe: how many configurations to run (a combination drawn twice is one run)."""
     seeds: int | list[int] = Field(default=1)
     """Seeds per configuration: a count n (seeds 0..n-1) or a list of seeds."""
     metric: Metric = Field(default_factory=Metric)
@@ -101,7 +102,7 @@ class SweepSpec(BaseModel):
             if self.count is not None:
                 raise ValueError("count is for method: random; a grid runs every combination")
         elif self.count is None:
-            raise ValueError("method: random needs count: N, the number of configurations to draw")
+            raise ValueError(f"method: {self.method} needs count: N, the number of configurations to run")
         empty = [k for k, v in self.parameters.items() if isinstance(v, list) and not v]
         if empty:
             raise ValueError(f"parameter {empty[0]!r} lists no values")
@@ -132,7 +133,9 @@ class Sweep:
     id: str
     spec: SweepSpec
     base: dict[str, Any]
+    seeds: list[int]
     trials: list[Trial]
+    """Every run (grid, random); for tpe none: its configurations are suggested while it runs."""
 
 
 def digest(value: Any, n: int = 8) -> str:
@@ -161,9 +164,20 @@ def check_keys(where: str, keys: list[str], what: str) -> None:
             )
 
 
+def bounds(choice: list[Any] | Range) -> list[Any]:
+    """A list's values, or a range's two ends."""
+    return [choice.min, choice.max] if isinstance(choice, Range) else choice
+
+
 def combinations(spec: SweepSpec, basis: str) -> list[dict[str, Any]]:
     """The swept configurations, in a fixed order: the grid's product, or `count` random draws."""
     keys = sorted(spec.parameters)
+    if spec.method == "tpe":  # suggested while the sweep runs; here only each list value and range bound,
+        return [  # so a bad one fails up front
+            {j: bounds(spec.parameters[j])[i if j == k else 0] for j in keys}
+            for k in keys
+            for i in range(len(bounds(spec.parameters[k])))
+        ]
     if spec.method == "grid":
         return [
             dict(zip(keys, values, strict=True))
@@ -206,18 +220,28 @@ def load_sweep(path: str | Path) -> Sweep:
     seeds = list(range(spec.seeds)) if isinstance(spec.seeds, int) else spec.seeds
     trials: dict[str, Trial] = {}
     for params in combinations(spec, digest(content, 40)):
-        tag = digest(params)
-        for seed in seeds:
-            config = {**base, **params, "seed": seed}
-            try:
-                validate_config(config)
-            except UsageError as err:
-                raise UsageError(f"{where}: {json.dumps(params)} at seed {seed}: {err}") from None
-            run_id = run_ids.check_run_id(f"{sweep_id}-{tag}-s{seed}")
-            if run_id in trials and spec.method == "grid":
-                raise UsageError(f"{where}: {json.dumps(params)} comes twice; list each value once")
-            trials.setdefault(run_id, Trial(run_id, params, seed, config))
-    return Sweep(sweep_id, spec, base, list(trials.values()))
+        try:
+            batch = trials_for(sweep_id, base, params, seeds)
+        except UsageError as err:
+            raise UsageError(f"{where}: {err}") from None
+        if batch[0].run_id in trials and spec.method == "grid":
+            raise UsageError(f"{where}: {json.dumps(params)} comes twice; list each value once")
+        trials.update((t.run_id, t) for t in batch if t.run_id not in trials)
+    sweep = Sweep(sweep_id, spec, base, seeds, [] if spec.method == "tpe" else list(trials.values()))
+    return sweep
+
+
+def trials_for(sweep_id: str, base: dict[str, Any], params: dict[str, Any], seeds: list[int]) -> list[Trial]:
+    """The runs of one configuration, one per seed; UsageError when its config is invalid."""
+    out = []
+    for seed in seeds:
+        config = {**base, **params, "seed": seed}
+        try:
+            validate_config(config)
+        except UsageError as err:
+            raise UsageError(f"{json.dumps(params)} at seed {seed}: {err}") from None
+        out.append(Trial(run_ids.check_run_id(f"{sweep_id}-{digest(params)}-s{seed}"), params, seed, config))
+    return out
 
 
 def parse_sweep_field(text: str) -> dict[str, Any]:
