@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "sweep",
         cmd_sweep,
-        "run a sweep spec: base config x parameters (grid or random) x seeds, each an ordinary run; again: "
+        "run a sweep spec: base config x parameters (grid, random or tpe) x seeds, each an ordinary run; again: "
         "skips finished runs, resumes the rest (docs/sweeps.md)",
         "entropyscope sweep setpoints.yaml --parallel 2",
     )

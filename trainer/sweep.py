@@ -4,8 +4,8 @@
     entropyscope sweep setpoints.yaml --backend ray --address auto  # each trial a Ray task (trainer/sweep_ray.py)
     entropyscope sweep setpoints.yaml --dry-run                     # the runs it would start, and their state
 
-The runner only launches, records and resumes (the search itself is the spec's expansion, trainer/sweep_spec.py;
-Ray Tune keeps search and execution apart the same way). It is torch-free: each trial is a child process that
+The runner only launches, records and resumes (the search itself is the spec's expansion, trainer/sweep_spec.py,
+or Optuna's TPE, trainer/sweep_tpe.py; Ray Tune keeps search and execution apart the same way). It is torch-free: each trial is a child process that
 imports torch itself, so a crashing or killed trial takes nothing else down. Each run carries run.json's
 `sweep` field (`train --sweep JSON`). The store decides what is left: a finished run is skipped, any other run
 is continued with `train --resume` (from its last checkpoint, else from step 0, whose rows the resumed run
