@@ -238,6 +238,7 @@ class Progress:
             file=self.file,
             disable=not self.file.isatty(),
         )
+        self.bar.set_postfix(failed=0)
 
     def eta(self) -> str:
         left = self.total - self.done
