@@ -61,10 +61,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         again = [*([args.config] if args.config else []), *(f"--set={kv}" for kv in args.set)]
         again += ["--store", args.store, *(["--run-id", args.run_id] if args.run_id else [])]
+        again += ["--sweep", args.sweep] if args.sweep else []
         return spawn(["train", *again, *(["--resume"] if args.resume else [])], args.nproc)
     from trainer.loop import train
+    from trainer.sweep_spec import parse_sweep_field
 
-    summary = train(cfg, Path(args.store), run_id=args.run_id, resume=args.resume)
+    meta = {"sweep": parse_sweep_field(args.sweep)} if args.sweep else None
+    summary = train(cfg, Path(args.store), run_id=args.run_id, resume=args.resume, meta=meta)
     if os.environ.get("RANK", "0") == "0":  # one summary for a run of several processes
         print("\n".join(summary.lines()))
     return 0
@@ -348,6 +351,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from trainer.sweep import run_sweep
+
+    return run_sweep(args.spec, args.store, args.parallel, args.backend, args.address, args.dry_run)
+
+
 def add_server_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8501, help="dashboard port (default 8501)")
     p.add_argument("--host", default="127.0.0.1", help="dashboard address (default 127.0.0.1)")
@@ -414,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="train data-parallel in N processes on torch.distributed (config key dist: fsdp2 or ddp; "
         "docs/distributed.md); the same as torchrun --nproc_per_node N -m trainer.cli train ...",
     )
+    p.add_argument("--sweep", help=argparse.SUPPRESS)  # run.json's sweep field, set by `entropyscope sweep`
 
     p = add(
         "demo",
@@ -525,6 +535,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--metric", required=True, help="step metric key whose final values are compared")
     p.add_argument("--json", action="store_true", help="print JSON: {metric, groups, pairs}")
+
+    p = add(
+        "sweep",
+        cmd_sweep,
+        "run a sweep spec: base config x parameters (grid, random or tpe) x seeds, each an ordinary run; again: "
+        "skips finished runs, resumes the rest (docs/sweeps.md)",
+        "entropyscope sweep setpoints.yaml --parallel 2",
+    )
+    p.add_argument("spec", metavar="SPEC.yaml", help="sweep spec: base, method, parameters, seeds, metric")
+    p.add_argument("--parallel", type=int, help="trainings at once, one thread each (default: the cores)")
+    p.add_argument(
+        "--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks"
+    )
+    p.add_argument("--address", help="Ray cluster address (default: a local Ray instance)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs it would start, start none")
     return parser
 
 

@@ -204,26 +204,32 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Build a TrainConfig from an optional YAML file and `key=value` overrides; UsageError on bad input."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UsageError(f"config file {str(p)!r} does not exist; pass the path of a YAML file")
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise UsageError(f"config file {str(p)!r} is not valid YAML{where}; fix its syntax") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise UsageError(f"config file {str(p)!r} must hold a mapping of key: value pairs")
-        bad = [k for k in loaded or {} if not isinstance(k, str)]
-        if bad:
-            raise UsageError(
-                f"config file {str(p)!r}: key {bad[0]!r} is not a name; write keys as `name: value`"
-            )
-        data.update(loaded or {})
+    data = read_config_file(path) if path is not None else {}
     data.update(parse_overrides(overrides or []))
+    return validate_config(data)
+
+
+def read_config_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The `key: value` mapping of a YAML file (not yet validated); UsageError when it is not one."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{what} {str(p)!r} does not exist; pass the path of a YAML file")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{what} {str(p)!r} is not valid YAML{where}; fix its syntax") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise UsageError(f"{what} {str(p)!r} must hold a mapping of key: value pairs")
+    bad = [k for k in loaded or {} if not isinstance(k, str)]
+    if bad:
+        raise UsageError(f"{what} {str(p)!r}: key {bad[0]!r} is not a name; write keys as `name: value`")
+    return dict(loaded or {})
+
+
+def validate_config(data: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from config keys; UsageError naming the first bad key or value."""
     try:
         return TrainConfig(**data)
     except ValidationError as e:

@@ -449,9 +449,15 @@ def log_step(writer: RunWriter, p: Policy, step: int, res: StepResult, np_rng: n
 
 
 def train(
-    cfg: TrainConfig, store: Path, run_id: str | None = None, resume: bool = False, progress: bool = True
+    cfg: TrainConfig,
+    store: Path,
+    run_id: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    meta: dict | None = None,
 ) -> RunSummary:
     """Train `cfg.steps` iterations, logging to `<store>/<run_id>/` (and MLflow when configured).
+    meta: more top-level run.json fields (a sweep's run: its `sweep` field).
 
     Under torchrun (WORLD_SIZE > 1) this process is one rank of a data-parallel job (trainer/distributed.py).
     A full or read-only store stops the run with RunFailed, naming the checkpoint that resumes it."""
@@ -464,7 +470,7 @@ def train(
         run_id = ranks.share(run_id or new_id)  # one run, one id: rank 0's
         with torch_threads(cfg.threads):
             try:
-                return _train(cfg, store, run_id, resume, progress, ranks)
+                return _train(cfg, store, run_id, resume, progress, ranks, meta)
             except OSError as err:
                 if err.errno not in STORE_FAULTS:
                     raise
@@ -556,7 +562,7 @@ def checkpoint(writer, p: Policy, run_dir: Path, step: int, extra: dict) -> None
 
 
 def _train(
-    cfg: TrainConfig, store: Path, run_id: str, resume: bool, progress: bool, ranks: Ranks
+    cfg: TrainConfig, store: Path, run_id: str, resume: bool, progress: bool, ranks: Ranks, meta: dict | None
 ) -> RunSummary:
     run_dir = run_ids.run_dir(store, run_id)  # before a checkpoint is read: the id must stay in the store
     alerts = build_alerts(cfg)  # a bad rules file fails here, before the model is built
@@ -566,7 +572,7 @@ def _train(
         alerts.load_state_dict(state["alerts"])
     start = state.get("step", 0)
     config = cfg.model_dump()
-    writer = RunWriter(store, run_id, config, resume=resume) if ranks.main else NullWriter()
+    writer = RunWriter(store, run_id, config, resume=resume, meta=meta) if ranks.main else NullWriter()
     sink = None
     if cfg.mlflow and ranks.main:
         from trainer.mlflow_sink import MlflowSink
