@@ -391,3 +391,16 @@ def test_two_cli_requests_within_one_step_of_a_live_trainer_are_both_applied(tmp
     lr = StoreReader(tmp_path).scalars(["two"], ["lr", "controller/eps_high"], max_points=100000)
     later = lr[lr["step"] == applied_at + 1].set_index("key")["value"]
     assert later["lr"] == pytest.approx(5e-4) and later["controller/eps_high"] == pytest.approx(0.3)
+
+
+def test_cli_refuses_keys_that_act_on_nothing_under_the_runs_controller(tmp_path, capsys):
+    run_dir = write_run_json(
+        tmp_path, "plain", status="running", heartbeat=time.time(), config={"controller": "none"}
+    )
+    assert main(["control", "plain", "--store", str(tmp_path), "--set", "target_entropy=0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "entropyscope: error: controller 'none' does not use target_entropy; keys that act on this run: "
+        "eps_low, eps_high, lr; nothing was written"
+    )
+    assert not (run_dir / "control.json").exists()
