@@ -31,7 +31,7 @@ from trainer.cli import main
 from trainer.config import TrainConfig
 from trainer.controllers import build_controller
 from trainer.controllers.repo import ladder_zeta
-from trainer.loop import apply_control, poll_control
+from trainer.live_control import apply_control, poll_control
 
 REPO = Path(__file__).resolve().parents[1]
 
