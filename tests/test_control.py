@@ -143,10 +143,12 @@ def test_requests_written_within_one_step_are_all_applied_and_each_sender_told(t
     )
     fates = request_fates(events)
     assert fates[1].line() == (
-        "step 7: version 1 superseded by version 2, which includes it; in force from step 8: "
+        "step 7: version 1 superseded by version 2, which includes it, in force from step 8: "
         "eps_high 0.2 -> 0.3, lr 0.001 -> 0.0005"
     )
-    assert fates[2].outcome == "applied" and fates[2].line().startswith("step 7: version 2 applied in force")
+    assert fates[2].outcome == "applied" and fates[2].line().startswith(
+        "step 7: version 2 applied, in force from step 8"
+    )
 
 
 def test_a_rejected_request_is_dropped_without_taking_later_ones_with_it(tmp_path):
