@@ -383,7 +383,9 @@ class Fate:
         if self.outcome == "rejected":
             return f"step {self.step}: version {self.version} rejected: {self.detail}"
         how = (
-            "applied" if self.outcome == "applied" else f"superseded by version {self.by}, which includes it;"
+            "applied,"
+            if self.outcome == "applied"
+            else f"superseded by version {self.by}, which includes it,"
         )
         return f"step {self.step}: version {self.version} {how} in force from step {self.step + 1}: {self.detail}"
 

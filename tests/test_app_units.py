@@ -249,17 +249,19 @@ def test_alert_episodes_pair_fired_and_resolved(tmp_path: Path) -> None:
         w.log_event(2, "alert_fired", "collapse 1", severity="critical", payload={"rule": "collapse"})
         w.log_event(3, "alert_fired", "collapse again", severity="critical", payload={"rule": "collapse"})
         w.log_event(4, "alert_resolved", "collapse ok", severity="critical", payload={"rule": "collapse"})
-        w.log_event(6, "alert_fired", "collapse 2", severity="critical", payload={"rule": "collapse"})
+        w.log_event(
+            6, "alert_fired", "collapse 2", severity="critical", payload={"rule": "collapse", "since": 2}
+        )
         w.log_event(7, "alert_fired", "no rule name", severity="info")
     with closing(StoreReader(tmp_path)) as r:
         ep = dq.alert_episodes(r)
         active = dq.active_alerts(r)
-    rows = ep[["rule", "state", "fired_step", "resolved_step", "message"]].astype(object)
+    rows = ep[["rule", "state", "held_from_step", "fired_step", "resolved_step", "message"]].astype(object)
     assert rows.where(rows.notna(), None).values.tolist() == [
-        ["no rule name", "active", 7, None, "no rule name"],  # active first, newest first
-        ["collapse", "active", 6, None, "collapse 2"],
-        ["collapse", "resolved", 2, 4, "collapse ok"],
-        ["clip", "resolved", None, 1, "old resolved"],  # its firing predates the recorded events
+        ["no rule name", "active", 7, 7, None, "no rule name"],  # active first, newest first
+        ["collapse", "active", 2, 6, None, "collapse 2"],  # its condition held from step 2
+        ["collapse", "resolved", 2, 2, 4, "collapse ok"],
+        ["clip", "resolved", None, None, 1, "old resolved"],  # its firing predates the recorded events
     ]
     assert active == {"r": int((ep["state"] == "active").sum())}  # the Runs page count agrees
 

@@ -31,7 +31,7 @@ from trainer.cli import main
 from trainer.config import TrainConfig
 from trainer.controllers import build_controller
 from trainer.controllers.repo import ladder_zeta
-from trainer.loop import apply_control, poll_control
+from trainer.live_control import apply_control, poll_control
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -143,10 +143,12 @@ def test_requests_written_within_one_step_are_all_applied_and_each_sender_told(t
     )
     fates = request_fates(events)
     assert fates[1].line() == (
-        "step 7: version 1 superseded by version 2, which includes it; in force from step 8: "
+        "step 7: version 1 superseded by version 2, which includes it, in force from step 8: "
         "eps_high 0.2 -> 0.3, lr 0.001 -> 0.0005"
     )
-    assert fates[2].outcome == "applied" and fates[2].line().startswith("step 7: version 2 applied in force")
+    assert fates[2].outcome == "applied" and fates[2].line().startswith(
+        "step 7: version 2 applied, in force from step 8"
+    )
 
 
 def test_a_rejected_request_is_dropped_without_taking_later_ones_with_it(tmp_path):
@@ -391,3 +393,16 @@ def test_two_cli_requests_within_one_step_of_a_live_trainer_are_both_applied(tmp
     lr = StoreReader(tmp_path).scalars(["two"], ["lr", "controller/eps_high"], max_points=100000)
     later = lr[lr["step"] == applied_at + 1].set_index("key")["value"]
     assert later["lr"] == pytest.approx(5e-4) and later["controller/eps_high"] == pytest.approx(0.3)
+
+
+def test_cli_refuses_keys_that_act_on_nothing_under_the_runs_controller(tmp_path, capsys):
+    run_dir = write_run_json(
+        tmp_path, "plain", status="running", heartbeat=time.time(), config={"controller": "none"}
+    )
+    assert main(["control", "plain", "--store", str(tmp_path), "--set", "target_entropy=0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "entropyscope: error: controller 'none' does not use target_entropy; keys that act on this run: "
+        "eps_low, eps_high, lr; nothing was written"
+    )
+    assert not (run_dir / "control.json").exists()

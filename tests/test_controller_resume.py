@@ -91,3 +91,12 @@ def test_every_applied_setting_survives_a_resume_from_an_earlier_checkpoint(
     df = StoreReader(tmp_path).scalars(["r"], [schema.LR, schema.ENTROPY_TARGET])
     last = df[df["step"] == 3].set_index("key")["value"]
     assert last[schema.LR] == pytest.approx(5e-4) and last[schema.ENTROPY_TARGET] == pytest.approx(0.3)
+
+
+def test_resume_without_a_checkpoint_says_so_on_the_console(tmp_path, tiny_overrides, capsys):
+    from analysis.store_writer import RunWriter
+
+    RunWriter(tmp_path, "r", {}).close("failed")  # a run killed before its first checkpoint
+    run(tmp_path, [*tiny_overrides, "steps=1"], resume=True)  # nothing to resume: starts from step 0
+    out = capsys.readouterr().out
+    assert f"resume: run r has no checkpoint in {tmp_path / 'r' / 'checkpoints'}; starting from step 0" in out

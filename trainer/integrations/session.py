@@ -15,7 +15,8 @@ from analysis import schema
 from analysis.control import ControlWatcher
 from trainer.config import TrainConfig
 from trainer.controllers import build_controller
-from trainer.loop import build_alerts, check_alerts, compact_finished, poll_control, step_target
+from trainer.live_control import poll_control
+from trainer.loop import build_alerts, check_alerts, compact_finished, step_target
 
 CONTROLLERS = ("none", "repo_r", "repo_d", "adapo", "entropy_bonus")
 """Controllers that act through hooks another trainer exposes: advantages (REPO), ε_high (ADAPO) and an entropy
@@ -44,7 +45,7 @@ class _Read:
 
 class Session:
     """Controller and bookkeeping state across steps; `cfg`, `controller`, `optimizer` and `overrides` are what
-    trainer.loop.apply_control expects of the run it changes."""
+    trainer.live_control.apply_control expects of the run it changes."""
 
     def __init__(self, cfg: TrainConfig, writer: Any, run_dir: Path, optimizer: Any, broadcast: Broadcast):
         self.cfg = cfg
