@@ -83,17 +83,15 @@ def test_store_fault_stops_with_one_line_and_the_last_checkpoint_resumes(
 
 
 def test_other_commands_on_a_read_only_store_say_so_in_one_line(tmp_path, monkeypatch, capsys):
-    import analysis.control
+    import analysis.atomic
 
     writer = RunWriter(tmp_path, "live", {"algo": "grpo"})  # running, fresh heartbeat: control accepts it
 
     def read_only(path, obj):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-    monkeypatch.setattr(analysis.control, "write_json_atomic", read_only)
-    code = main(
-        ["control", "live", "--store", str(tmp_path), "--set", "target_entropy=0.5", "--timeout", "0"]
-    )
+    monkeypatch.setattr(analysis.atomic, "write_json_atomic", read_only)  # control imports it when it writes
+    code = main(["control", "live", "--store", str(tmp_path), "--set", "lr=0.0005", "--timeout", "0"])
     assert code == 1
     (line,) = error_lines(capsys.readouterr().err)
     assert line == (

@@ -34,7 +34,13 @@ class WriteControlOnMain(TrainerCallback):
 def main() -> None:
     store, out = Path(sys.argv[1]), Path(sys.argv[2])
     trainer = make_trainer(
-        store, "ranks", out / "trl", max_steps=3, per_device_train_batch_size=4, num_iterations=2
+        store,
+        "ranks",
+        out / "trl",
+        scope={"controller": "repo_r"},  # target_entropy acts only with a controller
+        max_steps=3,
+        per_device_train_batch_size=4,
+        num_iterations=2,
     )
     seen = InForce(trainer)
     trainer.add_callback(WriteControlOnMain(trainer, store / "ranks"))
