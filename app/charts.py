@@ -32,6 +32,9 @@ from analysis.schema import (
 
 HEIGHT = 330
 PALETTE = qualitative.Plotly + qualitative.D3
+# Runs: ten clearly distinct hues (D3's category10); hashing ids into Plotly + D3's twenty gave neighbouring
+# runs near-identical pinks and blues. Two runs of one chart on the same colour differ by dash instead.
+RUN_PALETTE = qualitative.D3
 # Which controller parameter to draw against the entropy target; others fall back to the first that moves.
 CONTROLLER_PARAM = {
     "repo_r": CONTROLLER_ZETA,
@@ -48,7 +51,7 @@ DELTA_PARTS = (
     (ENTROPY_DELTA_PRED_E2, "E2 A>0 unlikely"),
     (ENTROPY_DELTA_PRED_E3, "E3 A<0 likely"),
     (ENTROPY_DELTA_PRED_E4, "E4 A<0 unlikely"),
-    (ENTROPY_DELTA_PRED_OTHER, "other (zero advantage, carried momentum)"),
+    (ENTROPY_DELTA_PRED_OTHER, "other (A=0, momentum)"),
 )
 QUADRANT_COLORS = ("#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#7f7f7f")  # E1..E4, other: on every chart
 ROBUST_Q = 0.95
@@ -93,7 +96,7 @@ UNIT_PREFIXES = (
 def run_color(run_id: str) -> str:
     """The run's colour on every page: a hash of its id into the palette, so adding runs to the store or
     choosing others never changes it (CRC32: Python's own str hash differs between processes)."""
-    return PALETTE[zlib.crc32(str(run_id).encode()) % len(PALETTE)]
+    return RUN_PALETTE[zlib.crc32(str(run_id).encode()) % len(RUN_PALETTE)]
 
 
 def metric_axis_title(key: str, normalised: bool = False) -> str:

@@ -64,11 +64,11 @@ def test_smooth_matches_ema_per_step_when_bucketed() -> None:
 
 
 def test_run_colour_is_a_function_of_the_id_and_colliding_runs_get_a_dash() -> None:
-    assert charts.run_color("grpo-fp32") == charts.run_color("grpo-fp32") in charts.PALETTE
+    assert charts.run_color("grpo-fp32") == charts.run_color("grpo-fp32") in charts.RUN_PALETTE
     ids = [f"run-{i}" for i in range(40)]
-    assert len({charts.run_color(r) for r in ids}) > 10  # spread over the palette, not one colour
+    assert len({charts.run_color(r) for r in ids}) == len(charts.RUN_PALETTE)  # spread over the palette
     a = ids[0]
-    b = next(r for r in ids[1:] if charts.run_color(r) == charts.run_color(a))  # 40 ids over 20 colours
+    b = next(r for r in ids[1:] if charts.run_color(r) == charts.run_color(a))  # 40 ids over 10 colours
     df = pd.DataFrame(
         {"run_id": [a, a, b, b], "x": [1, 2, 1, 2], "step": [1, 2, 1, 2], "value": [1.0, 2, 3, 4]}
     )
