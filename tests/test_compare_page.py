@@ -45,6 +45,7 @@ def test_grouped_compare_draws_mean_band_and_faint_runs(store, monkeypatch):
     assert at.selectbox(key="group").options == ["none", "auto", "sweep:controller", "config:controller"]
     (fig,) = figures(at)
     assert fig["layout"]["meta"]["panel"] == f"compare:{ENTROPY_MEAN}"
+    assert fig["layout"]["yaxis"]["title"]["text"] == "entropy/mean (nats)"
     legend = [t["name"] for t in fig["data"] if t.get("showlegend", True)]
     assert sorted(legend) == ["controller=none (n=4)", "controller=repo_r (n=4)"]
     runs = [t for t in fig["data"] if t["name"].endswith(" run")]

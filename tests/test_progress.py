@@ -5,6 +5,7 @@ import io
 
 import pytest
 from test_cli import entropyscope
+from test_import import write_verl_jsonl
 
 from trainer import console
 from trainer.config import load_config
@@ -87,3 +88,19 @@ def test_train_says_what_it_does_first_and_prints_no_library_noise(tmp_path, tin
     assert lines[0].startswith("train: loading model tiny-qwen2 for 3 steps of grpo"), lines[0]
     assert lines[1].startswith("quiet: step 1/3")  # the first step is reported as it ends
     assert proc.stderr == "", proc.stderr  # no FutureWarning, no "Writing model shards" bar, no log line
+
+
+def test_import_export_and_compact_say_what_they_do_first(tmp_path):
+    log, store = tmp_path / "grpo.jsonl", str(tmp_path / "s")
+    write_verl_jsonl(log, range(1, 21))
+    done = entropyscope("import", str(log), "--store", store, "--run-id", "v")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"import: reading {log} into {store} ..."
+    out = tmp_path / "v.csv"
+    for args, first in (
+        (("export", "v", "--to", str(out)), f"export: run v of {store} to {out} ..."),
+        (("compact", "v"), f"compact: v in {store} ..."),
+    ):
+        proc = entropyscope(*args, "--store", store)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[0] == first
