@@ -1,7 +1,7 @@
 """Compare: runs side by side on one axis (step, wall time or tokens seen), any metric keys.
 
-A first visit shows the newest runs (up to DEFAULT_RUNS), entropy and reward, smoothed as W&B does (EMA weight
-DEFAULT_SMOOTH, the raw line faint behind; `?smooth=0` for raw). Each run keeps its colour on every page
+A first visit shows the newest runs (up to DEFAULT_RUNS), entropy and reward, smoothed by default as W&B does (EMA
+weight DEFAULT_SMOOTH, the raw line faint behind; `?smooth=0` for raw). Each run keeps its colour on every page
 (charts.run_color). Every control is bound to the URL (`?runs=a&runs=b&metrics=entropy/mean&x=step&smooth=0.6&norm=true`),
 so a link reproduces the view. Traces longer than MAX_POINTS are bucketed in the store query; the band
 shows each bucket's min/max. PNG: the camera button of each chart (Plotly's own, no kaleido); CSV: the
@@ -33,7 +33,8 @@ from app import charts, loaders, ui
 MAX_POINTS = 1000
 DEFAULT_RUNS = 8  # a first visit (no `runs` in the URL) shows the store's newest runs, up to this many
 DEFAULT_METRICS = (ENTROPY_MEAN, REWARD_MEAN)  # those of them the runs logged; else their first key
-DEFAULT_SMOOTH = 0.6  # W&B's default EMA weight: noise damped, a turn still shows within a few steps
+# TensorBoard's default EMA weight (W&B smooths by default too): noise damped, a turn still shows
+DEFAULT_SMOOTH = 0.6
 X_AXES = ("step", "wall time", "tokens seen")
 # Entropy levels (and the predicted change) are divided by the run's H0 when normalising.
 NORMALISABLE = {
