@@ -4,6 +4,7 @@ Every figure carries `layout.meta.panel`, a stable name the browser tests and th
 a chart in the page, independent of its title.
 """
 
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,6 +32,9 @@ from analysis.schema import (
 
 HEIGHT = 330
 PALETTE = qualitative.Plotly + qualitative.D3
+# Runs: ten clearly distinct hues (D3's category10); hashing ids into Plotly + D3's twenty gave neighbouring
+# runs near-identical pinks and blues. Two runs of one chart on the same colour differ by dash instead.
+RUN_PALETTE = qualitative.D3
 # Which controller parameter to draw against the entropy target; others fall back to the first that moves.
 CONTROLLER_PARAM = {
     "repo_r": CONTROLLER_ZETA,
@@ -47,7 +51,7 @@ DELTA_PARTS = (
     (ENTROPY_DELTA_PRED_E2, "E2 A>0 unlikely"),
     (ENTROPY_DELTA_PRED_E3, "E3 A<0 likely"),
     (ENTROPY_DELTA_PRED_E4, "E4 A<0 unlikely"),
-    (ENTROPY_DELTA_PRED_OTHER, "other (zero advantage, carried momentum)"),
+    (ENTROPY_DELTA_PRED_OTHER, "other (A=0, momentum)"),
 )
 QUADRANT_COLORS = ("#d62728", "#2ca02c", "#1f77b4", "#ff7f0e", "#7f7f7f")  # E1..E4, other: on every chart
 ROBUST_Q = 0.95
@@ -56,9 +60,51 @@ SEVERITY_COLORS = {"info": "#1f77b4", "warning": "#ff7f0e", "critical": "#d62728
 PLOTLY_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "png", "scale": 2}}
 
 
-def run_colors(run_ids: Sequence[str]) -> dict[str, str]:
-    """One colour per run, fixed by its position in the full run list so it matches across charts."""
-    return {r: PALETTE[i % len(PALETTE)] for i, r in enumerate(run_ids)}
+# Two runs of one chart that hash to the same colour are told apart by the dash of the later one.
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash")
+# y-axis titles of Compare's charts: the unit of each metric key, by exact key first, then by prefix.
+UNITS = {
+    "entropy/cov_logp_adv": "Cov(log π, A)",
+    "ratio/onpolicy_dev": "|r − 1|",
+    "precision/logp_pos_frac": "fraction of tokens",
+    "precision/prob_diff_mean": "|Δp|",
+    "precision/prob_diff_max": "|Δp|",
+    "precision/pearson": "Pearson r",
+    "diversity/distinct_correct": "answers per prompt",
+    "adv/zero_frac": "fraction of groups",
+    "lr": "learning rate",
+    "throughput/tokens_per_s": "tokens/s",
+}
+UNIT_PREFIXES = (
+    ("entropy/", "nats"),
+    ("clip/", "fraction of tokens"),
+    ("quadrant/", "clipped fraction"),
+    ("ratio/", "π / π_old"),
+    ("precision/logp_diff", "|Δlog p| (nats)"),
+    ("precision/kl", "nats"),
+    ("reward/", "per completion"),
+    ("pass@", "rate (0–1)"),
+    ("diversity/", "fraction of answers"),
+    ("kl/", "nats"),
+    ("grad/", "L2 norm"),
+    ("loss/", "loss"),
+    ("response/", "tokens"),
+    ("time/", "seconds"),
+)
+
+
+def run_color(run_id: str) -> str:
+    """The run's colour on every page: a hash of its id into the palette, so adding runs to the store or
+    choosing others never changes it (CRC32: Python's own str hash differs between processes)."""
+    return RUN_PALETTE[zlib.crc32(str(run_id).encode()) % len(RUN_PALETTE)]
+
+
+def metric_axis_title(key: str, normalised: bool = False) -> str:
+    """A y-axis title for metric `key`: the key with its unit where known, e.g. "entropy/mean (nats)"."""
+    if normalised:
+        return f"{key} ÷ H0 (ratio)"
+    unit = UNITS.get(key) or next((u for prefix, u in UNIT_PREFIXES if key.startswith(prefix)), None)
+    return f"{key} ({unit})" if unit else key
 
 
 def rgba(color: str, alpha: float) -> str:
@@ -98,13 +144,17 @@ def smooth(values: Sequence[float], steps: Sequence[float], weight: float) -> np
 
 
 def compare_figure(
-    df: pd.DataFrame, key: str, title: str, x_title: str, colors: dict[str, str], weight: float, band: bool
+    df: pd.DataFrame, key: str, title: str, x_title: str, weight: float, band: bool, y_title: str
 ) -> go.Figure:
-    """One trace per run of `key` (columns run_id, x, step, value, vmin, vmax), with its min/max band."""
+    """One trace per run of `key` (columns run_id, x, step, value, vmin, vmax) in the run's colour, with its
+    min/max band; with `weight` > 0 the smoothed line over the raw one, drawn faintly."""
     fig = go.Figure()
+    seen: dict[str, int] = {}  # runs drawn so far per colour
     for run_id, d in df.groupby("run_id", sort=False):
         d = d.sort_values("x")
-        color = colors.get(str(run_id), PALETTE[0])
+        color = run_color(str(run_id))
+        dash = DASHES[seen.get(color, 0) % len(DASHES)]
+        seen[color] = seen.get(color, 0) + 1
         bucketed = bool((d["vmin"] != d["vmax"]).any())
         if band and bucketed:  # a trace downsampled into buckets keeps its spikes visible as a band
             common = {"x": d["x"], "mode": "lines", "line": {"width": 0}, "legendgroup": str(run_id),
@@ -119,22 +169,22 @@ def compare_figure(
         fig.add_trace(
             go.Scatter(
                 x=d["x"], y=smooth(d["value"], d["step"], weight), mode="lines", name=str(run_id),
-                legendgroup=str(run_id), line={"color": color, "width": 2},
+                legendgroup=str(run_id), line={"color": color, "width": 2, "dash": dash},
                 customdata=d["step"], hovertemplate="%{y:.4g} (step %{customdata})",
             )
         )  # fmt: skip
-    return layout(fig, title, f"compare:{key}", x_title=x_title)
+    return layout(fig, title, f"compare:{key}", x_title=x_title, y_title=y_title)
 
 
 def group_figure(
     curves: pd.DataFrame, runs: pd.DataFrame, members: dict[str, tuple[str, ...]], key: str, title: str,
-    x_title: str, colors: dict[str, str],
+    x_title: str, y_title: str,
 ) -> go.Figure:  # fmt: skip
     """Per group (analysis.compare.group_curves): its runs faintly behind (runs: run_id, x, value), the shaded
     95% CI band of the mean across seeds, and the mean curve named with its n."""
     fig = go.Figure()
     for name, d in curves.groupby("group", sort=False):
-        color, n = colors.get(str(name), PALETTE[0]), int(d["n"].iloc[0])
+        color, n = run_color(str(name)), int(d["n"].iloc[0])  # a group's colour: a hash of its name
         for run_id in members.get(str(name), ()):
             r = runs[runs["run_id"] == run_id].sort_values("x")
             fig.add_trace(go.Scatter(x=r["x"], y=r["value"], mode="lines", opacity=0.25, showlegend=False,
@@ -150,7 +200,7 @@ def group_figure(
         fig.add_trace(go.Scatter(x=d["x"], y=d["mean"], mode="lines", name=f"{name} (n={n})", legendgroup=str(name),
                                  line={"color": color, "width": 2.5}, customdata=d["step"],
                                  hovertemplate="%{y:.4g} (step %{customdata})"))  # fmt: skip
-    return layout(fig, title, f"compare:{key}", x_title=x_title)
+    return layout(fig, title, f"compare:{key}", x_title=x_title, y_title=y_title)
 
 
 def wide(scalars: pd.DataFrame) -> pd.DataFrame:
@@ -241,8 +291,9 @@ def control_figure(w: pd.DataFrame, controller: object) -> go.Figure | None:
     return fig
 
 
-def entropy_figure(w: pd.DataFrame, keys: dict[str, str], h0: float | None) -> go.Figure | None:
-    """Mean entropy with its p10–p90 band across tokens, the median, and H0 as a reference line.
+def entropy_figure(w: pd.DataFrame, keys: dict[str, str], h0: float | None, color: str) -> go.Figure | None:
+    """Mean entropy with its p10–p90 band across tokens, the median, and H0 as a reference line, in `color`
+    (the run's, as on Compare).
 
     `keys` maps roles mean, p10, p50, p90 to metric keys.
     """
@@ -253,12 +304,12 @@ def entropy_figure(w: pd.DataFrame, keys: dict[str, str], h0: float | None) -> g
         band = {"x": w.index, "mode": "lines", "line": {"width": 0}, "showlegend": False, "hoverinfo": "skip"}
         fig.add_trace(go.Scatter(y=w[keys["p90"]], name="p90", **band))
         fig.add_trace(go.Scatter(y=w[keys["p10"]], name="p10–p90", fill="tonexty",
-                                 fillcolor=rgba(PALETTE[0], 0.18), **{**band, "showlegend": True}))  # fmt: skip
+                                 fillcolor=rgba(color, 0.18), **{**band, "showlegend": True}))  # fmt: skip
     if _finite(w, keys["p50"]):
         fig.add_trace(go.Scatter(x=w.index, y=w[keys["p50"]], mode="lines", name="median",
-                                 line={"dash": "dot", "color": PALETTE[0], "width": 1}))  # fmt: skip
+                                 line={"dash": "dot", "color": color, "width": 1}))  # fmt: skip
     fig.add_trace(go.Scatter(x=w.index, y=w[keys["mean"]], mode="lines", name="mean",
-                             line={"color": PALETTE[0], "width": 2}))  # fmt: skip
+                             line={"color": color, "width": 2}))  # fmt: skip
     if h0 is not None and np.isfinite(h0):
         fig.add_hline(y=h0, line={"dash": "dash", "color": "gray"}, annotation_text="H0")
     return layout(fig, "Entropy (nats): mean, p10–p90 band over tokens", "entropy", y_title="nats")

@@ -100,14 +100,68 @@ def test_runs_page_filters_by_url(monkeypatch: pytest.MonkeyPatch) -> None:
     assert at.dataframe[0].value["run_id"].tolist() == ["dapo-fp32"]
 
 
-def test_compare_two_runs_has_two_traces(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_compare_defaults_to_entropy_and_reward_smoothed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As W&B opens: several metrics, each smoothed (weight 0.6) over its raw line drawn faintly, y axes titled."""
     at = open_page(SAMPLE_RUNS, "compare", monkeypatch, runs=["grpo-fp32", "grpo-bf16"])
     assert_clean(at)
     assert not at.warning
-    (fig,) = figures(at)
-    assert fig["layout"]["meta"]["panel"] == f"compare:{ENTROPY_MEAN}"
-    assert sorted(legend_traces(fig)) == ["grpo-bf16", "grpo-fp32"]
+    assert at.slider(key="smooth").value == pytest.approx(0.6)
+    figs = figures(at)
+    assert [f["layout"]["meta"]["panel"] for f in figs] == [
+        f"compare:{ENTROPY_MEAN}",
+        f"compare:{REWARD_MEAN}",
+    ]
+    assert [f["layout"]["yaxis"]["title"]["text"] for f in figs] == [
+        "entropy/mean (nats)",
+        "reward/mean (per completion)",
+    ]
+    for fig in figs:
+        assert sorted(legend_traces(fig)) == ["grpo-bf16", "grpo-fp32"]
+        raw = [t for t in fig["data"] if t["name"].endswith(" raw")]
+        assert len(raw) == 2 and all(t["opacity"] < 0.5 for t in raw)
     assert at.get("download_button"), "CSV download missing"
+
+
+def test_compare_smooth_0_in_the_url_draws_raw_lines_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_page(SAMPLE_RUNS, "compare", monkeypatch, runs=["grpo-fp32"], metrics=ENTROPY_MEAN, smooth="0")
+    assert_clean(at)
+    assert at.slider(key="smooth").value == 0
+    (fig,) = figures(at)
+    assert [t["name"] for t in fig["data"] if t.get("fill") != "tonexty" and "max" not in t["name"]] == [
+        "grpo-fp32"
+    ]
+
+
+def test_a_run_keeps_its_colour_across_pages_and_run_lists(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Compare with different selections and a store that gains runs, Run detail and Alerts: one colour."""
+
+    def compare_colour(store: Path, runs: list[str], run_id: str) -> str:
+        at = open_page(store, "compare", monkeypatch, runs=runs, metrics=ENTROPY_MEAN)
+        assert_clean(at)
+        (fig,) = figures(at)
+        return next(t["line"]["color"] for t in fig["data"] if t["name"] == run_id)
+
+    colour = compare_colour(SAMPLE_RUNS, ["grpo-fp32", "dapo-fp32"], "grpo-fp32")
+    assert compare_colour(SAMPLE_RUNS, ["adapo", "repo-r", "grpo-fp32"], "grpo-fp32") == colour
+    store = tmp_path / "store"  # the store gains runs whose ids sort before it
+    shutil.copytree(SAMPLE_RUNS / "grpo-fp32", store / "grpo-fp32")
+    for run_id in ("aaa", "grpo-a", "b"):
+        with RunWriter(store, run_id, {"algo": "grpo"}) as w:
+            w.log_scalars(1, {ENTROPY_MEAN: 1.0})
+            w.log_event(1, "alert_fired", "firing", severity="critical", payload={"rule": "collapse"})
+    assert compare_colour(store, ["aaa", "b", "grpo-a", "grpo-fp32"], "grpo-fp32") == colour
+    at = open_page(store, "run_detail", monkeypatch, run="grpo-fp32")
+    assert_clean(at)
+    entropy = next(f for f in figures(at) if f["layout"]["meta"]["panel"] == "entropy")
+    assert next(t["line"]["color"] for t in entropy["data"] if t["name"] == "mean") == colour
+    assert any(colour in m.value and "grpo-fp32" in m.value for m in at.markdown)
+    other = compare_colour(store, ["aaa", "grpo-fp32"], "aaa")
+    assert compare_colour(store, ["b", "aaa"], "aaa") == other
+    at = open_page(store, "alerts", monkeypatch)
+    assert_clean(at)
+    assert f"color: {other}" in at.dataframe[0].proto.arrow_data.styler.styles
 
 
 def test_compare_view_comes_from_the_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,8 +185,7 @@ def test_compare_opens_on_the_newest_runs(monkeypatch: pytest.MonkeyPatch, tmp_p
     at = open_page(SAMPLE_RUNS, "compare", monkeypatch)
     assert_clean(at)
     on_disk = sorted(d.name for d in SAMPLE_RUNS.iterdir() if (d / "run.json").is_file())
-    (fig,) = figures(at)
-    assert sorted(legend_traces(fig)) == on_disk
+    assert all(sorted(legend_traces(fig)) == on_disk for fig in figures(at))
     for i in range(10):  # r9 is the newest
         with RunWriter(tmp_path, f"r{i}", {"algo": "grpo"}) as w:
             w.log_scalars(1, {ENTROPY_MEAN: 1.0})

@@ -63,6 +63,33 @@ def test_smooth_matches_ema_per_step_when_bucketed() -> None:
     assert charts.smooth(y, steps, 0.0) is not None and np.array_equal(charts.smooth(y, steps, 0.0), y)
 
 
+def test_run_colour_is_a_function_of_the_id_and_colliding_runs_get_a_dash() -> None:
+    assert charts.run_color("grpo-fp32") == charts.run_color("grpo-fp32") in charts.RUN_PALETTE
+    ids = [f"run-{i}" for i in range(40)]
+    assert len({charts.run_color(r) for r in ids}) == len(charts.RUN_PALETTE)  # spread over the palette
+    a = ids[0]
+    b = next(r for r in ids[1:] if charts.run_color(r) == charts.run_color(a))  # 40 ids over 10 colours
+    df = pd.DataFrame(
+        {"run_id": [a, a, b, b], "x": [1, 2, 1, 2], "step": [1, 2, 1, 2], "value": [1.0, 2, 3, 4]}
+    )
+    fig = charts.compare_figure(
+        df.assign(vmin=df["value"], vmax=df["value"]), "k", "k", "step", 0.0, True, "k"
+    )
+    assert [(t.name, t.line.color, t.line.dash) for t in fig.data] == [
+        (a, charts.run_color(a), "solid"),
+        (b, charts.run_color(a), "dash"),
+    ]
+
+
+def test_metric_axis_titles_carry_units() -> None:
+    assert charts.metric_axis_title("entropy/mean") == "entropy/mean (nats)"
+    assert charts.metric_axis_title("entropy/delta_batch") == "entropy/delta_batch (nats)"
+    assert charts.metric_axis_title("clip/frac_high") == "clip/frac_high (fraction of tokens)"
+    assert charts.metric_axis_title("time/step_s") == "time/step_s (seconds)"
+    assert charts.metric_axis_title("entropy/mean", normalised=True) == "entropy/mean ÷ H0 (ratio)"
+    assert charts.metric_axis_title("my/custom") == "my/custom"  # an imported key of unknown unit: its name
+
+
 def test_hist_matrix_rebins_and_downsamples() -> None:
     rows = [
         {"step": s, "bin_lo": lo, "bin_hi": lo + 1.0, "count": c}

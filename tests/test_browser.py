@@ -190,7 +190,7 @@ def test_select_two_runs_and_compare_shows_two_traces(page: object, server: str)
     page.wait_for_url("**/compare?runs=*", timeout=TIMEOUT_MS)
     first_chart = page.locator(".js-plotly-plot").first
     first_chart.locator("g.trace.scatter").first.wait_for(timeout=TIMEOUT_MS)
-    assert first_chart.locator("g.trace.scatter").count() == 2
+    assert first_chart.locator("g.legend g.traces").count() == 2  # one entry per run (its raw line has none)
     assert page.url.count("runs=") == 2  # the selection is in the URL, so the link reproduces the view
     assert page.locator(EXCEPTION).count() == 0
 
@@ -215,7 +215,7 @@ def test_compare_opens_on_the_newest_runs(page: object, server: str) -> None:
     open_page(page, server + "/compare", PAGES["compare"][1])
     first_chart = page.locator(".js-plotly-plot").first
     first_chart.locator("g.trace.scatter").first.wait_for(timeout=TIMEOUT_MS)
-    assert first_chart.locator("g.trace.scatter").count() == n_runs >= 2
+    assert first_chart.locator("g.legend g.traces").count() == n_runs >= 2
     assert page.get_by_text("Choose runs above").count() == 0
 
 

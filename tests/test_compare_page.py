@@ -45,6 +45,7 @@ def test_grouped_compare_draws_mean_band_and_faint_runs(store, monkeypatch):
     assert at.selectbox(key="group").options == ["none", "auto", "sweep:controller", "config:controller"]
     (fig,) = figures(at)
     assert fig["layout"]["meta"]["panel"] == f"compare:{ENTROPY_MEAN}"
+    assert fig["layout"]["yaxis"]["title"]["text"] == "entropy/mean (nats)"
     legend = [t["name"] for t in fig["data"] if t.get("showlegend", True)]
     assert sorted(legend) == ["controller=none (n=4)", "controller=repo_r (n=4)"]
     runs = [t for t in fig["data"] if t["name"].endswith(" run")]
@@ -75,5 +76,5 @@ def test_group_by_a_config_key_and_none(store, monkeypatch):
     at = open_page(store, "compare", monkeypatch, runs=RUNS[:2])
     assert_clean(at)
     assert at.selectbox(key="group").value == "none"  # the default: one line per run, as before
-    assert sorted(t["name"] for t in figures(at)[0]["data"]) == sorted(RUNS[:2])
+    assert sorted(t["name"] for t in figures(at)[0]["data"] if t.get("showlegend", True)) == sorted(RUNS[:2])
     assert not at.dataframe

@@ -1,7 +1,13 @@
-"""Progress output: a bar on a terminal, plain lines in a log (no carriage-return frames piling up)."""
+"""Progress output: a bar on a terminal, plain lines in a log (no carriage-return frames piling up); the console
+of a command: its first line at once, our warnings as one line, library warnings and bars kept out."""
 
 import io
 
+import pytest
+from test_cli import entropyscope
+from test_import import write_verl_jsonl
+
+from trainer import console
 from trainer.config import load_config
 from trainer.loop import train
 from trainer.progress import PLAIN_LINES, Progress
@@ -26,7 +32,7 @@ def test_off_a_terminal_prints_a_plain_line_every_few_steps():
     lines = out.getvalue().splitlines()
     assert "\r" not in out.getvalue()
     steps = [int(line.split("step ")[1].split("/")[0]) for line in lines if "step " in line]
-    assert steps == list(range(100 // PLAIN_LINES, 101, 100 // PLAIN_LINES))
+    assert steps == [1, *range(100 // PLAIN_LINES, 101, 100 // PLAIN_LINES)]  # the first step at once
     assert lines[-1] == "run-a: step 100/100 entropy 0.010"
     assert "alert: something" in lines
 
@@ -56,3 +62,45 @@ def test_training_into_a_pipe_prints_plain_lines(tmp_path, tiny_overrides, capsy
         "piped: step 2/3",
         "piped: step 3/3",
     ]
+
+
+def test_only_our_own_warnings_reach_the_console():
+    own = str(console.Path(console.__file__).parent / "loop.py")
+    library = "/usr/lib/python3/site-packages/transformers/modeling_utils.py"
+    out = io.StringIO()
+    for message, category, filename in (
+        ("`torch_dtype` is deprecated! Use `dtype` instead!", FutureWarning, library),
+        ("a generation flag is ignored", UserWarning, library),
+        ("deprecated call, attributed to our line by stacklevel", FutureWarning, own),
+        ("skipping unreadable segment x.parquet", RuntimeWarning, own),
+    ):
+        console.show_warning(message, category, filename, 1, file=out)
+    assert out.getvalue() == "entropyscope: warning: skipping unreadable segment x.parquet\n"
+
+
+@pytest.mark.slow
+def test_train_says_what_it_does_first_and_prints_no_library_noise(tmp_path, tiny_overrides):
+    """checkpoint_every=1: transformers' save_pretrained draws a "Writing model shards" bar at each checkpoint."""
+    sets = [a for o in tiny_overrides for a in ("--set", o)]
+    proc = entropyscope("train", *sets, "--store", str(tmp_path / "s"), "--run-id", "quiet", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("train: loading model tiny-qwen2 for 3 steps of grpo"), lines[0]
+    assert lines[1].startswith("quiet: step 1/3")  # the first step is reported as it ends
+    assert proc.stderr == "", proc.stderr  # no FutureWarning, no "Writing model shards" bar, no log line
+
+
+def test_import_export_and_compact_say_what_they_do_first(tmp_path):
+    log, store = tmp_path / "grpo.jsonl", str(tmp_path / "s")
+    write_verl_jsonl(log, range(1, 21))
+    done = entropyscope("import", str(log), "--store", store, "--run-id", "v")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == f"import: reading {log} into {store} ..."
+    out = tmp_path / "v.csv"
+    for args, first in (
+        (("export", "v", "--to", str(out)), f"export: run v of {store} to {out} ..."),
+        (("compact", "v"), f"compact: v in {store} ..."),
+    ):
+        proc = entropyscope(*args, "--store", store)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.splitlines()[0] == first

@@ -17,13 +17,13 @@ import sys
 import textwrap
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from analysis.access import MIN_TOKEN_LEN, TOKEN_ENV, server_token
 from analysis.errors import STORE_FAULTS, RunFailed, UsageError
+from trainer.console import quiet_libraries
 
 DEFAULT_STORE = "runs"
 # One torch thread: the dashboard shares the cores, and a 2-thread trainer next to one busy core took 12.8 s
@@ -31,20 +31,6 @@ DEFAULT_STORE = "runs"
 # delta_every=10: the live run fills the ΔH panels too, for ~20% more time (docs/entropy_dynamics.md#cost)
 DEMO_OVERRIDES = ["checkpoint_every=0", "threads=1", "delta_every=10"]
 SAMPLE_RUNS = Path(__file__).resolve().parents[1] / "sample_runs"
-_OWN_CODE = tuple(
-    str(Path(__file__).resolve().parents[1] / d) + os.sep for d in ("analysis", "trainer", "app")
-)
-_python_format_warning = warnings.formatwarning
-
-
-def format_warning(
-    message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
-) -> str:
-    """Our own warnings (a damaged file skipped, an endpoint down) as one line `entropyscope: warning: ...`;
-    other libraries' as Python prints them."""
-    if filename.startswith(_OWN_CODE):
-        return f"entropyscope: warning: {message}\n"
-    return _python_format_warning(message, category, filename, lineno, line)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -56,6 +42,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)  # before importing torch, so bad input fails in a blink
     if args.nproc < 1:
         raise UsageError(f"--nproc {args.nproc}: pass a number of processes, 1 or more")
+    if os.environ.get("RANK", "0") == "0":  # before torch's import, which takes seconds
+        processes = f" in {args.nproc} processes" if args.nproc > 1 else ""
+        print(f"train: loading model {cfg.model} for {cfg.steps} steps of {cfg.algo} (controller {cfg.controller}) "
+              f"on {cfg.task}{processes}; store {args.store} ...", flush=True)  # fmt: skip
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         from trainer.launch import spawn
 
@@ -166,7 +156,6 @@ def wait_server(proc: subprocess.Popen) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from trainer.config import load_config
-    from trainer.loop import train
 
     cfg = load_config(None, [*DEMO_OVERRIDES, f"steps={args.steps}"])
     token = None if args.no_serve else server_token(args.host, args.token)
@@ -179,9 +168,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         # The server's own chatter would tear the progress bar; it goes to a log in the store instead.
         with (store / "dashboard.log").open("ab") as log:
             server = start_dashboard(str(store), args.host, args.port, token, stdout=log, stderr=log)
-        print(f"dashboard: http://{args.host}:{args.port} (the live run appears under Runs)")
-    print(f"demo: GRPO on {cfg.task} with {cfg.model}, {cfg.steps} steps, CPU-friendly; store {store}")
+        print(f"dashboard: http://{args.host}:{args.port} (the live run appears under Runs)", flush=True)
+    print(f"demo: GRPO on {cfg.task} with {cfg.model}, {cfg.steps} steps, CPU-friendly; store {store}; "
+          "loading the model ...", flush=True)  # fmt: skip
     try:
+        from trainer.loop import train  # after the first lines: importing torch takes seconds
+
         summary = train(cfg, store)
         print("\n".join(summary.lines()))
         print(f"inspect it: {own_command()} runs --store {shlex.quote(str(store))}")
@@ -288,6 +280,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    print(f"export: run {args.run_id} of {args.store} to {args.to} ...", flush=True)
     from analysis.export import export_run
 
     path = export_run(args.store, args.run_id, args.to)
@@ -301,13 +294,16 @@ def cmd_import(args: argparse.Namespace) -> int:
     options = {"run_id": args.run_id, "fmt": args.format, "step_key": args.step_key, "map_path": args.map,
                "step_every": args.step_every}  # fmt: skip
     if args.follow:
-        print(f"importing {args.source}, then new rows every {FOLLOW_INTERVAL_S:g} s; Ctrl-C stops")
+        print(
+            f"importing {args.source}, then new rows every {FOLLOW_INTERVAL_S:g} s; Ctrl-C stops", flush=True
+        )
         stop = threading.Event()
         # a service manager's SIGTERM ends the follow as Ctrl-C does: the run is marked finished, not left
         # "running" for the stalled alert to flag
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         runs = follow_source(args.source, store=args.store, stop=stop, **options)
     else:
+        print(f"import: reading {args.source} into {args.store} ...", flush=True)
         runs = import_source(args.source, store=args.store, **options)
     print("\n".join(run.line() for run in runs))
     return 0
@@ -315,16 +311,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     from analysis import run_ids
-    from analysis.compact import STALE_S, compact_runs
-    from analysis.store_reader import StoreReader
 
-    stale = STALE_S if args.stale is None else args.stale  # not the parser's default: it would import pyarrow
-    if not stale >= 0:  # NaN too
-        raise UsageError(f"--stale must be 0 or more seconds, got {stale:g}")
+    if args.stale is not None and not args.stale >= 0:  # NaN too
+        raise UsageError(f"--stale must be 0 or more seconds, got {args.stale:g}")
     if not args.grace >= 0:
         raise UsageError(f"--grace must be 0 or more seconds, got {args.grace:g}")
     for run_id in args.run_ids:
         run_ids.run_dir(args.store, run_id)
+    print(f"compact: {' '.join(args.run_ids) or 'every run'} in {args.store} ...", flush=True)
+    from analysis.compact import STALE_S, compact_runs  # pyarrow: a second's import
+    from analysis.store_reader import StoreReader
+
+    stale = STALE_S if args.stale is None else args.stale  # not the parser's default: it would import pyarrow
     reader = StoreReader(args.store)
     found = {d.name: d for d in reader.run_dirs()}
     missing = [r for r in args.run_ids if r not in found]
@@ -336,7 +334,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
         return 0
     failed = 0
     for run_id, ok, message in compact_runs(dirs, stale, args.grace):
-        print(f"{run_id}: {message}")
+        print(f"{run_id}: {message}", flush=True)
         failed += not ok
     return 1 if failed else 0
 
@@ -352,6 +350,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    if not args.dry_run:  # a dry run's output is the plan alone
+        print(f"sweep: reading {args.spec}, planning its runs in {args.store} ...", flush=True)
     from trainer.sweep import run_sweep
 
     return run_sweep(args.spec, args.store, args.parallel, args.backend, args.address, args.dry_run)
@@ -554,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    warnings.formatwarning = format_warning
+    quiet_libraries()  # before any command imports transformers
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -1,7 +1,8 @@
 """The trainer's progress display: a tqdm bar on a terminal, plain lines in a log file or CI.
 
 A bar redraws itself with carriage returns; written to a file every frame piles up on one line. Off a
-terminal the run prints one line every `len(steps) // PLAIN_LINES` steps (and at the last step) instead.
+terminal the run prints one line every `len(steps) // PLAIN_LINES` steps (and at the first and last step,
+so a log shows the run going within its first step) instead.
 """
 
 import sys
@@ -38,7 +39,7 @@ class Progress:
             self.bar.set_postfix(fields)
             return
         done = step - self.steps.start + 1
-        if self.enabled and (done % self.every == 0 or step == self.steps[-1]):
+        if self.enabled and (done == 1 or done % self.every == 0 or step == self.steps[-1]):
             shown = " ".join(f"{k} {v}" for k, v in fields.items())
             print(f"{self.desc}: step {step}/{self.steps[-1]} {shown}", file=self.file, flush=True)
 

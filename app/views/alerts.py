@@ -11,11 +11,12 @@ import time
 
 import pandas as pd
 import streamlit as st
+from pandas.io.formats.style import Styler
 
 from analysis.liveness import format_age
 from analysis.schema import SEVERITIES
 from analysis.watch import watch
-from app import loaders, ui
+from app import charts, loaders, ui
 
 COLUMNS = {
     "run_id": st.column_config.TextColumn("run"),
@@ -40,6 +41,13 @@ def display_frame(episodes: pd.DataFrame, now: float) -> pd.DataFrame:
         _rank=episodes["severity"].map(SEVERITY_ORDER),
     )
     return df.sort_values("_rank", kind="stable")[list(COLUMNS)]
+
+
+def colored(df: pd.DataFrame) -> Styler:
+    """Each run's name in its colour, the one its lines have on Compare and Run detail."""
+    return df.style.map(
+        lambda run_id: f"color: {charts.run_color(run_id)}; font-weight: 600", subset=["run_id"]
+    )
 
 
 def evaluate_button(store: str) -> None:
@@ -79,14 +87,13 @@ def tables(store: str, run_ids: list[str], severities: list[str]) -> None:
             st.caption("No alert firing.")
         else:
             shown = display_frame(active, now).drop(columns=["resolved_step"])
-            st.dataframe(shown, hide_index=True, column_config=COLUMNS, key="alerts-active")
+            st.dataframe(colored(shown), hide_index=True, column_config=COLUMNS, key="alerts-active")
         st.subheader("Resolved")
         if resolved.empty:
             st.caption("No alert resolved yet.")
         else:
-            st.dataframe(
-                display_frame(resolved, now), hide_index=True, column_config=COLUMNS, key="alerts-resolved"
-            )
+            st.dataframe(colored(display_frame(resolved, now)), hide_index=True, column_config=COLUMNS,
+                         key="alerts-resolved")  # fmt: skip
 
 
 def main() -> None:

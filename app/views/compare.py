@@ -1,6 +1,8 @@
 """Compare: runs side by side on one axis (step, wall time or tokens seen), any metric keys.
 
-A first visit shows the newest runs (up to DEFAULT_RUNS). Every control is bound to the URL (`?runs=a&runs=b&metrics=entropy/mean&x=step&smooth=0.6&norm=true`),
+A first visit shows the newest runs (up to DEFAULT_RUNS), entropy and reward, smoothed by default as W&B does (EMA
+weight DEFAULT_SMOOTH, the raw line faint behind; `?smooth=0` for raw). Each run keeps its colour on every page
+(charts.run_color). Every control is bound to the URL (`?runs=a&runs=b&metrics=entropy/mean&x=step&smooth=0.6&norm=true`),
 so a link reproduces the view. Traces longer than MAX_POINTS are bucketed in the store query; the band
 shows each bucket's min/max. PNG: the camera button of each chart (Plotly's own, no kaleido); CSV: the
 button under the charts, with the data as plotted.
@@ -24,11 +26,15 @@ from analysis.schema import (
     ENTROPY_PRED_DELTA,
     ENTROPY_SEQ_MEAN,
     ENTROPY_TARGET,
+    REWARD_MEAN,
 )
 from app import charts, loaders, ui
 
 MAX_POINTS = 1000
 DEFAULT_RUNS = 8  # a first visit (no `runs` in the URL) shows the store's newest runs, up to this many
+DEFAULT_METRICS = (ENTROPY_MEAN, REWARD_MEAN)  # those of them the runs logged; else their first key
+# TensorBoard's default EMA weight (W&B smooths by default too): noise damped, a turn still shows
+DEFAULT_SMOOTH = 0.6
 X_AXES = ("step", "wall time", "tokens seen")
 # Entropy levels (and the predicted change) are divided by the run's H0 when normalising.
 NORMALISABLE = {
@@ -96,12 +102,12 @@ def controls(run_ids: list[str], store: str) -> dict | None:
     if not keys:
         st.info("The selected runs have logged no step metrics yet.")
         return None
-    default = [ENTROPY_MEAN] if ENTROPY_MEAN in keys else keys[:1]
+    default = [m for m in DEFAULT_METRICS if m in keys] or keys[:1]
     metrics = st.multiselect("Metrics", keys, default=default, key="metrics", bind="query-params")
     c = st.columns([2, 2, 1, 1])
     axis = c[0].segmented_control("x axis", X_AXES, default="step", key="x", bind="query-params") or "step"
-    weight = c[1].slider("EMA smoothing", 0.0, 0.99, 0.0, 0.01, key="smooth", bind="query-params",
-                         help="TensorBoard-style weight; 0 = raw")  # fmt: skip
+    weight = c[1].slider("EMA smoothing", 0.0, 0.99, DEFAULT_SMOOTH, 0.01, key="smooth", bind="query-params",
+                         help="TensorBoard/W&B-style weight, the raw line faint behind; 0 = raw only")  # fmt: skip
     norm = c[2].toggle("Entropy ÷ H0", key="norm", bind="query-params",
                        help="divide entropy keys by each run's first-step entropy")  # fmt: skip
     band = c[3].toggle("min/max band", value=True, key="band", bind="query-params")
@@ -115,7 +121,7 @@ def controls(run_ids: list[str], store: str) -> dict | None:
             "band": band, "group": group or NONE, "infos": infos}  # fmt: skip
 
 
-def grouped_chart(view: dict, df: pd.DataFrame, key: str, title: str, x_title: str) -> None:
+def grouped_chart(view: dict, df: pd.DataFrame, key: str, title: str, x_title: str, y_title: str) -> None:
     """One metric as group means with 95% CI bands across seeds, the runs faintly behind."""
     d = df[df["key"] == key].copy()
     if view["weight"] > 0:  # smooth each run, then average: the band is over smoothed curves
@@ -125,7 +131,7 @@ def grouped_chart(view: dict, df: pd.DataFrame, key: str, title: str, x_title: s
     groups = group_runs(view["infos"], view["runs"], view["group"])
     curves = group_curves(d, groups)
     members = {g.name: g.run_ids for g in groups}
-    fig = charts.group_figure(curves, d, members, key, title, x_title, charts.run_colors(list(members)))
+    fig = charts.group_figure(curves, d, members, key, title, x_title, y_title)
     ui.show_figure(fig if not d.empty else None, f"cmp-{key}", f"{key}: no data for these runs.")
 
 
@@ -150,7 +156,7 @@ def final_values(view: dict, store: str) -> None:
                 st.text("Not counted (not finished, or no value): " + "; ".join(left + list(result.dropped)))
 
 
-def plot(view: dict, store: str, runs: pd.DataFrame, colors: dict[str, str]) -> None:
+def plot(view: dict, store: str, runs: pd.DataFrame) -> None:
     run_ids, metrics = view["runs"], view["metrics"]
     if not metrics:
         st.info("Choose at least one metric.")
@@ -167,12 +173,14 @@ def plot(view: dict, store: str, runs: pd.DataFrame, colors: dict[str, str]) -> 
             st.warning(f"Tokens seen unavailable for {', '.join(missing)} (no response/len_mean or batch size in "
                        "its config): left out of this view.")  # fmt: skip
         for key in metrics:
-            title = f"{key} ÷ H0" if view["norm"] and key in NORMALISABLE else key
+            normalised = view["norm"] and key in NORMALISABLE
+            title = f"{key} ÷ H0" if normalised else key
+            y_title = charts.metric_axis_title(key, normalised)
             if view["group"] != NONE:
-                grouped_chart(view, df, key, title, x_title)
+                grouped_chart(view, df, key, title, x_title, y_title)
                 continue
             d = df[df["key"] == key]
-            fig = charts.compare_figure(d, key, title, x_title, colors, view["weight"], view["band"])
+            fig = charts.compare_figure(d, key, title, x_title, view["weight"], view["band"], y_title)
             ui.show_figure(fig if not d.empty else None, f"cmp-{key}", f"{key}: no data for these runs.")
 
         def csv() -> str:  # built on click, not sent to the browser with every (live) refresh
@@ -196,8 +204,7 @@ def main() -> None:
     view = controls(runs["run_id"].tolist(), store)
     if view is None:
         return
-    colors = charts.run_colors(sorted(runs["run_id"]))
-    ui.live_fragment(lambda: plot(view, store, runs, colors), ui.is_live(runs, list(view["runs"])))
+    ui.live_fragment(lambda: plot(view, store, runs), ui.is_live(runs, list(view["runs"])))
 
 
 main()

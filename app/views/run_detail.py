@@ -6,6 +6,7 @@ covariance proxy), predicted vs measured with its correlation and the prediction
 clipping and quadrants; precision drift; reward, pass@k and diversity; optimisation health; events.
 """
 
+import html
 import json
 import time
 
@@ -33,7 +34,15 @@ NO_DELTA = ("No batch ΔH in this run: `entropy/delta_*` are logged by runs trai
 NO_DELTA_IMPORTED = "No batch ΔH: an imported run has no per-token records to measure it from."
 
 
+def swatch(run_id: str) -> None:
+    """The run's colour, as its lines have on Compare and this page's entropy chart, and its name on Alerts."""
+    color = charts.run_color(run_id)
+    st.markdown(f'<span style="color:{color}">●</span> <code>{html.escape(run_id)}</code> · its colour on every '
+                "page", unsafe_allow_html=True)  # fmt: skip
+
+
 def header(run: pd.Series, info: dict) -> None:
+    swatch(str(run.name))
     cols = st.columns(6)
     now = time.time()
     cols[0].metric("status", status_label(run["status"], run["heartbeat"], now))
@@ -76,7 +85,8 @@ def panels(store: str, run_id: str, controller: object, info: dict) -> None:
         (k.QUADRANT_E4, "E4 A<0 unlikely (H↓)"),
     ]
     rows = [
-        (charts.entropy_figure(w, ENTROPY_KEYS, _first(w, k.ENTROPY_MEAN)), charts.hist_figure(hists)),
+        (charts.entropy_figure(w, ENTROPY_KEYS, _first(w, k.ENTROPY_MEAN), charts.run_color(run_id)),
+         charts.hist_figure(hists)),
         (charts.control_figure(w, controller),
          charts.lines_figure(w, [(k.ENTROPY_DELTA_BATCH, "measured on the batch"),
                                  (k.ENTROPY_DELTA_PRED, "predicted ∇H̄·Δθ")],
