@@ -1,0 +1,77 @@
+"""The Sweeps page in real Chromium from a deep link (`/sweeps?sweep=ID`) at 1600 px: each metric against each
+swept key with one dot per run and each setting's IQM with its 95% CI bar, and the parallel-coordinates view."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    EXCEPTION,
+    IDLE,
+    PANEL_JS,
+    SHOTS,
+    TIMEOUT_MS,
+    open_page,
+    serving,
+)
+from test_sweeps_page import REWARD, SEEDS, SWEEP, write_grid
+
+from analysis.schema import REWARD_MEAN
+
+sync_api = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.browser
+
+PANEL = f"sweep:{REWARD_MEAN}:target_entropy"
+# What the browser drew in the panel: run dots, error bars, legend entries.
+DRAWN_JS = f"""() => {{
+  const el = ({PANEL_JS})('{PANEL}');
+  if (!el) return null;
+  const dots = [...el.querySelectorAll('g.trace.scatter')].filter(t => t.querySelectorAll('path.point').length)
+  return {{points: el.querySelectorAll('g.points path.point').length,
+          bars: el.querySelectorAll('g.errorbar').length,
+          legend: [...el.querySelectorAll('g.legend text.legendtext')].map(t => t.textContent),
+          ytitle: (el.querySelector('g.g-ytitle text') || {{}}).textContent}};
+}}"""
+PARCOORDS_JS = f"() => {{ const el = ({PANEL_JS})('sweep:parcoords'); return el ? el.querySelectorAll('g.y-axis').length : 0; }}"
+
+
+@pytest.fixture(scope="module")
+def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    store = tmp_path_factory.mktemp("browser_sweeps") / "store"
+    write_grid(store)
+    with serving(store) as u:
+        yield u
+
+
+def test_sweeps_page_renders_dots_and_ci_bars_from_a_deep_link(url: str) -> None:
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+            unknown = "() => [...document.querySelectorAll('[data-testid=\"stAlert\"]')].some(a => a.innerText.includes('names no sweep'))"
+            open_page(page, f"{url}/sweeps?sweep=nope", unknown)
+            open_page(
+                page,
+                f"{url}/sweeps?sweep={SWEEP}",
+                f"() => {{ const d = ({DRAWN_JS})(); return d && d.bars >= 4; }}",
+            )
+            drawn = page.evaluate(DRAWN_JS)
+            n_runs = len(REWARD) * len(SEEDS)
+            assert drawn["points"] == n_runs + len(REWARD)  # a dot per run, an IQM mark per setting
+            assert drawn["bars"] == len(REWARD)
+            assert sorted(drawn["legend"]) == sorted(
+                f"controller={c}, target_entropy={t} (n=4)" for c, t in REWARD
+            )
+            assert drawn["ytitle"] == "final reward/mean (reward)"
+            page.wait_for_function(f"() => ({PARCOORDS_JS})() >= 5", timeout=TIMEOUT_MS)  # 2 keys, 3 metrics
+            assert "Page not found" not in page.inner_text("body")
+            assert page.locator(EXCEPTION).count() == 0
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.set_viewport_size({"width": 1600, "height": 2300})  # Streamlit scrolls inside the page
+            page.mouse.move(900, 40)
+            page.locator(IDLE).wait_for(timeout=TIMEOUT_MS)
+            page.screenshot(path=str(SHOTS / "sweeps.png"))
+        finally:
+            browser.close()
