@@ -10,6 +10,7 @@ from test_browser import (
     CHROMIUM_ARGS,
     EXCEPTION,
     IDLE,
+    PAGES,
     PANEL_JS,
     SHOTS,
     TIMEOUT_MS,
@@ -28,7 +29,6 @@ PANEL = f"sweep:{REWARD_MEAN}:target_entropy"
 DRAWN_JS = f"""() => {{
   const el = ({PANEL_JS})('{PANEL}');
   if (!el) return null;
-  const dots = [...el.querySelectorAll('g.trace.scatter')].filter(t => t.querySelectorAll('path.point').length)
   return {{points: el.querySelectorAll('g.points path.point').length,
           bars: el.querySelectorAll('g.errorbar').length,
           legend: [...el.querySelectorAll('g.legend text.legendtext')].map(t => t.textContent),
@@ -73,5 +73,24 @@ def test_sweeps_page_renders_dots_and_ci_bars_from_a_deep_link(url: str) -> None
             page.mouse.move(900, 40)
             page.locator(IDLE).wait_for(timeout=TIMEOUT_MS)
             page.screenshot(path=str(SHOTS / "sweeps.png"))
+        finally:
+            browser.close()
+
+
+def test_runs_table_grouped_by_group_fits_1600_px_with_a_live_run(tmp_path: Path) -> None:
+    """Grouped, the group's column takes the source column's room: still no column off-screen when the
+    heartbeat column shows too (a run left running by this process)."""
+    store = tmp_path / "store"
+    write_grid(store, unfinished=1)
+    with serving(store) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+            open_page(page, f"{url}/?by=group", PAGES["runs"][1], idle=False)
+            widths = page.evaluate(
+                "() => [...document.querySelectorAll('[data-testid=\"stDataFrame\"] .dvn-scroller')]"
+                ".map(e => [e.scrollWidth, e.clientWidth])"
+            )
+            assert widths and all(scroll <= client for scroll, client in widths), widths
         finally:
             browser.close()

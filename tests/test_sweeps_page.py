@@ -141,10 +141,14 @@ def test_runs_table_filters_by_sweep_and_group(mixed_store: Path, monkeypatch: p
     assert sorted(at.dataframe[0].value["run_id"]) == ["by-hand-0", "by-hand-1"]
 
 
-def test_runs_table_groups_rows_by_group(mixed_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    at = open_page(mixed_store, "runs", monkeypatch, by="group")
+def test_runs_table_groups_rows_by_group(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_grid(tmp_path, unfinished=1)
+    with RunWriter(tmp_path, "by-hand", {"model": "tiny-qwen2", "lr": 0.01, "seed": 0}) as w:
+        w.log_scalars(1, {REWARD_MEAN: 0.5})
+    at = open_page(tmp_path, "runs", monkeypatch, by="group")
     assert_clean(at)
     table = at.dataframe[0].value
-    assert table.columns[0] == "by" and table.columns[1] == "run_id"
+    # the group's name first; source gives it its room, so the table still fits beside the heartbeat
+    assert list(table.columns[:2]) == ["by", "run_id"] and "heartbeat_age" in table and "source" not in table
     order = table["by"].tolist()
     assert order == sorted(order) and len(set(order)) == len(REWARD) + 1  # each group's rows together

@@ -72,7 +72,10 @@ def display_frame(runs: pd.DataFrame, now: float, by: str | None = None) -> pd.D
     live = (df["status"] == "running").any()  # the heartbeat says something only for running runs
     if by:
         df["by"] = df[by]
-    return df[(["by"] if by else []) + [c for c in COLUMNS if live or c != "heartbeat_age"]]
+    # Grouped, the group's name takes the source column's room (source stays a filter): no width is left at
+    # 1600 px for one more column once a run is live and the heartbeat shows.
+    hidden = (set() if live else {"heartbeat_age"}) | ({"source"} if by else set())
+    return df[(["by"] if by else []) + [c for c in COLUMNS if c not in hidden]]
 
 
 def by_column(by: str | None) -> st.column_config.Column:
@@ -80,19 +83,19 @@ def by_column(by: str | None) -> st.column_config.Column:
         "sweep": "the sweep that made the run",
         "group": "runs that differ only in seed (analysis.groups)",
     }
-    return st.column_config.TextColumn(by, help=help_.get(by or ""), width=90)
+    return st.column_config.TextColumn(by, help=help_.get(by or ""), width=85)
 
 
 def filter_widgets(runs: pd.DataFrame) -> tuple[str, dict[str, list[str]], str | None]:
     """Search text, per-column choices and the grouping, all held in the URL so a view can be shared."""
     cols = st.columns([2] + [1] * len(FILTERS) + [1])
     text = cols[0].text_input("Search run id", key="q", bind="query-params", placeholder="substring")
-    by = cols[-1].segmented_control("group by", GROUP_BY, key="by", bind="query-params")
+    by = cols[-1].selectbox("group by", ("none", *GROUP_BY), key="by", bind="query-params")
     chosen = {}
     for col, name in zip(cols[1:-1], FILTERS, strict=True):
         options = sorted(runs[name].fillna("–").astype(str).unique())
         chosen[name] = col.multiselect(name, options, key=name, bind="query-params", placeholder="all")
-    return text, chosen, by
+    return text, chosen, None if by == "none" else by
 
 
 def apply_filters(df: pd.DataFrame, text: str, chosen: dict[str, list[str]]) -> pd.DataFrame:
