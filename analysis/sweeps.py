@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from analysis import stats
-from analysis.compare import finals, higher_phrase, usable
+from analysis.compare import higher_phrase, usable
 from analysis.groups import AUTO, Group, group_runs
+from analysis.plots import run_series
 from analysis.schema import DIVERSITY_DISTINCT_CORRECT, ENTROPY_MEAN, PASS_AT_K, REWARD_MEAN
 from analysis.store_reader import StoreReader
 
@@ -170,10 +170,11 @@ def analyse(reader: StoreReader, infos: Mapping[str, Mapping[str, Any]], sweep_i
     run_ids = sweep_runs(infos, sweep_id)
     groups = group_runs(infos, run_ids, AUTO)
     wanted = list(dict.fromkeys([*metrics, objective]))
-    logged = set(reader.keys(run_ids)) if run_ids else set()
+    series = run_series(reader.store, run_ids, wanted) if run_ids else {}  # one store query for every metric
+    logged = {m for s in series.values() for m in s}
     table = pd.DataFrame(index=pd.Index(run_ids, name="run_id"))
     for m in wanted:
-        table[m] = pd.Series(finals(reader, run_ids, m)) if m in logged else np.nan
+        table[m] = stats.final_values([series[r][m].to_numpy() if m in series[r] else [] for r in run_ids])
     by_metric = {m: settings(groups, infos, table[m].to_dict()) for m in wanted if m in logged}
     ranking = rank(by_metric[objective], objective, goal) if objective in by_metric else None
     return SweepResult(sweep_id, swept_keys(infos, run_ids), groups, table, by_metric, ranking)
