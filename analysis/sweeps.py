@@ -30,7 +30,7 @@ UNITS = {
     ENTROPY_MEAN: "nats",
     REWARD_MEAN: "reward",
     PASS_AT_K: "fraction of prompts",
-    DIVERSITY_DISTINCT_CORRECT: "distinct correct per prompt",
+    DIVERSITY_DISTINCT_CORRECT: "per prompt",
 }
 GOALS = ("maximize", "minimize")
 STATES = ("finished", "running", "failed")

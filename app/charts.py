@@ -33,6 +33,7 @@ from analysis.sweeps import Setting, key_values
 
 HEIGHT = 330
 LEGEND_ROW_PX = 22
+SWEEP_HEIGHT = 300  # a sweep chart's plot, title and x-axis, without its legend
 PALETTE = qualitative.Plotly + qualitative.D3
 # Which controller parameter to draw against the entropy target; others fall back to the first that moves.
 CONTROLLER_PARAM = {
@@ -405,10 +406,10 @@ def _positions(settings: Sequence[Setting], key: str) -> tuple[dict[str, float],
     return x, list(range(len(labels))), labels
 
 
-def sweep_figure(settings: Sequence[Setting], key: str, metric: str, y_title: str, colors: dict[str, str]
-                 ) -> go.Figure | None:  # fmt: skip
+def sweep_figure(settings: Sequence[Setting], key: str, metric: str, y_title: str, colors: dict[str, str],
+                 legend: bool = True) -> go.Figure | None:  # fmt: skip
     """Final `metric` against swept `key`: one dot per counted run, each setting's IQM with its 95% CI as an
-    error bar, coloured per setting. None when no run counts yet."""
+    error bar, coloured per setting (`legend`: name the colours under the plot). None when no run counts yet."""
     shown = [s for s in settings if s.stats is not None and key in s.group.params]
     if not shown:
         return None
@@ -433,8 +434,9 @@ def sweep_figure(settings: Sequence[Setting], key: str, metric: str, y_title: st
                                          "line": {"color": color, "width": 3}},
                                  hovertemplate=f"IQM %{{y:.4g}} [{lo:.4g}, {hi:.4g}], n={n}<extra>{name}</extra>"))  # fmt: skip
     # The legend sits below the plot, one setting a row (names are long): the figure grows with it.
-    layout(fig, f"final {metric} against {key}: runs, IQM and 95% CI per setting", f"sweep:{metric}:{key}",
-           y_title=y_title, x_title=key, height=HEIGHT + LEGEND_ROW_PX * len(shown))  # fmt: skip
+    layout(fig, f"final {metric} vs {key}: runs, IQM, 95% CI", f"sweep:{metric}:{key}", y_title=y_title,
+           x_title=key, height=SWEEP_HEIGHT + (LEGEND_ROW_PX * len(shown) if legend else 0))  # fmt: skip
+    fig.update_layout(showlegend=legend)
     fig.update_xaxes(tickvals=ticks, ticktext=labels, range=[-0.5, len(labels) - 0.5])
     fig.update_yaxes(tickformat=".4~g")  # equal values would otherwise tick as 0.9000000000000000222
     fig.update_layout(hovermode="closest")
@@ -470,5 +472,5 @@ def parcoords_figure(settings: Sequence[Setting], keys: Sequence[str], finals: p
     fig = go.Figure(go.Parcoords(dimensions=dims, line=line))
     fig.update_layout(title={"text": f"Every finished run across the swept keys and final metrics ({len(runs)} runs; "
                              "colour: its setting, as above)"}, meta={"panel": "sweep:parcoords"}, height=400,
-                      margin={"l": 60, "r": 60, "t": 90, "b": 30})  # fmt: skip
+                      margin={"l": 120, "r": 140, "t": 90, "b": 30})  # fmt: skip
     return fig

@@ -64,7 +64,7 @@ def test_sweeps_page_renders_dots_and_ci_bars_from_a_deep_link(url: str) -> None
             assert sorted(drawn["legend"]) == sorted(
                 f"controller={c}, target_entropy={t} (n=4)" for c, t in REWARD
             )
-            assert drawn["ytitle"] == "final reward/mean (reward)"
+            assert drawn["ytitle"] == "reward/mean (reward)"
             page.wait_for_function(f"() => ({PARCOORDS_JS})() >= 5", timeout=TIMEOUT_MS)  # 2 keys, 3 metrics
             assert "Page not found" not in page.inner_text("body")
             assert page.locator(EXCEPTION).count() == 0

@@ -66,7 +66,7 @@ def test_sweeps_page_plots_each_metric_against_each_key(store: Path, monkeypatch
     assert panels == [f"sweep:{m}:{k}" for m in (REWARD_MEAN, ENTROPY_MEAN, PASS_AT_K)
                       for k in ("controller", "target_entropy")] + ["sweep:parcoords"]  # fmt: skip
     fig = figures(at)[0]
-    assert fig["layout"]["yaxis"]["title"]["text"] == "final reward/mean (reward)"
+    assert fig["layout"]["yaxis"]["title"]["text"] == "reward/mean (reward)"
     dots = [t for t in fig["data"] if t["name"].endswith(" runs")]
     assert len(dots) == 4 and sum(len(values(t["y"])) for t in dots) == 16
     iqm = {t["name"]: t for t in fig["data"] if "(n=" in t["name"]}

@@ -17,7 +17,7 @@ from app import charts, loaders, ui
 
 def y_title(metric: str) -> str:
     unit = sweeps.UNITS.get(metric)
-    return f"final {metric} ({unit})" if unit else f"final {metric} (as logged)"
+    return f"{metric} ({unit})" if unit else f"{metric} (as logged)"
 
 
 def pick_sweep(ids: list[str]) -> str:
@@ -93,14 +93,14 @@ def body(store: str, sweep_id: str, metric: str, goal: str) -> None:
         ranking_text(result)
         colors = charts.run_colors([g.name for g in result.groups])
         shown = [m for m in dict.fromkeys([metric, *sweeps.METRICS]) if m in result.by_metric]
-        for m in shown:
+        for row, m in enumerate(shown):  # the first row's legends name the colours of every row
             cols = st.columns(min(len(result.keys), 2) or 1)
             for i, key in enumerate(result.keys):
-                fig = charts.sweep_figure(result.by_metric[m], key, m, y_title(m), colors)
+                fig = charts.sweep_figure(result.by_metric[m], key, m, y_title(m), colors, legend=row == 0)
                 with cols[i % len(cols)]:
                     ui.show_figure(fig, f"sweep-{m}-{key}", f"{m}: no finished run has a value yet.")
         if len(result.keys) > 1:
-            labels = {m: y_title(m).removeprefix("final ") for m in shown}
+            labels = {m: y_title(m) for m in shown}
             settings = result.by_metric[shown[0]] if shown else []
             fig = charts.parcoords_figure(settings, result.keys, result.finals[shown], labels, colors)
             ui.show_figure(
