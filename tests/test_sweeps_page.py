@@ -93,6 +93,7 @@ def test_sweeps_page_live_counts_and_objective_from_the_url(
     at = open_page(tmp_path, "sweeps", monkeypatch, metric=ENTROPY_MEAN, goal="minimize")
     assert_clean(at)
     assert (at.selectbox(key="metric").value, at.selectbox(key="goal").value) == (ENTROPY_MEAN, "minimize")
+    assert at.selectbox(key="sweep").value == SWEEP  # the only sweep, chosen without a URL
     captions = [c.value for c in at.caption]
     assert "14 finished · 2 running · 0 failed · 3 not started" in captions[0]
     assert any(c.startswith("Live:") for c in captions)
@@ -111,8 +112,13 @@ def test_sweeps_page_says_when_there_is_no_sweep(tmp_path: Path, monkeypatch: py
         f"No sweep in `{tmp_path}` yet. Start one with `entropyscope sweep SPEC.yaml --store {tmp_path}` "
         "(docs/sweeps.md)."
     ]
-    # an unknown `?sweep=` is tested in Chromium (test_browser_sweeps.py): the entry's first run here is Runs,
-    # whose `sweep` filter drops it from the URL before the Sweeps page runs
+
+
+def test_sweeps_page_names_an_unknown_sweep_in_the_url(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_page(store, "sweeps", monkeypatch, sweep="nope")
+    assert_clean(at)
+    assert "names no sweep of this store" in at.error[0].value
+    assert at.selectbox(key="sweep").value == SWEEP and figures(at)  # the newest sweep, shown
 
 
 @pytest.fixture(scope="module")
@@ -127,17 +133,17 @@ def mixed_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_runs_table_filters_by_sweep_and_group(mixed_store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    at = open_page(mixed_store, "runs", monkeypatch, sweep=SWEEP)
+    at = open_page(mixed_store, "runs", monkeypatch, in_sweep=SWEEP)
     assert_clean(at)
     table = at.dataframe[0].value
     assert sorted(table["run_id"]) == sorted(run_id(c, t, s) for c, t in REWARD for s in SEEDS)
-    assert "sweep" in at.multiselect(key="sweep").label and at.multiselect(key="sweep").options == [
+    assert "sweep" in at.multiselect(key="in_sweep").label and at.multiselect(key="in_sweep").options == [
         SWEEP,
         "–",
     ]
-    at = open_page(mixed_store, "runs", monkeypatch, group="controller=none, target_entropy=0.8")
+    at = open_page(mixed_store, "runs", monkeypatch, in_group="controller=none, target_entropy=0.8")
     assert sorted(at.dataframe[0].value["run_id"]) == [run_id("none", 0.8, s) for s in SEEDS]
-    at = open_page(mixed_store, "runs", monkeypatch, sweep="–")
+    at = open_page(mixed_store, "runs", monkeypatch, in_sweep="–")
     assert sorted(at.dataframe[0].value["run_id"]) == ["by-hand-0", "by-hand-1"]
 
 

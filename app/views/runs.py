@@ -1,6 +1,6 @@
 """Runs: every run in the store with status, heartbeat, config headline and entropy summary.
 
-Filter by text, config, sweep and group of seeds (`?sweep=ID&group=NAME`, analysis.groups); group the rows by
+Filter by text, config, sweep and group of seeds (`?in_sweep=ID&in_group=NAME`, analysis.groups); group the rows by
 sweep or group (`?by=sweep|group`); select rows to compare them or open one in Run detail / Token inspector, or
 its sweep in Sweeps.
 The table refreshes itself (a fragment), fast while a run is live and slowly otherwise, so new runs
@@ -17,6 +17,8 @@ from analysis.runs_table import FINAL_NOTE
 from app import nav, ui
 
 FILTERS = ("status", "algo", "controller", "precision", "source", "sweep", "group")
+# Widget keys are shared by every page of a session: Sweeps' `sweep` and Compare's `group` are selectboxes.
+URL_KEYS = {"sweep": "in_sweep", "group": "in_group"}
 GROUP_BY = ("sweep", "group")  # rows of one sweep or group together, its name in a narrow first column
 # Widths in pixels add up to what the page holds at 1600 px (with the sidebar open), so no column hides
 # behind a horizontal scroll; a longer run id or model path is cut on screen and whole on hover and in CSV.
@@ -94,7 +96,8 @@ def filter_widgets(runs: pd.DataFrame) -> tuple[str, dict[str, list[str]], str |
     chosen = {}
     for col, name in zip(cols[1:-1], FILTERS, strict=True):
         options = sorted(runs[name].fillna("–").astype(str).unique())
-        chosen[name] = col.multiselect(name, options, key=name, bind="query-params", placeholder="all")
+        key = URL_KEYS.get(name, name)
+        chosen[name] = col.multiselect(name, options, key=key, bind="query-params", placeholder="all")
     return text, chosen, None if by == "none" else by
 
 
