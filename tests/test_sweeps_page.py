@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_app_pages import assert_clean, figures, open_page, values
+from test_compare_page import write_sweep
 
 from analysis.schema import ENTROPY_MEAN, PASS_AT_K, REWARD_MEAN
 from analysis.store_writer import RunWriter
@@ -158,3 +159,15 @@ def test_runs_table_groups_rows_by_group(tmp_path: Path, monkeypatch: pytest.Mon
     assert list(table.columns[:2]) == ["by", "run_id"] and "heartbeat_age" in table and "source" not in table
     order = table["by"].tolist()
     assert order == sorted(order) and len(set(order)) == len(REWARD) + 1  # each group's rows together
+
+
+def test_one_key_no_manifest_no_reward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep of one key whose runs logged entropy only and left no sweep.json: the objective falls back to a
+    logged metric, and there is no parallel-coordinates view."""
+    write_sweep(tmp_path)
+    at = open_page(tmp_path, "sweeps", monkeypatch)
+    assert_clean(at)
+    assert at.selectbox(key="metric").value == ENTROPY_MEAN
+    assert [f["layout"]["meta"]["panel"] for f in figures(at)] == [f"sweep:{ENTROPY_MEAN}:controller"]
+    assert at.text[0].value.startswith("controller=repo_r: IQM 0.6")
+    assert "8 finished · 0 running · 0 failed" in at.caption[0].value
