@@ -94,3 +94,27 @@ def test_runs_table_grouped_by_group_fits_1600_px_with_a_live_run(tmp_path: Path
             assert widths and all(scroll <= client for scroll, client in widths), widths
         finally:
             browser.close()
+
+
+def test_sweeps_page_is_live_while_the_sweep_runs(tmp_path: Path) -> None:
+    """A run of the sweep finishes while the page is open: its setting's n goes from 3 to 4 without a reload."""
+    store, writers = tmp_path / "store", []
+    write_grid(store, unfinished=1, left_open=writers)
+    legend = f"""() => {{ const el = ({PANEL_JS})('{PANEL}');
+      return el ? [...el.querySelectorAll('g.legend text.legendtext')].map(t => t.textContent).join('|') : ''; }}"""
+    with serving(store) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+            open_page(
+                page, f"{url}/sweeps?sweep={SWEEP}", f"() => ({legend})().includes('(n=3)')", idle=False
+            )
+            assert "15 finished · 1 running" in page.inner_text("body")
+            writers[0].close()  # the run finishes
+            page.wait_for_function(f"() => !({legend})().includes('(n=3)')", timeout=TIMEOUT_MS)
+            assert sorted(page.evaluate(legend).split("|")) == sorted(
+                f"controller={c}, target_entropy={t} (n=4)" for c, t in REWARD
+            )
+            page.get_by_text("16 finished · 0 running").wait_for(timeout=TIMEOUT_MS)
+        finally:
+            browser.close()

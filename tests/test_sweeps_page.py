@@ -25,7 +25,9 @@ def run_id(controller: str, target: float, seed: int) -> str:
     return f"{SWEEP}-{controller}-{target}-s{seed}"
 
 
-def write_grid(store: Path, unfinished: int = 0, pending: int = 0) -> list[str]:
+def write_grid(
+    store: Path, unfinished: int = 0, pending: int = 0, left_open: list | None = None
+) -> list[str]:
     """The grid's runs (the last `unfinished` left running), a manifest naming `pending` runs not yet started;
     returns the run ids."""
     rng = np.random.default_rng(0)
@@ -46,6 +48,8 @@ def write_grid(store: Path, unfinished: int = 0, pending: int = 0) -> list[str]:
                 w.close()
             else:
                 w.flush()  # left running
+                if left_open is not None:
+                    left_open.append(w)
     manifest = {"id": SWEEP, "metric": {"name": REWARD_MEAN, "goal": "maximize"},
                 "runs": ids + [f"{SWEEP}-pending-{i}" for i in range(pending)]}  # fmt: skip
     sweep_dir(store, SWEEP).mkdir(parents=True, exist_ok=True)
