@@ -53,9 +53,12 @@ def read_manifest(store: str | Path, sweep_id: str) -> dict[str, Any]:
 
 
 def sweep_of(info: Mapping[str, Any]) -> str | None:
-    """The id of the sweep that made a run (from its run.json), or None."""
+    """The id of the sweep that made a run (from its run.json), or None; as analysis.groups reads it, a sweep
+    field without its params dict makes no sweep run."""
     sweep = info.get("sweep")
-    return str(sweep["id"]) if isinstance(sweep, dict) and sweep.get("id") is not None else None
+    if isinstance(sweep, dict) and sweep.get("id") is not None and isinstance(sweep.get("params"), dict):
+        return str(sweep["id"])
+    return None
 
 
 def sweep_ids(store: str | Path, infos: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -79,7 +82,7 @@ def sweep_runs(infos: Mapping[str, Mapping[str, Any]], sweep_id: str) -> list[st
 
 
 def swept_keys(infos: Mapping[str, Mapping[str, Any]], run_ids: Sequence[str]) -> list[str]:
-    return sorted({k for r in run_ids for k in infos[r]["sweep"].get("params", {})})
+    return sorted({k for r in run_ids for k in infos[r]["sweep"]["params"]})
 
 
 def status_counts(statuses: Mapping[str, str], expected: Sequence[str] = ()) -> dict[str, int]:

@@ -118,3 +118,21 @@ def test_sweeps_page_is_live_while_the_sweep_runs(tmp_path: Path) -> None:
             page.get_by_text("16 finished · 0 running").wait_for(timeout=TIMEOUT_MS)
         finally:
             browser.close()
+
+
+def test_runs_page_sweep_button_opens_the_selected_runs_sweep(url: str) -> None:
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 1600, "height": 1000}).new_page()
+            open_page(page, f"{url}/?in_sweep={SWEEP}", PAGES["runs"][1])
+            grid = page.locator('[data-testid="stDataFrame"]').bounding_box()
+            page.mouse.click(grid["x"] + 15, grid["y"] + 35 + 17)  # the first row's selection box (a canvas)
+            page.get_by_role("button", name="Sweep", exact=True).click()
+            page.wait_for_url(f"**/sweeps?sweep={SWEEP}", timeout=TIMEOUT_MS)
+            page.wait_for_function(
+                f"() => {{ const d = ({DRAWN_JS})(); return d && d.bars >= 4; }}", timeout=TIMEOUT_MS
+            )
+            assert page.locator(EXCEPTION).count() == 0
+        finally:
+            browser.close()

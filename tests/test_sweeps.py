@@ -129,3 +129,8 @@ def test_runs_listing_names_each_runs_sweep_and_group(tmp_path: Path) -> None:
     assert runs.loc[run_id("repo_r", 0.4, 1), "sweep"] == SWEEP
     assert runs.loc[run_id("repo_r", 0.4, 1), "group"] == "controller=repo_r, target_entropy=0.4"
     assert pd.isna(runs.loc["by-hand", "sweep"]) and runs.loc["by-hand", "group"] == "by-hand"
+
+
+def test_a_damaged_sweep_field_makes_no_sweep_run(tmp_path: Path) -> None:
+    infos = {"a": info("s", 1.0, lr=1), "b": {"sweep": {"id": "s", "params": "lr=1"}}, "c": {"sweep": "s"}}
+    assert sweep_runs(infos, "s") == ["a"] and sweep_ids(tmp_path, infos) == ["s"]
