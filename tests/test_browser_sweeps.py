@@ -20,6 +20,7 @@ from test_browser import (
 from test_sweeps_page import REWARD, SEEDS, SWEEP, write_grid
 
 from analysis.schema import REWARD_MEAN
+from analysis.store_writer import RunWriter
 
 sync_api = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.browser
@@ -41,6 +42,10 @@ PARCOORDS_JS = f"() => {{ const el = ({PANEL_JS})('sweep:parcoords'); return el 
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     store = tmp_path_factory.mktemp("browser_sweeps") / "store"
     write_grid(store)
+    for seed in (0, 1):  # a newer sweep: the one a page opens on without ?sweep=
+        sweep = {"id": "newer", "params": {"lr": 0.1}, "seed": seed}
+        with RunWriter(store, f"newer-s{seed}", {"lr": 0.1, "seed": seed}, meta={"sweep": sweep}) as w:
+            w.log_scalars(1, {REWARD_MEAN: 0.5})
     with serving(store) as u:
         yield u
 
@@ -129,10 +134,11 @@ def test_runs_page_sweep_button_opens_the_selected_runs_sweep(url: str) -> None:
             grid = page.locator('[data-testid="stDataFrame"]').bounding_box()
             page.mouse.click(grid["x"] + 15, grid["y"] + 35 + 17)  # the first row's selection box (a canvas)
             page.get_by_role("button", name="Sweep", exact=True).click()
-            page.wait_for_url(f"**/sweeps?sweep={SWEEP}", timeout=TIMEOUT_MS)
+            page.wait_for_url("**/sweeps*", timeout=TIMEOUT_MS)
             page.wait_for_function(
                 f"() => {{ const d = ({DRAWN_JS})(); return d && d.bars >= 4; }}", timeout=TIMEOUT_MS
             )
+            assert f"Sweep '{SWEEP}'" in page.inner_text("body")  # the selected run's sweep, not the newest
             assert page.locator(EXCEPTION).count() == 0
         finally:
             browser.close()

@@ -121,6 +121,9 @@ def action_buttons(selected: list[str], sweeps: set[str]) -> None:
     if cols[2].button("Token inspector", disabled=len(selected) != 1):
         st.switch_page(nav.page_file("token_inspector"), query_params={"run": selected[0]})
     if cols[3].button("Sweep", disabled=len(sweeps) != 1, help="the sweep of the selected runs, on Sweeps"):
+        # Also through its widget's state: this page's URL-bound filters can drop the new page's query
+        # parameter on the way (seen in Chromium), and Sweeps would open on the newest sweep instead.
+        st.session_state["sweep"] = next(iter(sweeps))
         st.switch_page(nav.page_file("sweeps"), query_params={"sweep": next(iter(sweeps))})
 
 

@@ -26,7 +26,7 @@ def pick_sweep(ids: list[str]) -> str:
         st.error(
             f"`?sweep=` in the address names no sweep of this store: {ui.literal(asked)}; pick one below."
         )
-    return st.selectbox("Sweep", ids, index=0, key="sweep", bind="query-params")
+    return st.selectbox("Sweep", ids, key="sweep", bind="query-params")  # default: the newest
 
 
 def objective(store: str, sweep_id: str, run_ids: list[str]) -> tuple[str, str]:
