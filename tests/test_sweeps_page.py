@@ -161,6 +161,9 @@ def test_runs_table_groups_rows_by_group(tmp_path: Path, monkeypatch: pytest.Mon
     table = at.dataframe[0].value
     # the group's name first; source gives it its room, so the table still fits beside the heartbeat
     assert list(table.columns[:2]) == ["by", "run_id"] and "heartbeat_age" in table and "source" not in table
+    assert at.caption[0].value.startswith(
+        f"{len(REWARD) * len(SEEDS) + 1} of {len(REWARD) * len(SEEDS) + 1} runs in 5 by group"
+    )
     order = table["by"].tolist()
     assert order == sorted(order) and len(set(order)) == len(REWARD) + 1  # each group's rows together
 

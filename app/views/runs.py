@@ -145,7 +145,8 @@ def main() -> None:
             shown = shown.sort_values(by, kind="stable", na_position="last")
         shown = shown.reset_index(drop=True)
         n_live = int((latest["status"] == "running").sum())
-        st.caption(f"{len(shown)} of {len(latest)} runs · {n_live} running · store `{store}`")
+        groups = f" in {shown[by].nunique(dropna=False)} by {by}" if by else ""
+        st.caption(f"{len(shown)} of {len(latest)} runs{groups} · {n_live} running · store `{store}`")
         event = st.dataframe(
             display_frame(shown, time.time(), by), column_config=COLUMNS | {"by": by_column(by)},
             hide_index=True, key="runs_table",
