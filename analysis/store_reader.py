@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.errors import UsageError
+from analysis.groups import find_groups
 from analysis.liveness import writer_gone
 from analysis.metrics import FINAL_TAIL
 from analysis.run_ids import inside_store
@@ -29,9 +30,11 @@ from analysis.store_writer import RUN_JSON, read_run_json
 CONFIG_COLUMNS = ("algo", "controller", "precision", "model", "task")
 RUNS_COLUMNS = (
     "run_id", "status", "created", "heartbeat", "heartbeat_age_s", "last_step", *CONFIG_COLUMNS, "source",
-    "h0", "entropy", "entropy_last", "entropy_change", "reward", "n_steps",
+    "h0", "entropy", "entropy_last", "entropy_change", "reward", "n_steps", "sweep", "group",
 )  # fmt: skip
-"""`entropy` and `reward` are final values (analysis.metrics.final_window); `entropy_last` the last step's."""
+"""`entropy` and `reward` are final values (analysis.metrics.final_window); `entropy_last` the last step's;
+`sweep` the id of the sweep that made the run (None), `group` its group of seeds (analysis.groups)."""
+_META_COLUMNS = ("run_id", "status", "created", "heartbeat", "last_step", *CONFIG_COLUMNS, "source", "sweep")
 _EXTRA = [pa.field("filename", pa.string()), pa.field("file_row_number", pa.int64())]
 # Kept at module level: a view over an Arrow table must not outlive the table it scans.
 _EMPTY = {t: pa.schema(list(s) + _EXTRA).empty_table() for t, s in TABLES.items()}
@@ -187,9 +190,9 @@ class StoreReader:
         """One row per run: status (run.json's, or `killed` when it says running but its trainer process on
         this host is gone), liveness, config headline and final entropy/reward (RUNS_COLUMNS)."""
         now = time.time()
-        rows = []
+        rows, infos = [], {}
         for d in self.run_dirs():
-            info = read_run_json(d) or {"status": "unknown"}
+            info = infos[d.name] = read_run_json(d) or {"status": "unknown"}
             config = info.get("config") if isinstance(info.get("config"), dict) else {}
             row = {
                 "run_id": d.name,
@@ -197,10 +200,12 @@ class StoreReader:
             }
             if writer_gone(info):  # run.json still says running, but nothing will write it any more
                 row["status"] = "killed"
-            rows.append(row | {k: config.get(k) for k in CONFIG_COLUMNS} | {"source": source_label(info)})
-        meta = pd.DataFrame(
-            rows, columns=["run_id", "status", "created", "heartbeat", "last_step", *CONFIG_COLUMNS, "source"]
-        )
+            sweep = info.get("sweep") if isinstance(info.get("sweep"), dict) else {}
+            sweep_id = None if sweep.get("id") is None else str(sweep["id"])
+            row |= {"source": source_label(info), "sweep": sweep_id}
+            rows.append(row | {k: config.get(k) for k in CONFIG_COLUMNS})
+        meta = pd.DataFrame(rows, columns=_META_COLUMNS)
+        meta["group"] = meta["run_id"].map({r: g.name for g in find_groups(infos) for r in g.run_ids})
         params = [
             ENTROPY_MEAN,
             REWARD_MEAN,

@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.colors import hex_to_rgb, qualitative
 from plotly.subplots import make_subplots
 
+from analysis.groups import show
 from analysis.metrics import agreement, ema
 from analysis.schema import (
     CONTROLLER_AT_BOUND,
@@ -29,8 +30,11 @@ from analysis.schema import (
     ENTROPY_MEAN,
     ENTROPY_TARGET,
 )
+from analysis.sweeps import Setting, key_values
 
 HEIGHT = 330
+LEGEND_ROW_PX = 22
+SWEEP_HEIGHT = 300  # a sweep chart's plot, title and x-axis, without its legend
 PALETTE = qualitative.Plotly + qualitative.D3
 # Runs: ten clearly distinct hues (D3's category10); hashing ids into Plotly + D3's twenty gave neighbouring
 # runs near-identical pinks and blues. Two runs of one chart on the same colour differ by dash instead.
@@ -433,4 +437,91 @@ def events_figure(events: pd.DataFrame) -> go.Figure | None:
         )  # fmt: skip
     layout(fig, "Events", "events", y_title="event kind", height=220)
     fig.update_layout(hovermode="closest")
+    return fig
+
+
+def _positions(settings: Sequence[Setting], key: str) -> tuple[dict[str, float], list[float], list[str]]:
+    """x of each setting on a chart against `key`: the key's values as evenly spaced categories (numbers in
+    order), settings sharing a value side by side around it. Returns (x per setting, tick values, tick texts)."""
+    values = key_values([s.group for s in settings], key)
+    labels = [show(v) for v in values]
+    at: dict[str, list[str]] = {}
+    for s in settings:
+        if key in s.group.params:
+            at.setdefault(show(s.group.params[key]), []).append(s.group.name)
+    x = {}
+    for label, names in at.items():
+        width = min(0.6 / len(names), 0.15)
+        for j, name in enumerate(names):
+            x[name] = labels.index(label) + (j - (len(names) - 1) / 2) * width
+    return x, list(range(len(labels))), labels
+
+
+def sweep_figure(settings: Sequence[Setting], key: str, metric: str, y_title: str, colors: dict[str, str],
+                 legend: bool = True) -> go.Figure | None:  # fmt: skip
+    """Final `metric` against swept `key`: one dot per counted run, each setting's IQM with its 95% CI as an
+    error bar, coloured per setting (`legend`: name the colours under the plot). None when no run counts yet."""
+    shown = [s for s in settings if s.stats is not None and key in s.group.params]
+    if not shown:
+        return None
+    x, ticks, labels = _positions(shown, key)
+    fig = go.Figure()
+    for s in shown:
+        name, color, n = s.group.name, colors.get(s.group.name, PALETTE[0]), s.stats.n
+        runs, vals = list(s.values), list(s.values.values())
+        fig.add_trace(go.Scatter(x=[x[name]] * len(vals), y=vals, mode="markers", name=f"{name} runs",
+                                 legendgroup=name, showlegend=False, customdata=runs, opacity=0.6,
+                                 marker={"color": color, "size": 7},
+                                 hovertemplate="%{customdata}: %{y:.4g}<extra></extra>"))  # fmt: skip
+        lo, hi = s.stats.iqm_ci
+        # Rounding leaves ~1e-16 of "interval" around equal values, which the axis would zoom in on.
+        up, down = (0.0 if abs(d) <= 1e-9 * max(1.0, abs(s.stats.iqm)) else d
+                    for d in (hi - s.stats.iqm, s.stats.iqm - lo))  # fmt: skip
+        bar = {"type": "data", "symmetric": False, "array": [up], "arrayminus": [down], "color": color,
+               "thickness": 2, "width": 8} if np.isfinite(lo) else {"visible": False}  # fmt: skip
+        fig.add_trace(go.Scatter(x=[x[name]], y=[s.stats.iqm], mode="markers", name=f"{name} (n={n})",
+                                 legendgroup=name, error_y=bar,
+                                 marker={"color": color, "size": 16, "symbol": "line-ew",
+                                         "line": {"color": color, "width": 3}},
+                                 hovertemplate=f"IQM %{{y:.4g}} [{lo:.4g}, {hi:.4g}], n={n}<extra>{name}</extra>"))  # fmt: skip
+    # The legend sits below the plot, one setting a row (names are long): the figure grows with it.
+    layout(fig, f"final {metric} vs {key}: runs, IQM, 95% CI", f"sweep:{metric}:{key}", y_title=y_title,
+           x_title=key, height=SWEEP_HEIGHT + (LEGEND_ROW_PX * len(shown) if legend else 0))  # fmt: skip
+    fig.update_layout(showlegend=legend)
+    fig.update_xaxes(tickvals=ticks, ticktext=labels, range=[-0.5, len(labels) - 0.5])
+    fig.update_yaxes(tickformat=".4~g")  # equal values would otherwise tick as 0.9000000000000000222
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def parcoords_figure(settings: Sequence[Setting], keys: Sequence[str], finals: pd.DataFrame,
+                     labels: dict[str, str], colors: dict[str, str]) -> go.Figure | None:  # fmt: skip
+    """One line per counted run across the swept keys and the final metrics (`finals`: index run_id, a column
+    per metric, `labels` their axis titles with units), coloured by its setting as on the other charts."""
+    runs = [(r, i) for i, s in enumerate(settings) for r in s.values if r in finals.index]
+    metrics = [m for m in finals.columns if finals.loc[[r for r, _ in runs], m].notna().all()] if runs else []
+    if not runs or not metrics:
+        return None
+    dims = []
+    for key in keys:
+        values = key_values([s.group for s in settings], key)
+        texts = [show(v) for v in values]
+        at = [texts.index(show(settings[i].group.params[key])) if key in settings[i].group.params else -1
+              for _, i in runs]  # fmt: skip
+        dims.append({"label": key, "values": at, "tickvals": list(range(len(texts))), "ticktext": texts,
+                     "range": [-0.25, len(texts) - 0.75]})  # fmt: skip
+    dims += [
+        {"label": labels.get(m, m), "values": finals.loc[[r for r, _ in runs], m].tolist()} for m in metrics
+    ]
+    scale = [colors.get(s.group.name, PALETTE[0]) for s in settings]
+    stops = (
+        [[i / max(len(scale) - 1, 1), c] for i, c in enumerate(scale)]
+        if len(scale) > 1
+        else [[0, scale[0]], [1, scale[0]]]
+    )
+    line = {"color": [i for _, i in runs], "colorscale": stops, "cmin": 0, "cmax": max(len(scale) - 1, 1)}
+    fig = go.Figure(go.Parcoords(dimensions=dims, line=line))
+    fig.update_layout(title={"text": f"Every finished run across the swept keys and final metrics ({len(runs)} runs; "
+                             "colour: its setting, as above)"}, meta={"panel": "sweep:parcoords"}, height=400,
+                      margin={"l": 120, "r": 140, "t": 90, "b": 30})  # fmt: skip
     return fig

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import streamlit as st
 
-from analysis import compare
+from analysis import compare, sweeps
 from analysis import dashboard_queries as dq
 from analysis.errors import UsageError
 from analysis.groups import Group
@@ -179,3 +179,12 @@ def group_comparison(
     with _reader(store) as r:
         chosen = [(Group(name, runs), len(runs) == 1) for name, runs in groups]
         return compare.compare_groups(r, compare.run_infos(r), chosen, metric, strict=False)
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def sweep_result(
+    store: str, sweep_id: str, metrics: tuple[str, ...], objective: str, goal: str, version: str
+) -> sweeps.SweepResult:
+    """One sweep's final values, settings with CIs per metric, and its ranking by `objective` and `goal`."""
+    with _reader(store) as r:
+        return sweeps.analyse(r, compare.run_infos(r), sweep_id, metrics, objective, goal)

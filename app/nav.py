@@ -22,6 +22,7 @@ class PageSpec:
 PAGES: tuple[PageSpec, ...] = (
     PageSpec("runs", "Runs", ":material/table_rows:", "runs", default=True),
     PageSpec("compare", "Compare", ":material/stacked_line_chart:", "compare"),
+    PageSpec("sweeps", "Sweeps", ":material/grid_view:", "sweeps"),
     PageSpec("run_detail", "Run detail", ":material/monitoring:", "run"),
     PageSpec("token_inspector", "Token inspector", ":material/text_fields:", "tokens"),
     PageSpec("control", "Control", ":material/tune:", "control"),

@@ -44,7 +44,7 @@ from app.store import STORE_ENV
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = str(ROOT / "app" / "main.py")
 SAMPLE_RUNS = ROOT / "sample_runs"
-PAGES = ("runs", "compare", "run_detail", "token_inspector", "control", "alerts")
+PAGES = ("runs", "compare", "sweeps", "run_detail", "token_inspector", "control", "alerts")
 TIMEOUT_S = 60
 
 

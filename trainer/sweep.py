@@ -35,6 +35,7 @@ from analysis.atomic import write_json_atomic
 from analysis.errors import UsageError
 from analysis.liveness import STALE_HEARTBEAT_S, heartbeat_age, writer_gone
 from analysis.store_writer import RUN_JSON, RunWriter, read_run_json, write_events
+from analysis.sweeps import MANIFEST, sweep_dir
 from trainer.config import validate_config
 from trainer.sweep_spec import Sweep, Trial, load_sweep
 
@@ -44,11 +45,6 @@ POLL_S = 0.2
 INTERRUPTED = "interrupted: the sweep was stopped; run the same sweep again to resume it"
 STATES = ("new", "resume", "finished", "busy")
 """A trial's state in the store: not there, to continue, done, or running in another live process."""
-
-
-def sweep_dir(store: Path, sweep_id: str) -> Path:
-    """`<store>/.sweeps/<id>/`: hidden from the store's run listing (a leading '.')."""
-    return store / ".sweeps" / sweep_id
 
 
 def trial_state(store: Path, trial: Trial) -> str:
@@ -358,7 +354,7 @@ def write_manifest(sweep: Sweep, store: Path) -> None:
         "runs": [t.run_id for t in sweep.trials],
         "updated": time.time(),
     }
-    path = sweep_dir(store, sweep.id) / "sweep.json"
+    path = sweep_dir(store, sweep.id) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, doc)
 

@@ -1,6 +1,8 @@
 """Runs: every run in the store with status, heartbeat, config headline and entropy summary.
 
-Filter by text and config; select rows to compare them or open one in Run detail / Token inspector.
+Filter by text, config, sweep and group of seeds (`?in_sweep=ID&in_group=NAME`, analysis.groups); group the rows by
+sweep or group (`?by=sweep|group`); select rows to compare them or open one in Run detail / Token inspector, or
+its sweep in Sweeps.
 The table refreshes itself (a fragment), fast while a run is live and slowly otherwise, so new runs
 appear without a reload.
 """
@@ -14,7 +16,10 @@ from analysis.liveness import heartbeat_text, status_label
 from analysis.runs_table import FINAL_NOTE
 from app import nav, ui
 
-FILTERS = ("status", "algo", "controller", "precision", "source")
+FILTERS = ("status", "algo", "controller", "precision", "source", "sweep", "group")
+# Widget keys are shared by every page of a session: Sweeps' `sweep` and Compare's `group` are selectboxes.
+URL_KEYS = {"sweep": "in_sweep", "group": "in_group"}
+GROUP_BY = ("sweep", "group")  # rows of one sweep or group together, its name in a narrow first column
 # Widths in pixels add up to what the page holds at 1600 px (with the sidebar open), so no column hides
 # behind a horizontal scroll; a longer run id or model path is cut on screen and whole on hover and in CSV.
 COLUMNS = {
@@ -55,8 +60,9 @@ ROWS_SHOWN = 20  # the table scrolls past this many rows
 ROW_PX, HEADER_PX = 35, 38
 
 
-def display_frame(runs: pd.DataFrame, now: float) -> pd.DataFrame:
-    """The runs table as shown: readable status and ages, change vs H0 in percent."""
+def display_frame(runs: pd.DataFrame, now: float, by: str | None = None) -> pd.DataFrame:
+    """The runs table as shown: readable status and ages, change vs H0 in percent, and (`by`) the sweep or group
+    in a first column."""
     df = runs.copy()
     df["status_label"] = [status_label(s, h, now) for s, h in zip(df["status"], df["heartbeat"], strict=True)]
     df["heartbeat_age"] = [
@@ -66,18 +72,33 @@ def display_frame(runs: pd.DataFrame, now: float) -> pd.DataFrame:
     for col in FILTERS[1:] + ("model", "task"):
         df[col] = df[col].fillna("–").astype(str)
     live = (df["status"] == "running").any()  # the heartbeat says something only for running runs
-    return df[[c for c in COLUMNS if live or c != "heartbeat_age"]]
+    if by:
+        df["by"] = df[by]
+    # Grouped, the group's name takes the source column's room (source stays a filter): no width is left at
+    # 1600 px for one more column once a run is live and the heartbeat shows.
+    hidden = (set() if live else {"heartbeat_age"}) | ({"source"} if by else set())
+    return df[(["by"] if by else []) + [c for c in COLUMNS if c not in hidden]]
 
 
-def filter_widgets(runs: pd.DataFrame) -> tuple[str, dict[str, list[str]]]:
-    """Search text and per-column choices, all held in the URL so a filtered view can be shared."""
-    cols = st.columns([2] + [1] * len(FILTERS))
+def by_column(by: str | None) -> st.column_config.Column:
+    help_ = {
+        "sweep": "the sweep that made the run",
+        "group": "runs that differ only in seed (analysis.groups)",
+    }
+    return st.column_config.TextColumn(by, help=help_.get(by or ""), width=85)
+
+
+def filter_widgets(runs: pd.DataFrame) -> tuple[str, dict[str, list[str]], str | None]:
+    """Search text, per-column choices and the grouping, all held in the URL so a view can be shared."""
+    cols = st.columns([2] + [1] * len(FILTERS) + [1])
     text = cols[0].text_input("Search run id", key="q", bind="query-params", placeholder="substring")
+    by = cols[-1].selectbox("group by", ("none", *GROUP_BY), key="by", bind="query-params")
     chosen = {}
-    for col, name in zip(cols[1:], FILTERS, strict=True):
+    for col, name in zip(cols[1:-1], FILTERS, strict=True):
         options = sorted(runs[name].fillna("–").astype(str).unique())
-        chosen[name] = col.multiselect(name, options, key=name, bind="query-params", placeholder="all")
-    return text, chosen
+        key = URL_KEYS.get(name, name)
+        chosen[name] = col.multiselect(name, options, key=key, bind="query-params", placeholder="all")
+    return text, chosen, None if by == "none" else by
 
 
 def apply_filters(df: pd.DataFrame, text: str, chosen: dict[str, list[str]]) -> pd.DataFrame:
@@ -90,14 +111,20 @@ def apply_filters(df: pd.DataFrame, text: str, chosen: dict[str, list[str]]) -> 
     return df[mask]
 
 
-def action_buttons(selected: list[str]) -> None:
-    cols = st.columns(3)
+def action_buttons(selected: list[str], sweeps: set[str]) -> None:
+    """Buttons for the selected runs; `sweeps`: the sweeps they belong to (Sweeps opens when it is one)."""
+    cols = st.columns(4)
     if cols[0].button(f"Compare selected ({len(selected)})", disabled=not selected, type="primary"):
         st.switch_page(nav.page_file("compare"), query_params={"runs": selected})
     if cols[1].button("Run detail", disabled=len(selected) != 1):
         st.switch_page(nav.page_file("run_detail"), query_params={"run": selected[0]})
     if cols[2].button("Token inspector", disabled=len(selected) != 1):
         st.switch_page(nav.page_file("token_inspector"), query_params={"run": selected[0]})
+    if cols[3].button("Sweep", disabled=len(sweeps) != 1, help="the sweep of the selected runs, on Sweeps"):
+        # Also through its widget's state: this page's URL-bound filters can drop the new page's query
+        # parameter on the way (seen in Chromium), and Sweeps would open on the newest sweep instead.
+        st.session_state["sweep"] = next(iter(sweeps))
+        st.switch_page(nav.page_file("sweeps"), query_params={"sweep": next(iter(sweeps))})
 
 
 def main() -> None:
@@ -106,23 +133,29 @@ def main() -> None:
     runs = ui.load_runs(store)
     if runs is None:
         return
-    text, chosen = filter_widgets(runs)
+    text, chosen, by = filter_widgets(runs)
     live = bool((runs["status"] == "running").any())
 
     def table() -> None:
         latest = ui.load_runs(store)  # re-read on every refresh: cheap, cached by file fingerprint
         if latest is None:
             return
-        shown = apply_filters(latest, text, chosen).reset_index(drop=True)
+        shown = apply_filters(latest, text, chosen)
+        if by:  # stable: newest first within a group
+            shown = shown.sort_values(by, kind="stable", na_position="last")
+        shown = shown.reset_index(drop=True)
         n_live = int((latest["status"] == "running").sum())
-        st.caption(f"{len(shown)} of {len(latest)} runs · {n_live} running · store `{store}`")
+        groups = f" in {shown[by].nunique(dropna=False)} by {by}" if by else ""
+        st.caption(f"{len(shown)} of {len(latest)} runs{groups} · {n_live} running · store `{store}`")
         event = st.dataframe(
-            display_frame(shown, time.time()), column_config=COLUMNS, hide_index=True, key="runs_table",
+            display_frame(shown, time.time(), by), column_config=COLUMNS | {"by": by_column(by)},
+            hide_index=True, key="runs_table",
             on_select="rerun", selection_mode="multi-row",
             height=HEADER_PX + ROW_PX * min(max(len(shown), 1), ROWS_SHOWN),
         )  # fmt: skip
         rows = [i for i in event.selection.rows if i < len(shown)]
-        action_buttons(shown.loc[rows, "run_id"].tolist())
+        picked = shown.loc[rows]
+        action_buttons(picked["run_id"].tolist(), set(picked["sweep"].dropna()))
 
     st.fragment(table, run_every=ui.LIVE_REFRESH_S if live else ui.IDLE_REFRESH_S)()
 
