@@ -103,6 +103,12 @@ def run_color(run_id: str) -> str:
     return RUN_PALETTE[zlib.crc32(str(run_id).encode()) % len(RUN_PALETTE)]
 
 
+def setting_colors(names: Sequence[str]) -> dict[str, str]:
+    """Distinct colours for a sweep's settings, by position: a handful of names that must not share a colour
+    (hashing, as run_color does, would make two of them collide)."""
+    return {name: RUN_PALETTE[i % len(RUN_PALETTE)] for i, name in enumerate(names)}
+
+
 def metric_axis_title(key: str, normalised: bool = False) -> str:
     """A y-axis title for metric `key`: the key with its unit where known, e.g. "entropy/mean (nats)"."""
     if normalised:

@@ -91,7 +91,7 @@ def body(store: str, sweep_id: str, metric: str, goal: str) -> None:
         version = loaders.version(store, run_ids, ["steps"])
         result = loaders.sweep_result(store, sweep_id, sweeps.METRICS, metric, goal, version)
         ranking_text(result)
-        colors = charts.run_colors([g.name for g in result.groups])
+        colors = charts.setting_colors([g.name for g in result.groups])
         shown = [m for m in dict.fromkeys([metric, *sweeps.METRICS]) if m in result.by_metric]
         for row, m in enumerate(shown):  # the first row's legends name the colours of every row
             cols = st.columns(min(len(result.keys), 2) or 1)
