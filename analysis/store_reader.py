@@ -21,7 +21,9 @@ import pyarrow.parquet as pq
 from analysis.errors import UsageError
 from analysis.liveness import writer_gone
 from analysis.metrics import FINAL_TAIL
-from analysis.run_ids import inside_store
+from analysis.run_ids import inside_store, run_id_problem
+from analysis.run_summaries import SUMMARY_COLUMNS, SummaryCache
+from analysis.run_summaries import fingerprint as summary_fingerprint
 from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
 from analysis.segments import live_segments
 from analysis.store_writer import RUN_JSON, read_run_json
@@ -77,6 +79,23 @@ def register_views(con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) 
         con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS {clean_view_sql(table, raw)}")
 
 
+def _looks_like_run(store: Path, entry: os.DirEntry) -> bool:
+    """A folder of the store holding run.json or a table folder, that stays in the store."""
+    try:
+        if not entry.is_dir():
+            return False
+        with os.scandir(entry.path) as it:
+            inner = {e.name: e for e in it}
+    except OSError:
+        return False
+    if RUN_JSON not in inner and not any(t in inner and inner[t].is_dir() for t in TABLES):
+        return False
+    if entry.is_symlink() or any(e.is_symlink() for e in inner.values()):
+        return inside_store(store, Path(entry.path))  # a link out of the store is no run of it
+    # A plain folder directly in the store, with no link in it, cannot lead out: only its name can be bad.
+    return run_id_problem(entry.name) is None
+
+
 def source_label(info: dict[str, Any]) -> str:
     """Where a run came from: `entropyscope`, or an import's source kind and the trainer behind it."""
     source = info.get("source")
@@ -102,16 +121,12 @@ class StoreReader:
 
     def run_dirs(self) -> list[Path]:
         """Directories that look like runs: they hold run.json or a table folder."""
-        if not self.store.is_dir():
+        try:
+            with os.scandir(self.store) as it:
+                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError:
             return []
-        return [
-            d
-            for d in sorted(self.store.iterdir())
-            if d.is_dir()
-            and not d.name.startswith(".")
-            and ((d / RUN_JSON).exists() or any((d / t).is_dir() for t in TABLES))
-            and inside_store(self.store, d)  # a bad name or a link out of the store is no run of it
-        ]
+        return [Path(e.path) for e in entries if _looks_like_run(self.store, e)]
 
     def segment_files(self, table: str, run_ids: list[str] | None = None) -> list[str]:
         """Readable segment paths of `table` for the given runs (all runs when None)."""
@@ -187,8 +202,8 @@ class StoreReader:
         """One row per run: status (run.json's, or `killed` when it says running but its trainer process on
         this host is gone), liveness, config headline and final entropy/reward (RUNS_COLUMNS)."""
         now = time.time()
-        rows = []
-        for d in self.run_dirs():
+        rows, dirs = [], self.run_dirs()
+        for d in dirs:
             info = read_run_json(d) or {"status": "unknown"}
             config = info.get("config") if isinstance(info.get("config"), dict) else {}
             row = {
@@ -201,16 +216,7 @@ class StoreReader:
         meta = pd.DataFrame(
             rows, columns=["run_id", "status", "created", "heartbeat", "last_step", *CONFIG_COLUMNS, "source"]
         )
-        params = [
-            ENTROPY_MEAN,
-            REWARD_MEAN,
-            FINAL_TAIL,
-            ENTROPY_MEAN,
-            ENTROPY_MEAN,
-            ENTROPY_MEAN,
-            REWARD_MEAN,
-        ]
-        stats = self.query(_RUNS_SQL, params, ["steps"], None)
+        stats = self._summaries([d.name for d in dirs])
         df = meta.merge(stats, on="run_id", how="left")
         for col in ("created", "heartbeat", "h0", "entropy", "entropy_last", "reward"):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
@@ -221,6 +227,34 @@ class StoreReader:
         )
         df["n_steps"] = df["n_steps"].fillna(0).astype("int64")
         return df[list(RUNS_COLUMNS)]
+
+    def _summaries(self, run_ids: list[str]) -> pd.DataFrame:
+        """SUMMARY_COLUMNS per run: cached ones whose steps segments are unchanged, the others read now."""
+        cache = SummaryCache(self.store)
+        fps = {r: summary_fingerprint(self.store / r) for r in run_ids}
+        known = {r: cache.get(r, fps[r]) for r in run_ids}
+        stale = [r for r, summary in known.items() if summary is None]
+        if stale:
+            fresh = self.read_summaries(stale).set_index("run_id")
+            for r in stale:
+                known[r] = fresh.loc[r].to_dict() if r in fresh.index else {"n_steps": 0}
+                cache.put(r, fps[r], known[r])
+        cache.save(run_ids)
+        rows = [{"run_id": r, **summary} for r, summary in known.items()]
+        return pd.DataFrame(rows, columns=["run_id", *SUMMARY_COLUMNS])
+
+    def read_summaries(self, run_ids: list[str]) -> pd.DataFrame:
+        """SUMMARY_COLUMNS of `run_ids` from their steps segments (runs without steps have no row)."""
+        params = [
+            ENTROPY_MEAN,
+            REWARD_MEAN,
+            FINAL_TAIL,
+            ENTROPY_MEAN,
+            ENTROPY_MEAN,
+            ENTROPY_MEAN,
+            REWARD_MEAN,
+        ]
+        return self.query(_RUNS_SQL, params, ["steps"], run_ids)
 
     def run_info(self, run_id: str) -> dict[str, Any]:
         """The parsed run.json; {'run_id', 'status': 'unknown'} when it cannot be read."""
