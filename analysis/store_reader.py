@@ -6,6 +6,7 @@ pandas DataFrame. No file is ever locked, so any number of readers can run besid
 Unreadable segments are skipped with a warning (once per file version) instead of failing the query.
 """
 
+import numbers
 import os
 import threading
 import time
@@ -21,9 +22,8 @@ import pyarrow.parquet as pq
 from analysis.errors import UsageError
 from analysis.liveness import writer_gone
 from analysis.metrics import FINAL_TAIL
+from analysis.run_cache import RunCache, segments_fingerprint
 from analysis.run_ids import inside_store, run_id_problem
-from analysis.run_summaries import SUMMARY_COLUMNS, SummaryCache
-from analysis.run_summaries import fingerprint as summary_fingerprint
 from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
 from analysis.segments import live_segments
 from analysis.store_writer import RUN_JSON, read_run_json
@@ -48,6 +48,9 @@ _KEYS = {
     "events": ("run_id", "wall_time", "kind", "message"),
 }
 _MAX_ATTEMPTS = 5
+SUMMARY_COLUMNS = ("n_steps", "max_step", "h0", "entropy", "entropy_last", "reward")
+# What a cached summary depends on besides the steps segments; a change of any outdates every one.
+_SUMMARY_VERSION = f"1:{ENTROPY_MEAN}:{REWARD_MEAN}:{FINAL_TAIL}"
 
 
 def _q(name: str) -> str:
@@ -110,12 +113,13 @@ class StoreReader:
 
     def __init__(self, store: str | Path) -> None:
         self.store = Path(store)
-        self._con = duckdb.connect()  # in memory: nothing on disk to lock
+        self._con: duckdb.DuckDBPyConnection | None = None  # made at the first query: listing needs none
         self._lock = threading.Lock()
         self._checked: dict[str, tuple[int, int, bool]] = {}  # path -> (size, mtime_ns, readable)
 
     def close(self) -> None:
-        self._con.close()
+        if self._con is not None:
+            self._con.close()
 
     # ---- files ---------------------------------------------------------------------------------------
 
@@ -184,6 +188,8 @@ class StoreReader:
         for attempt in range(_MAX_ATTEMPTS):
             files = {t: self.segment_files(t, run_ids) for t in tables}
             with self._lock:
+                if self._con is None:
+                    self._con = duckdb.connect()  # in memory: nothing on disk to lock
                 con = self._con.cursor()  # one connection per query: safe from several threads
             try:
                 register_views(con, files)
@@ -230,14 +236,15 @@ class StoreReader:
 
     def _summaries(self, run_ids: list[str]) -> pd.DataFrame:
         """SUMMARY_COLUMNS per run: cached ones whose steps segments are unchanged, the others read now."""
-        cache = SummaryCache(self.store)
-        fps = {r: summary_fingerprint(self.store / r) for r in run_ids}
+        cache = RunCache(self.store, "run_summaries.json", _SUMMARY_VERSION)
+        fps = {r: segments_fingerprint(self.store / r, "steps") for r in run_ids}
         known = {r: cache.get(r, fps[r]) for r in run_ids}
         stale = [r for r, summary in known.items() if summary is None]
         if stale:
             fresh = self.read_summaries(stale).set_index("run_id")
             for r in stale:
-                known[r] = fresh.loc[r].to_dict() if r in fresh.index else {"n_steps": 0}
+                row = fresh.loc[r] if r in fresh.index else {"n_steps": 0}
+                known[r] = {c: _json_number(row.get(c)) for c in SUMMARY_COLUMNS}
                 cache.put(r, fps[r], known[r])
         cache.save(run_ids)
         rows = [{"run_id": r, **summary} for r, summary in known.items()]
@@ -303,12 +310,20 @@ class StoreReader:
         """Entropy histograms of every step, one row per bin."""
         return self.query(_select("hists") + " ORDER BY step, bin_lo", [], ["hists"], [run_id])
 
-    def events(self, run_id: str | None = None, kinds: list[str] | None = None) -> pd.DataFrame:
-        """Events of one run (all runs when None), optionally of some kinds, oldest first."""
+    def events(self, run_id: str | list[str] | None = None, kinds: list[str] | None = None) -> pd.DataFrame:
+        """Events of one run, or of a list of runs (all runs when None), optionally of some kinds, oldest first."""
         where = "" if kinds is None else " WHERE list_contains(?::VARCHAR[], kind)"
         params = [] if kinds is None else [list(kinds)]
         sql = _select("events") + where + " ORDER BY wall_time, run_id"
-        return self.query(sql, params, ["events"], None if run_id is None else [run_id])
+        run_ids = [run_id] if isinstance(run_id, str) else run_id
+        return self.query(sql, params, ["events"], None if run_ids is None else list(run_ids))
+
+
+def _json_number(value: Any) -> int | float | None:
+    """None for missing or NaN (JSON has no NaN; both read back as NaN); Python's json keeps infinities."""
+    if value is None or pd.isna(value):
+        return None
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def _select(table: str) -> str:
