@@ -12,9 +12,8 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -27,6 +26,9 @@ from analysis.run_ids import inside_store, run_id_problem
 from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
 from analysis.segments import live_segments
 from analysis.store_writer import RUN_JSON, read_run_json
+
+if TYPE_CHECKING:
+    import duckdb
 
 CONFIG_COLUMNS = ("algo", "controller", "precision", "model", "task")
 RUNS_COLUMNS = (
@@ -70,7 +72,7 @@ def clean_view_sql(table: str, raw: str) -> str:
     )
 
 
-def register_views(con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) -> None:
+def register_views(con: "duckdb.DuckDBPyConnection", files: dict[str, list[str]]) -> None:
     """On an in-memory connection, create views `seg_<table>` (raw segments) and `<table>` (deduplicated)."""
     for table, paths in files.items():
         raw = f"seg_{table}"
@@ -165,8 +167,10 @@ class StoreReader:
         with self._lock:
             self._checked[str(path)] = (st.st_size, st.st_mtime_ns, False)
 
-    def _blame(self, con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) -> bool:
+    def _blame(self, con: "duckdb.DuckDBPyConnection", files: dict[str, list[str]]) -> bool:
         """After a failed query, find segments that cannot be scanned; True if the file set changed."""
+        import duckdb
+
         changed = False
         for path in (Path(p) for paths in files.values() for p in paths):
             try:
@@ -185,6 +189,10 @@ class StoreReader:
         self, sql: str, params: list[Any], tables: list[str], run_ids: list[str] | None
     ) -> pd.DataFrame:
         """Run `sql` over views of `tables`, retrying without segments found unreadable."""
+        # Imported here: a listing served from the run caches needs no DuckDB, and `entropyscope runs`
+        # starts faster without it.
+        import duckdb
+
         for attempt in range(_MAX_ATTEMPTS):
             files = {t: self.segment_files(t, run_ids) for t in tables}
             with self._lock:

@@ -159,9 +159,8 @@ def _view(con: duckdb.DuckDBPyConnection, name: str, files: list[str]) -> None:
 def _read_windows(w: _Window, rules: RuleSet) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(window rows, numeric: see _TAIL_SQL) and (H0 rows: run_id, key, h0)."""
     if not w.tail_files:
-        return pd.DataFrame(columns=["run", "k", "step", "value"]), pd.DataFrame(
-            columns=["run_id", "key", "h0"]
-        )
+        tail_columns = ["run", "k", "step", "value", "wall_time", "file_rank", "file_row_number"]
+        return pd.DataFrame(columns=tail_columns), pd.DataFrame(columns=["run_id", "key", "h0"])
     con = duckdb.connect()
     try:
         _view(con, "tail", w.tail_files)
@@ -226,6 +225,8 @@ def _split(
 ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Window rows as run -> key -> (steps, values), a repeated step resolved as StoreReader does (the row
     with the latest wall time, then the later segment, then the later row, wins)."""
+    if tail.empty:  # every run's states came from the ended-run cache
+        return {}
     cols = [tail[c].to_numpy(np.int64) for c in ("run", "k", "step")]
     wall, rank, row = (
         tail["wall_time"].to_numpy(),

@@ -150,7 +150,9 @@ def baseline_tree(rev: str, tmp: Path) -> Path:
 def measure_side(tree: Path, master: Path, work: Path, repeat: int, browser: bool) -> dict[str, float]:
     copy = work / tree.name
     shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(master, copy)
+    shutil.copytree(
+        master, copy, ignore=shutil.ignore_patterns(".cache", ".watch_*")
+    )  # no caches of a run by hand
     stop = threading.Event()
     writer = threading.Thread(target=live_writer, args=(copy, stop), daemon=True)
     writer.start()
