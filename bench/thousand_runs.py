@@ -96,7 +96,7 @@ def cli_figures(store: Path, repeat: int) -> dict[str, float]:
     return out
 
 
-def browser_figures(store: Path, ids: list[str], repeat: int) -> dict[str, float]:
+def browser_figures(store: Path, ids: list[str], repeat: int, floor: bool) -> dict[str, float]:
     from playwright.sync_api import sync_playwright
 
     from analysis.schema import ENTROPY_MEAN
@@ -104,6 +104,7 @@ def browser_figures(store: Path, ids: list[str], repeat: int) -> dict[str, float
         CHROMIUM,
         CHROMIUM_ARGS,
         COMPARE_READY,
+        FLOOR_APP,
         RUNS_READY,
         TIMEOUT_MS,
         measure,
@@ -122,21 +123,26 @@ def browser_figures(store: Path, ids: list[str], repeat: int) -> dict[str, float
                 browser, url + "/", ready(RUNS_READY), repeat
             )
         with server(store) as url:
-            # The first session's deep link gets Streamlit's spurious "page not found": the root first.
-            # Its Runs page warms nothing that Compare reads but the run list (run.json files).
             link = url + "/compare?" + "&".join(f"runs={r}" for r in chosen) + f"&metrics={ENTROPY_MEAN}"
             cold, fresh, _ = measure(browser, link, ready(COMPARE_READY, len(chosen)), repeat)
             out["compare first"], out["compare"] = cold, fresh
+        if floor:  # what Streamlit and Plotly alone cost now, whatever the code: no store read, one chart
+            script = store.parent / "floor.py"
+            script.write_text(FLOOR_APP)
+            with server(store, script) as url:
+                out["floor first"], out["floor"], _ = measure(
+                    browser, url + "/", ready(COMPARE_READY, 1), repeat
+                )
         browser.close()
     return out
 
 
-def side(store: Path, repeat: int, browser: bool) -> None:
+def side(store: Path, repeat: int, browser: bool, floor: bool) -> None:
     """Child process: measure the code on PYTHONPATH over `store`; print the figures as JSON."""
     ids = sorted(d.name for d in store.iterdir() if d.is_dir() and not d.name.startswith("."))
     figures = cli_figures(store, repeat)
     if browser:
-        figures |= browser_figures(store, ids, repeat)
+        figures |= browser_figures(store, ids, repeat, floor)
     print(json.dumps(figures))
 
 
@@ -147,12 +153,14 @@ def baseline_tree(rev: str, tmp: Path) -> Path:
     return tree
 
 
-def measure_side(tree: Path, master: Path, work: Path, repeat: int, browser: bool) -> dict[str, float]:
+def measure_side(
+    tree: Path, master: Path, work: Path, repeat: int, browser: bool, floor: bool = False
+) -> dict[str, float]:
     copy = work / tree.name
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(
         master, copy, ignore=shutil.ignore_patterns(".cache", ".watch_*")
-    )  # no caches of a run by hand
+    )  # no cache left by hand
     stop = threading.Event()
     writer = threading.Thread(target=live_writer, args=(copy, stop), daemon=True)
     writer.start()
@@ -160,7 +168,10 @@ def measure_side(tree: Path, master: Path, work: Path, repeat: int, browser: boo
         env = os.environ | {"PYTHONPATH": str(tree)}
         cmd = [sys.executable, str(Path(__file__).resolve()), "--side", str(copy), "--repeat", str(repeat)]
         proc = subprocess.run(
-            [*cmd, *([] if browser else ["--no-browser"])], env=env, capture_output=True, text=True
+            [*cmd, *([] if browser else ["--no-browser"]), *(["--floor"] if floor else [])],
+            env=env,
+            capture_output=True,
+            text=True,
         )
     finally:
         stop.set()
@@ -176,17 +187,26 @@ def table(base: dict[str, float], now: dict[str, float], runs: int) -> str:
         "runs": "`entropyscope runs`", "watch": "`watch --once`", "runs_page": "Runs page first paint",
         "compare": f"Compare, {COMPARED} runs drawn",
     }  # fmt: skip
+    notes = {
+        (True, True): ", first call (no cache)", (True, False): ", median of later calls",
+        (False, True): ", first visit after server start", (False, False): ", median, new browser context",
+    }  # fmt: skip
     lines = [
         f"| {runs:,} runs | baseline s | now s | ratio | goal s | |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for key, label in labels.items():
-        for suffix, note in ((" first", " (first call / cold server)"), ("", "")):
-            if key + suffix not in now:
+        for first in (True, False):
+            name = key + (" first" if first else "")
+            if name not in now:
                 continue
-            b, n = base[key + suffix], now[key + suffix]
+            b, n, note = base[name], now[name], notes[key in ("runs", "watch"), first]
             verdict = "pass" if n < GOALS[key] else "miss"
             lines.append(f"| {label}{note} | {b:.2f} | {n:.2f} | {b / n:.1f}× | {GOALS[key]:g} | {verdict} |")
+    if "floor" in now:
+        lines.append(
+            f"| (floor: a one-chart Streamlit page, no store; new context) | | {now['floor']:.2f} | | | |"
+        )
     return "\n".join(lines)
 
 
@@ -198,9 +218,10 @@ def main() -> None:
     ap.add_argument("--store", type=Path, help="where to build (and keep) the bench store")
     ap.add_argument("--no-browser", action="store_true", help="CLI figures only")
     ap.add_argument("--side", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
-        return side(args.side, args.repeat, not args.no_browser)
+        return side(args.side, args.repeat, not args.no_browser, args.floor)
     tmp = Path(tempfile.gettempdir())
     master = args.store or tmp / f"thousand_runs_{args.runs}"
     marker = master / ".bench.json"
@@ -212,7 +233,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="thousand_runs_"))
     try:
         base = measure_side(baseline_tree(args.base, tmp), master, work, args.repeat, not args.no_browser)
-        now = measure_side(ROOT, master, work, args.repeat, not args.no_browser)
+        now = measure_side(ROOT, master, work, args.repeat, not args.no_browser, floor=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load = " ".join(f"{x:.1f}" for x in os.getloadavg())
