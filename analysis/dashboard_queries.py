@@ -6,6 +6,7 @@ StoreReader (which the caller opens for one load and closes) and returns a fresh
 SQL takes `?` parameters; run ids only ever select folders through StoreReader.segment_files.
 """
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ import pandas as pd
 
 from analysis.alerts import FIRED, RESOLVED
 from analysis.control import APPLIED, LIVE_KEYS, REJECTED, control_path
+from analysis.run_cache import RunCache, segments_fingerprint
 from analysis.run_ids import inside_store
 from analysis.schema import ENTROPY_DELTA_BATCH, ENTROPY_DELTA_PRED, RESPONSE_LEN_MEAN
 from analysis.store_reader import StoreReader, read_run_json
@@ -152,10 +154,25 @@ SELECT run_id, count(*) FILTER (WHERE kind = 'alert_fired') AS active_alerts FRO
 """
 
 
+_ALERTS_VERSION = hashlib.sha1(_ALERTS_SQL.encode()).hexdigest()
+
+
 def active_alerts(reader: StoreReader) -> dict[str, int]:
-    """Alerts per run whose latest event is `alert_fired` (per payload rule, else per message)."""
-    df = reader.query(_ALERTS_SQL, [], ["events"], None)
-    return {str(r): int(n) for r, n in zip(df["run_id"], df["active_alerts"], strict=True)}
+    """Alerts per run whose latest event is `alert_fired` (per payload rule, else per message); a run whose
+    events segments did not change since the last call is not read again (analysis.run_cache)."""
+    run_ids = [d.name for d in reader.run_dirs()]
+    cache = RunCache(reader.store, "active_alerts.json", _ALERTS_VERSION)
+    fps = {r: segments_fingerprint(reader.store / r, "events") for r in run_ids}
+    counts = {r: cache.get(r, fps[r]) for r in run_ids}
+    stale = [r for r, n in counts.items() if n is None]
+    if stale:
+        df = reader.query(_ALERTS_SQL, [], ["events"], stale)
+        fresh = {str(r): int(n) for r, n in zip(df["run_id"], df["active_alerts"], strict=True)}
+        for r in stale:
+            counts[r] = fresh.get(r, 0)
+            cache.put(r, fps[r], counts[r])
+    cache.save(run_ids)
+    return {r: n for r, n in counts.items() if n}
 
 
 def find_tokenizer(store: str | Path, run_id: str) -> Path | None:

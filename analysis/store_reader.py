@@ -6,14 +6,14 @@ pandas DataFrame. No file is ever locked, so any number of readers can run besid
 Unreadable segments are skipped with a warning (once per file version) instead of failing the query.
 """
 
+import numbers
 import os
 import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,10 +22,14 @@ from analysis.errors import UsageError
 from analysis.groups import find_groups
 from analysis.liveness import writer_gone
 from analysis.metrics import FINAL_TAIL
-from analysis.run_ids import inside_store
+from analysis.run_cache import RunCache, segments_fingerprint
+from analysis.run_ids import inside_store, run_id_problem
 from analysis.schema import ENTROPY_MEAN, REWARD_MEAN, TABLES
 from analysis.segments import live_segments
 from analysis.store_writer import RUN_JSON, read_run_json
+
+if TYPE_CHECKING:
+    import duckdb
 
 CONFIG_COLUMNS = ("algo", "controller", "precision", "model", "task")
 RUNS_COLUMNS = (
@@ -49,6 +53,9 @@ _KEYS = {
     "events": ("run_id", "wall_time", "kind", "message"),
 }
 _MAX_ATTEMPTS = 5
+SUMMARY_COLUMNS = ("n_steps", "max_step", "h0", "entropy", "entropy_last", "reward")
+# What a cached summary depends on besides the steps segments; a change of any outdates every one.
+_SUMMARY_VERSION = f"1:{ENTROPY_MEAN}:{REWARD_MEAN}:{FINAL_TAIL}"
 
 
 def _q(name: str) -> str:
@@ -68,7 +75,7 @@ def clean_view_sql(table: str, raw: str) -> str:
     )
 
 
-def register_views(con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) -> None:
+def register_views(con: "duckdb.DuckDBPyConnection", files: dict[str, list[str]]) -> None:
     """On an in-memory connection, create views `seg_<table>` (raw segments) and `<table>` (deduplicated)."""
     for table, paths in files.items():
         raw = f"seg_{table}"
@@ -78,6 +85,23 @@ def register_views(con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) 
             rel = con.from_arrow(_EMPTY[table])
         rel.create_view(raw, replace=True)
         con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS {clean_view_sql(table, raw)}")
+
+
+def _looks_like_run(store: Path, entry: os.DirEntry) -> bool:
+    """A folder of the store holding run.json or a table folder, that stays in the store."""
+    try:
+        if not entry.is_dir():
+            return False
+        with os.scandir(entry.path) as it:
+            inner = {e.name: e for e in it}
+    except OSError:
+        return False
+    if RUN_JSON not in inner and not any(t in inner and inner[t].is_dir() for t in TABLES):
+        return False
+    if entry.is_symlink() or any(e.is_symlink() for e in inner.values()):
+        return inside_store(store, Path(entry.path))  # a link out of the store is no run of it
+    # A plain folder directly in the store, with no link in it, cannot lead out: only its name can be bad.
+    return run_id_problem(entry.name) is None
 
 
 def source_label(info: dict[str, Any]) -> str:
@@ -94,27 +118,24 @@ class StoreReader:
 
     def __init__(self, store: str | Path) -> None:
         self.store = Path(store)
-        self._con = duckdb.connect()  # in memory: nothing on disk to lock
+        self._con: duckdb.DuckDBPyConnection | None = None  # made at the first query: listing needs none
         self._lock = threading.Lock()
         self._checked: dict[str, tuple[int, int, bool]] = {}  # path -> (size, mtime_ns, readable)
 
     def close(self) -> None:
-        self._con.close()
+        if self._con is not None:
+            self._con.close()
 
     # ---- files ---------------------------------------------------------------------------------------
 
     def run_dirs(self) -> list[Path]:
         """Directories that look like runs: they hold run.json or a table folder."""
-        if not self.store.is_dir():
+        try:
+            with os.scandir(self.store) as it:
+                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError:
             return []
-        return [
-            d
-            for d in sorted(self.store.iterdir())
-            if d.is_dir()
-            and not d.name.startswith(".")
-            and ((d / RUN_JSON).exists() or any((d / t).is_dir() for t in TABLES))
-            and inside_store(self.store, d)  # a bad name or a link out of the store is no run of it
-        ]
+        return [Path(e.path) for e in entries if _looks_like_run(self.store, e)]
 
     def segment_files(self, table: str, run_ids: list[str] | None = None) -> list[str]:
         """Readable segment paths of `table` for the given runs (all runs when None)."""
@@ -149,8 +170,10 @@ class StoreReader:
         with self._lock:
             self._checked[str(path)] = (st.st_size, st.st_mtime_ns, False)
 
-    def _blame(self, con: duckdb.DuckDBPyConnection, files: dict[str, list[str]]) -> bool:
+    def _blame(self, con: "duckdb.DuckDBPyConnection", files: dict[str, list[str]]) -> bool:
         """After a failed query, find segments that cannot be scanned; True if the file set changed."""
+        import duckdb
+
         changed = False
         for path in (Path(p) for paths in files.values() for p in paths):
             try:
@@ -169,9 +192,15 @@ class StoreReader:
         self, sql: str, params: list[Any], tables: list[str], run_ids: list[str] | None
     ) -> pd.DataFrame:
         """Run `sql` over views of `tables`, retrying without segments found unreadable."""
+        # Imported here: a listing served from the run caches needs no DuckDB, and `entropyscope runs`
+        # starts faster without it.
+        import duckdb
+
         for attempt in range(_MAX_ATTEMPTS):
             files = {t: self.segment_files(t, run_ids) for t in tables}
             with self._lock:
+                if self._con is None:
+                    self._con = duckdb.connect()  # in memory: nothing on disk to lock
                 con = self._con.cursor()  # one connection per query: safe from several threads
             try:
                 register_views(con, files)
@@ -190,8 +219,8 @@ class StoreReader:
         """One row per run: status (run.json's, or `killed` when it says running but its trainer process on
         this host is gone), liveness, config headline and final entropy/reward (RUNS_COLUMNS)."""
         now = time.time()
-        rows, infos = [], {}
-        for d in self.run_dirs():
+        rows, infos, dirs = [], {}, self.run_dirs()
+        for d in dirs:
             info = infos[d.name] = read_run_json(d) or {"status": "unknown"}
             config = info.get("config") if isinstance(info.get("config"), dict) else {}
             row = {
@@ -206,16 +235,7 @@ class StoreReader:
             rows.append(row | {k: config.get(k) for k in CONFIG_COLUMNS})
         meta = pd.DataFrame(rows, columns=_META_COLUMNS)
         meta["group"] = meta["run_id"].map({r: g.name for g in find_groups(infos) for r in g.run_ids})
-        params = [
-            ENTROPY_MEAN,
-            REWARD_MEAN,
-            FINAL_TAIL,
-            ENTROPY_MEAN,
-            ENTROPY_MEAN,
-            ENTROPY_MEAN,
-            REWARD_MEAN,
-        ]
-        stats = self.query(_RUNS_SQL, params, ["steps"], None)
+        stats = self._summaries([d.name for d in dirs])
         df = meta.merge(stats, on="run_id", how="left")
         for col in ("created", "heartbeat", "h0", "entropy", "entropy_last", "reward"):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
@@ -226,6 +246,35 @@ class StoreReader:
         )
         df["n_steps"] = df["n_steps"].fillna(0).astype("int64")
         return df[list(RUNS_COLUMNS)]
+
+    def _summaries(self, run_ids: list[str]) -> pd.DataFrame:
+        """SUMMARY_COLUMNS per run: cached ones whose steps segments are unchanged, the others read now."""
+        cache = RunCache(self.store, "run_summaries.json", _SUMMARY_VERSION)
+        fps = {r: segments_fingerprint(self.store / r, "steps") for r in run_ids}
+        known = {r: cache.get(r, fps[r]) for r in run_ids}
+        stale = [r for r, summary in known.items() if summary is None]
+        if stale:
+            fresh = self.read_summaries(stale).set_index("run_id")
+            for r in stale:
+                row = fresh.loc[r] if r in fresh.index else {"n_steps": 0}
+                known[r] = {c: _json_number(row.get(c)) for c in SUMMARY_COLUMNS}
+                cache.put(r, fps[r], known[r])
+        cache.save(run_ids)
+        rows = [{"run_id": r, **summary} for r, summary in known.items()]
+        return pd.DataFrame(rows, columns=["run_id", *SUMMARY_COLUMNS])
+
+    def read_summaries(self, run_ids: list[str]) -> pd.DataFrame:
+        """SUMMARY_COLUMNS of `run_ids` from their steps segments (runs without steps have no row)."""
+        params = [
+            ENTROPY_MEAN,
+            REWARD_MEAN,
+            FINAL_TAIL,
+            ENTROPY_MEAN,
+            ENTROPY_MEAN,
+            ENTROPY_MEAN,
+            REWARD_MEAN,
+        ]
+        return self.query(_RUNS_SQL, params, ["steps"], run_ids)
 
     def run_info(self, run_id: str) -> dict[str, Any]:
         """The parsed run.json; {'run_id', 'status': 'unknown'} when it cannot be read."""
@@ -274,12 +323,20 @@ class StoreReader:
         """Entropy histograms of every step, one row per bin."""
         return self.query(_select("hists") + " ORDER BY step, bin_lo", [], ["hists"], [run_id])
 
-    def events(self, run_id: str | None = None, kinds: list[str] | None = None) -> pd.DataFrame:
-        """Events of one run (all runs when None), optionally of some kinds, oldest first."""
+    def events(self, run_id: str | list[str] | None = None, kinds: list[str] | None = None) -> pd.DataFrame:
+        """Events of one run, or of a list of runs (all runs when None), optionally of some kinds, oldest first."""
         where = "" if kinds is None else " WHERE list_contains(?::VARCHAR[], kind)"
         params = [] if kinds is None else [list(kinds)]
         sql = _select("events") + where + " ORDER BY wall_time, run_id"
-        return self.query(sql, params, ["events"], None if run_id is None else [run_id])
+        run_ids = [run_id] if isinstance(run_id, str) else run_id
+        return self.query(sql, params, ["events"], None if run_ids is None else list(run_ids))
+
+
+def _json_number(value: Any) -> int | float | None:
+    """None for missing or NaN (JSON has no NaN; both read back as NaN); Python's json keeps infinities."""
+    if value is None or pd.isna(value):
+        return None
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
 
 
 def _select(table: str) -> str:

@@ -10,7 +10,10 @@ a trainer that records the same transitions itself, repeats nothing.
 An ended run (not `running`) that no trainer judged live (imported, or trained with `alerts: off`) is read
 once over every step, so each alert carries the step where it first fired, however long before the end; the
 runs evaluated so, with a digest of the segments read, are kept in `<store>/.watch_full.json` (a cache: lost,
-it costs one more full read, and recorded transitions are never repeated).
+it costs one more full read, and recorded transitions are never repeated). The firing alerts of every ended
+run, once judged and its transitions recorded, are kept in `<store>/.cache/watch_ended.json` under a
+fingerprint of its steps and events segments and run.json: a later cycle reads only the runs whose files
+changed and the running ones (so `watch --once` over a store of a thousand mostly finished runs stays cheap).
 
 Simplifications: on a running run first seen with more than a window of steps, transitions older than the
 window are not reconstructed (the states at its end are), nor on an ended run a trainer judged live with rules
@@ -19,6 +22,7 @@ endpoint is down (analysis.webhook); H0 is the first finite value in the run's f
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,12 +42,17 @@ import pyarrow.parquet as pq
 from analysis.alerts import FIRED, RESOLVED, AlertState, RuleSet, Transition, evaluate, load_rules
 from analysis.atomic import write_json_atomic
 from analysis.errors import UsageError
+from analysis.run_cache import Fingerprint, RunCache, segments_fingerprint
 from analysis.segments import live_segments
 from analysis.store_reader import StoreReader, read_run_json
-from analysis.store_writer import write_events
+from analysis.store_writer import RUN_JSON, write_events
 from analysis.webhook import Webhook
 
 FULL_CACHE = ".watch_full.json"
+ENDED_CACHE = "watch_ended.json"
+"""In <store>/.cache/ (analysis.run_cache): the firing alerts of each ended run, with its files' fingerprint."""
+ENDED_VERSION = 1
+"""Raised when evaluation changes in a way that outdates the cached states."""
 WINDOW_STEPS = 200
 """Steps of each run read per cycle (at least twice the rules' lookback); a transition that starts and ends
 within one cycle is still seen when a run makes fewer steps than this between two cycles."""
@@ -103,11 +112,11 @@ class _Window:
 
 
 def _window_files(
-    reader: StoreReader, ranges: _StepRanges, window: int, read_all: Callable[[str, str], bool] | None = None
+    run_dirs: list[Path], ranges: _StepRanges, window: int, read_all: Callable[[str, str], bool] | None = None
 ) -> _Window:
-    """`read_all(run_id, digest of its segments)`: whether to read that run over every step."""
+    """What to read of `run_dirs`; `read_all(run_id, digest of its segments)`: whether over every step."""
     tail, head, bounds, full = [], [], {}, {}
-    for run_dir in reader.run_dirs():
+    for run_dir in run_dirs:
         seen = [(str(p), r) for p in live_segments(run_dir / "steps") if (r := ranges.get(p))]
         if not seen:
             continue
@@ -150,9 +159,8 @@ def _view(con: duckdb.DuckDBPyConnection, name: str, files: list[str]) -> None:
 def _read_windows(w: _Window, rules: RuleSet) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(window rows, numeric: see _TAIL_SQL) and (H0 rows: run_id, key, h0)."""
     if not w.tail_files:
-        return pd.DataFrame(columns=["run", "k", "step", "value"]), pd.DataFrame(
-            columns=["run_id", "key", "h0"]
-        )
+        tail_columns = ["run", "k", "step", "value", "wall_time", "file_rank", "file_row_number"]
+        return pd.DataFrame(columns=tail_columns), pd.DataFrame(columns=["run_id", "key", "h0"])
     con = duckdb.connect()
     try:
         _view(con, "tail", w.tail_files)
@@ -169,10 +177,10 @@ def _read_windows(w: _Window, rules: RuleSet) -> tuple[pd.DataFrame, pd.DataFram
     return tail, h0
 
 
-def _recorded(reader: StoreReader) -> dict[str, dict[str, tuple[bool, int]]]:
+def _recorded(reader: StoreReader, run_ids: list[str]) -> dict[str, dict[str, tuple[bool, int]]]:
     """run -> rule -> (firing, step) from each rule's latest alert event (whoever recorded it)."""
     # A cycle records its transitions with increasing wall times; the step breaks any remaining tie.
-    events = reader.events(kinds=[FIRED, RESOLVED]).sort_values(["wall_time", "step"], kind="stable")
+    events = reader.events(run_ids, kinds=[FIRED, RESOLVED]).sort_values(["wall_time", "step"], kind="stable")
     out: dict[str, dict[str, tuple[bool, int]]] = {}
     for run_id, kind, step, payload in zip(events["run_id"], events["kind"], events["step"], events["payload"],
                                            strict=True):  # fmt: skip
@@ -217,6 +225,8 @@ def _split(
 ) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Window rows as run -> key -> (steps, values), a repeated step resolved as StoreReader does (the row
     with the latest wall time, then the later segment, then the later row, wins)."""
+    if tail.empty:  # every run's states came from the ended-run cache
+        return {}
     cols = [tail[c].to_numpy(np.int64) for c in ("run", "k", "step")]
     wall, rank, row = (
         tail["wall_time"].to_numpy(),
@@ -252,25 +262,39 @@ class Watcher:
         self._cache = Path(store) / FULL_CACHE
         self._full = _load_full(self._cache)
         self._pending_full: dict[str, str] = {}
+        version = hashlib.sha1(
+            f"{ENDED_VERSION}:{self.window}:{rules.model_dump_json()}".encode()
+        ).hexdigest()
+        self._ended = RunCache(Path(store), ENDED_CACHE, version)
+        self._pending_ended: dict[str, tuple[Fingerprint | None, RunAlerts]] = {}
+        self._run_ids: list[str] = []
 
     def cycle(self, now: float | None = None) -> list[RunAlerts]:
         """New transitions and firing alerts of every run; records nothing (see `notify`)."""
         now = time.time() if now is None else now
-        infos = {d.name: _liveness(d) for d in self.reader.run_dirs()}
+        dirs = self.reader.run_dirs()
+        infos = {d.name: _liveness(d) for d in dirs}
+        # An ended run judged before, whose files did not change since, has the same states: not read again.
+        ended = {d.name: _ended_fingerprint(d) for d in dirs if _ended(infos[d.name])}
+        cached = {r: states for r, fp in ended.items() if (states := self._ended.get(r, fp)) is not None}
 
         def read_all(run_id: str, digest: str) -> bool:  # an ended run nobody judged live, not yet read whole
             info = infos.get(run_id, _RunInfo())
             return info.status != "running" and not info.judged_live and self._full.get(run_id) != digest
 
-        window = _window_files(self.reader, self._ranges, self.window, read_all)
+        judged = [d for d in dirs if d.name not in cached]
+        window = _window_files(judged, self._ranges, self.window, read_all)
         tail, h0 = _read_windows(window, self.rules)
         series = _split(tail, window, self.rules.keys())
         baselines: dict[str, dict[str, float]] = {}
         for run_id, key, value in zip(h0["run_id"], h0["key"], h0["h0"], strict=True):
             baselines.setdefault(run_id, {})[key] = float(value)
-        recorded = _recorded(self.reader)
+        recorded = _recorded(self.reader, [r for r in infos if r not in cached])
         out = []
         for run_id, info in infos.items():
+            if run_id in cached:
+                out.append(RunAlerts(run_id, [], [AlertState(**s) for s in cached[run_id]]))
+                continue
             _, last, start = window.bounds.get(run_id, (None, None, None))
             ev = evaluate(
                 series.get(run_id, {}),
@@ -285,11 +309,14 @@ class Watcher:
             )
             out.append(RunAlerts(run_id, ev.transitions, [s for s in ev.states if s.state == "firing"]))
         self._pending_full = window.full
+        self._pending_ended = {r: (ended[r], a) for a in out if (r := a.run_id) in ended and r not in cached}
+        self._run_ids = list(infos)
         return out
 
     def mark_read(self, unrecorded: set[str] = frozenset()) -> None:
         """After the cycle's transitions are recorded: the runs it read over every step need no second read
-        (except those whose transitions could not be recorded)."""
+        (except those whose transitions could not be recorded), nor the ended runs it judged."""
+        self._keep_ended(unrecorded)
         done = {r: d for r, d in self._pending_full.items() if r not in unrecorded}
         self._pending_full = {}
         if not done:
@@ -300,6 +327,34 @@ class Watcher:
             OSError
         ):  # a read-only store: the next watch reads them again, repeats nothing
             write_json_atomic(self._cache, {"runs": self._full})
+
+    def _keep_ended(self, unrecorded: set[str]) -> None:
+        """Cache the states of the ended runs judged this cycle, under the fingerprint their files have now
+        that its transitions are recorded (new events of ours; anything else changed: judged again)."""
+        store = self._cache.parent
+        for run_id, (before, result) in self._pending_ended.items():
+            if run_id in unrecorded or before is None:
+                continue
+            after = _ended_fingerprint(store / run_id) if result.transitions else before
+            if after is not None and after[:2] == before[:2]:  # steps and run.json as judged
+                self._ended.put(run_id, after, [dataclasses.asdict(s) for s in result.active])
+        self._pending_ended = {}
+        self._ended.save(self._run_ids)
+
+
+def _ended(info: _RunInfo) -> bool:
+    """run.json says the run is over: its alert states depend on its files only, not on the time."""
+    return isinstance(info.status, str) and info.status != "running"
+
+
+def _ended_fingerprint(run_dir: Path) -> Fingerprint | None:
+    """What an ended run's alert states are computed from: its steps, its events and its run.json."""
+    steps, events = segments_fingerprint(run_dir, "steps"), segments_fingerprint(run_dir, "events")
+    try:
+        st = (run_dir / RUN_JSON).stat()
+    except OSError:
+        return None
+    return None if steps is None or events is None else [steps, [st.st_size, st.st_mtime_ns], events]
 
 
 def _load_full(path: Path) -> dict[str, str]:

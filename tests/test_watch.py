@@ -141,7 +141,7 @@ def test_long_live_run_reads_only_the_recent_window(tmp_path):
     entropy = np.r_[np.linspace(1.0, 0.3, 100), np.full(2900, 0.3)].tolist()
     live = RunWriter(tmp_path, "long", CONFIG, flush_every_steps=500, flush_every_s=3600)
     log_steps(live, entropy)  # left open: running
-    window = _window_files(StoreReader(tmp_path), _StepRanges(), 200)
+    window = _window_files(StoreReader(tmp_path).run_dirs(), _StepRanges(), 200)
     assert len(window.tail_files) == len(window.head_files) == 1  # of 6 segments: the last and the first
     assert window.bounds == {"long": (0, 3000, 2801)}
     rules = load_rules()
