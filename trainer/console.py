@@ -61,5 +61,11 @@ def quiet_libraries() -> None:
     for name, value in QUIET_ENV.items():
         os.environ.setdefault(name, value)
     warnings.formatwarning = format_warning
-    if not sys.warnoptions:  # -W or PYTHONWARNINGS: the user asked to see them
+    if not sys.warnoptions and not _recording():  # -W or PYTHONWARNINGS: the user asked to see them
         warnings.showwarning = show_warning
+
+
+def _recording() -> bool:
+    """True inside catch_warnings(record=True) (pytest runs every test in one): replacing showwarning there
+    would hide warnings from the recorder (pytest.warns) instead of from a console."""
+    return "warnings" not in (getattr(warnings._showwarnmsg_impl, "__module__", None) or "")
