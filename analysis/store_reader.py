@@ -242,7 +242,9 @@ class StoreReader:
         df["heartbeat_age_s"] = now - df["heartbeat"]
         df["entropy_change"] = df["entropy"] / df["h0"] - 1
         df["last_step"] = (
-            pd.to_numeric(df["last_step"], errors="coerce").fillna(df["max_step"]).astype("Int64")
+            pd.to_numeric(df["last_step"], errors="coerce")
+            .fillna(pd.to_numeric(df["max_step"], errors="coerce"))
+            .astype("Int64")
         )
         df["n_steps"] = df["n_steps"].fillna(0).astype("int64")
         return df[list(RUNS_COLUMNS)]

@@ -1,4 +1,4 @@
-"""A store reader in its own process for the soak test: query every 50 ms until the stop file appears.
+"""A store reader in its own process for the soak test: query every 50 ms until the stop file appears, then once more.
 
     python tests/soak_reader.py duckdb|store_reader STORE RUN_ID STOP_FILE OUT.json
 
@@ -39,7 +39,8 @@ def main() -> None:
     mode, store, run_id, stop, out = sys.argv[1:]
     reader = StoreReader(store)
     reads, errors, max_dupes, backwards, last = 0, [], 0, 0, 0
-    while not Path(stop).exists():
+    while True:
+        stopping = Path(stop).exists()  # checked before the read: the last read starts after every write
         try:
             n, dupes = read_once(mode, store, run_id, reader)
             reads += 1
@@ -50,6 +51,8 @@ def main() -> None:
             last = max(last, n)
         except Exception:
             errors.append(traceback.format_exc(limit=2))
+        if stopping:
+            break
         time.sleep(0.05)
     Path(out).write_text(json.dumps({"reads": reads, "errors": errors, "max_dupes": max_dupes,
                                      "backwards": backwards, "last": last}))  # fmt: skip
