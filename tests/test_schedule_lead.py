@@ -38,3 +38,13 @@ def test_controller_sees_the_target_lead_steps_ahead(tmp_path, monkeypatch, tiny
     assert logged["value"].tolist() == pytest.approx(
         [scheduled_target("id", s, STEPS, BASE) for s in range(1, STEPS + 1)]
     )
+
+
+def test_target_fraction_scales_each_runs_own_h0(tmp_path, tiny_overrides):
+    over = ["controller=entropy_bonus", "target_fraction=0.5", "steps=2"]
+    train(load_config(None, [*tiny_overrides, *over]), tmp_path, run_id="r", progress=False)
+
+    reader = StoreReader(tmp_path)
+    h0 = reader.scalars(["r"], ["entropy/mean"]).sort_values("step")["value"].iloc[0]
+    logged = reader.scalars(["r"], [ENTROPY_TARGET])["value"]
+    assert logged.tolist() == pytest.approx([0.5 * h0] * 2, rel=1e-6)

@@ -33,7 +33,9 @@ class TrainConfig(BaseModel):
     ] = "none"
     """Entropy controller; `none` is plain policy gradient."""
     target_entropy: float | None = Field(default=None, ge=0)
-    """Entropy setpoint in nats; None means H0, the first step's measured entropy."""
+    """Entropy setpoint in nats; None means target_fraction x H0, H0 being the first step's measured entropy."""
+    target_fraction: float = Field(default=1.0, gt=0, le=10)
+    """Setpoint as a multiple of H0 when target_entropy is None: each seed aims at its own starting entropy (sweep it for setpoints relative to H0)."""
     schedule: Literal["constant", "id", "did", "od"] = "constant"
     """Setpoint schedule (Flexible Entropy Control in RLVR): constant, increase-decrease, d-i-d, oscillatory decay."""
     schedule_amplitude: float = Field(default=0.5, ge=0, le=1)

@@ -143,8 +143,8 @@ def step_rng(cfg: TrainConfig, step: int) -> tuple[np.random.Generator, torch.Ge
 
 
 def step_target(cfg: TrainConfig, step: int, h0: float) -> float:
-    """The entropy setpoint of `step`: the schedule applied to target_entropy (default H0)."""
-    base = cfg.target_entropy if cfg.target_entropy is not None else h0
+    """The entropy setpoint of `step`: the schedule applied to target_entropy (default target_fraction x H0)."""
+    base = cfg.target_entropy if cfg.target_entropy is not None else cfg.target_fraction * h0
     return scheduled_target(cfg.schedule, step, cfg.steps, base, cfg.schedule_amplitude, cfg.schedule_cycles)
 
 
