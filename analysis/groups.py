@@ -153,7 +153,7 @@ def parse_pairs(text: str, spec: str) -> dict[str, Any]:
     return out
 
 
-def _matches(params: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+def params_match(params: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     return all(k in params and same_value(params[k], v) for k, v in wanted.items())
 
 
@@ -168,7 +168,7 @@ def select(spec: str, infos: Mapping[str, Mapping[str, Any]], groups: list[Group
             return g
     if "=" in spec:
         wanted = parse_pairs(spec, spec)
-        found = [g for g in groups if g.params.keys() == wanted.keys() and _matches(g.params, wanted)]
+        found = [g for g in groups if g.params.keys() == wanted.keys() and params_match(g.params, wanted)]
         if len(found) == 1:
             return found[0]
         if found:
@@ -193,7 +193,7 @@ def _select_sweep(spec: str, infos: Mapping[str, Mapping[str, Any]]) -> Group:
         known = sorted({str(s["id"]) for info in infos.values() if (s := _sweep(info)) is not None})
         raise UsageError(f"no sweep {sweep_id!r} in the store; sweeps: {', '.join(known) or 'none'}")
     wanted = parse_pairs(filt, spec) if filt else {}
-    chosen = tuple(sorted(r for r, s in runs.items() if _matches(s["params"], wanted)))
+    chosen = tuple(sorted(r for r, s in runs.items() if params_match(s["params"], wanted)))
     if not chosen:
         values = sorted({params_name(s["params"]) for s in runs.values()})
         raise UsageError(f"no run of sweep {sweep_id!r} matches {filt!r}; its settings: {'; '.join(values)}")

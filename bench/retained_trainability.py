@@ -2,7 +2,7 @@
 objective still learn a new task, compared with one whose entropy a controller kept?
 
     .venv/bin/python bench/retained_trainability.py [--seeds 0 1 2] [--steps-a N] [--steps-b N] [--threshold R]
-                                                    [--store DIR] [--jobs N] [--figure PNG]
+                                                    [--store DIR] [--jobs N] [--figure PNG] [--a-sweep STORE:ID]
 
 Task A is the demo config (trainer.sample_runs.COMMON: digit_sum, 200 steps) trained with GRPO, REPO-R and
 the entropy bonus; `base` is the warm-started policy itself (a one-step run at lr 0 saves it). Each final
@@ -16,7 +16,11 @@ Columns per method (mean and std over seeds, and per seed): entropy at the end o
 the start of B (its first step); B's reward over its first 5 steps; the step at which B's reward, smoothed
 over 5 steps, first reaches --threshold (--steps-b + 1 when it never does; `reached` says whether it did);
 B's final reward and pass@1 (last 10% of its steps).
+Then, per method against GRPO over the seeds: the IQM of B's final reward with its 95% CI, the IQM ratio and
+P(method > GRPO) with CIs, and the verdict of `entropyscope compare` (analysis.stats).
 Runs that finished are kept in --store and skipped on a rerun. Torch is imported only in the workers.
+`--a-sweep STORE:ID` takes the task-A runs of GRPO, REPO-R and the bonus from a finished sweep of the same
+config with `controller` swept (none, repo_r, entropy_bonus) instead of training them again.
 """
 
 import argparse
@@ -31,7 +35,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from analysis import schema  # noqa: E402
+from analysis import schema, stats  # noqa: E402
 from analysis.metrics import final_window  # noqa: E402
 from analysis.store_reader import StoreReader  # noqa: E402
 
@@ -41,6 +45,7 @@ METHODS = {
     "repo_r": ["controller=repo_r"],
     "entropy_bonus": ["controller=entropy_bonus"],
 }
+SWEPT_CONTROLLER = {"grpo": "none", "repo_r": "repo_r", "entropy_bonus": "entropy_bonus"}
 SMOOTH = 5
 
 
@@ -99,9 +104,56 @@ def b_metrics(reader: StoreReader, run: str, threshold: float, steps_b: int) -> 
     }
 
 
-def a_entropy(reader: StoreReader, run: str) -> float:
-    s = reader.scalars([run], [schema.ENTROPY_MEAN], max_points=10**9).sort_values("step")["value"]
+def sweep_a_runs(spec: str, seeds: list[int], common: list[str]) -> dict[tuple[str, int], Path]:
+    """{(method, seed): run folder} of a sweep's finished task-A runs; SystemExit naming what is missing or
+    was trained on another config."""
+    from trainer.config import load_config  # pydantic only, no torch
+
+    store, _, sweep_id = spec.rpartition(":")
+    wanted = load_config(None, common).model_dump()
+    keys = [c.split("=", 1)[0] for c in common if not c.startswith(("seed=", "checkpoint_every="))]
+    by_controller = {c: m for m, c in SWEPT_CONTROLLER.items()}
+    found = {}
+    for info_path in Path(store).glob("*/run.json"):
+        info = json.loads(info_path.read_text())
+        sw = info.get("sweep") or {}
+        method = by_controller.get(sw.get("params", {}).get("controller"))
+        if sw.get("id") != sweep_id or method is None or sw.get("seed") not in seeds:
+            continue
+        if any(info.get("config", {}).get(k) != wanted[k] for k in keys):
+            raise SystemExit(
+                f"--a-sweep: run {info_path.parent.name} was not trained on {' '.join(keys)} of {common}"
+            )
+        if info.get("status") == "finished":
+            found[(method, sw["seed"])] = info_path.parent
+    missing = [f"{m} seed {s}" for s in seeds for m in SWEPT_CONTROLLER if (m, s) not in found]
+    if missing:
+        raise SystemExit(f"--a-sweep {spec}: no finished run for {', '.join(missing)}")
+    return found
+
+
+def a_entropy(run_dir: Path) -> float:
+    reader = StoreReader(run_dir.parent)
+    s = reader.scalars([run_dir.name], [schema.ENTROPY_MEAN], max_points=10**9).sort_values("step")["value"]
     return float(s.iloc[-final_window(len(s)) :].mean())
+
+
+def versus_grpo(df: pd.DataFrame, metric: str = "final_reward_B") -> str:
+    """Each method's `metric` over seeds against GRPO's: IQM [95% CI], IQM ratio [CI], P(method > GRPO) [CI]
+    and the verdict of `entropyscope compare`."""
+    grpo = df.loc[df["method"] == "grpo", metric].to_numpy()
+    lines = [f"\n{metric} over seeds, against GRPO (IQM with 95% bootstrap CI; P = P(method > GRPO)):"]
+    for m in METHODS:
+        x = df.loc[df["method"] == m, metric].to_numpy()
+        g = stats.group_stats(x)
+        line = f"{m:>14}: IQM {g.iqm:.3f} [{g.iqm_ci[0]:.3f}, {g.iqm_ci[1]:.3f}], n {g.n}"
+        if m != "grpo":
+            pair = stats.pair_stats(x, grpo)
+            line += (f"; ratio {pair.ratio:.2f}x [{pair.ratio_ci[0]:.2f}, {pair.ratio_ci[1]:.2f}]"
+                     f"; P {pair.p:.2f} [{pair.p_ci[0]:.2f}, {pair.p_ci[1]:.2f}], Mann-Whitney p {pair.p_value:.3g}"
+                     f"\n{'':>16}{stats.verdict(m, 'grpo', pair, f'ends with higher {metric}')}")  # fmt: skip
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def figure(reader: StoreReader, runs: dict[str, list[str]], threshold: float, path: str) -> None:
@@ -138,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threshold", type=float, default=0.6)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--figure", default=None, help="write the task-B reward curves to this PNG")
+    parser.add_argument("--a-sweep", default=None, metavar="STORE:ID", help="task-A runs from this sweep")
     args = parser.parse_args(argv)
     from trainer.sample_runs import COMMON  # no torch: the module imports it only to train
 
@@ -145,14 +198,17 @@ def main(argv: list[str] | None = None) -> None:
     store.mkdir(parents=True, exist_ok=True)
     task_b = sum_plus_one(store / "sum_plus_one.jsonl")
     steps_a = [f"steps={args.steps_a}"] if args.steps_a else []
+    a_runs = sweep_a_runs(args.a_sweep, args.seeds, [*COMMON, *steps_a]) if args.a_sweep else {}
     a_jobs = [
-        (f"A-{m}-s{s}", [*COMMON, *steps_a, f"seed={s}", *o]) for s in args.seeds for m, o in METHODS.items()
-    ]
+        (f"A-{m}-s{s}", [*COMMON, *steps_a, f"seed={s}", *o])
+        for s in args.seeds for m, o in METHODS.items() if (m, s) not in a_runs
+    ]  # fmt: skip
     run_all(store, a_jobs, args.jobs)
+    a_runs |= {(m, s): store / f"A-{m}-s{s}" for s in args.seeds for m in METHODS if (m, s) not in a_runs}
     b_common = [c for c in COMMON if not c.startswith(("task=", "steps="))]
     b_jobs = [
         (f"B-{m}-s{s}", [*b_common, f"seed={s}", f"task=jsonl:{task_b.resolve()}", f"steps={args.steps_b}",
-                         f"model={final_checkpoint(store / f'A-{m}-s{s}').resolve()}"])
+                         f"model={final_checkpoint(a_runs[(m, s)]).resolve()}"])
         for s in args.seeds for m in METHODS
     ]  # fmt: skip
     run_all(store, b_jobs, args.jobs)
@@ -160,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for s in args.seeds:
         for m in METHODS:
-            h_a = a_entropy(reader, f"A-{m}-s{s}")
+            h_a = a_entropy(a_runs[(m, s)])
             rows.append(
                 {"method": m, "seed": s, "H_end_A": h_a}
                 | b_metrics(reader, f"B-{m}-s{s}", args.threshold, args.steps_b)
@@ -173,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
         f"\nmean and std over seeds {args.seeds}; threshold {args.threshold} on the {SMOOTH}-step mean reward"
     )
     print(agg.to_string())
+    print(versus_grpo(df))
     if args.figure:
         figure(reader, {m: [f"B-{m}-s{s}" for s in args.seeds] for m in METHODS}, args.threshold, args.figure)
 

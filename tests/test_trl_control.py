@@ -97,6 +97,19 @@ def test_controllers_drive_trls_knobs(tmp_path: Path, controller: str) -> None:
         assert logged == pytest.approx(used)  # TRL logs the coefficient it applied
 
 
+def test_trls_own_adaptive_controller_is_what_the_store_shows(tmp_path: Path) -> None:
+    """With our controller off, TRL's use_adaptive_entropy steers: the store carries its entropy_target and the
+    entropy_coef TRL logged, which climbs while the entropy is below the target."""
+    trainer = make_trainer(tmp_path / "store", "c", tmp_path / "out", max_steps=3,
+                           use_adaptive_entropy=True, entropy_target=20.0, scope={"controller": "none"})  # fmt: skip
+    trainer.train()
+    steps, _ = steps_and_events(tmp_path / "store", "c")
+    assert [steps[s][schema.ENTROPY_TARGET] for s in (1, 2, 3)] == [20.0] * 3
+    used = [steps[s][schema.CONTROLLER_COEF] for s in (1, 2, 3)]
+    assert used == pytest.approx([trl_logs(trainer)[s]["entropy_coef"] for s in (1, 2, 3)])
+    assert used == pytest.approx([0.005, 0.010, 0.015])
+
+
 def same_reward(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
     return [1.0] * len(completions)
 

@@ -214,6 +214,10 @@ class EntropyScopeGRPOTrainer(GRPOTrainer):
         metrics.update(rollout)
         metrics[schema.ENTROPY_TARGET] = s.target(step, metrics[schema.ENTROPY_MEAN])
         metrics.update(s.controller_metrics())
+        if cfg.controller == "none" and self.use_adaptive_entropy:
+            # TRL's own controller steers: its setpoint, and its coefficient as TRL logs it (after the update)
+            metrics[schema.ENTROPY_TARGET] = float(self.args.entropy_target)
+            metrics[schema.CONTROLLER_COEF] = float(self.entropy_coef)
         metrics[schema.LR] = float(self.optimizer.param_groups[0]["lr"])
         tokens = self._es_stats.token_rows(step, self.epsilon_low, self.epsilon_high)
         w = self._es_writer
