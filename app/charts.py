@@ -243,11 +243,14 @@ def _merge_identical(w: pd.DataFrame, series: Sequence[tuple[str, str]]) -> list
 
 def lines_figure(w: pd.DataFrame, series: Sequence[tuple[str, str]], title: str, panel: str, *,
                  y_title: str, secondary: Sequence[tuple[str, str]] = (), y2_title: str | None = None,
-                 log_y: bool = False, colors: Sequence[str] = ()) -> go.Figure | None:  # fmt: skip
+                 log_y: bool = False, colors: Sequence[str] = (), dashed: Sequence[str] = (),
+                 marked: Sequence[str] = ()) -> go.Figure | None:  # fmt: skip
     """Lines of (key, label) over step; `secondary` on a right-hand axis, titled `y2_title` or, by
-    default, by the labels it carries. `colors` pins the primary lines' colours in order. None when
-    nothing is logged."""
+    default, by the labels it carries. `colors` pins the primary lines' colours in order; keys in `dashed`
+    draw dashed, keys in `marked` draw on top with a marker at each logged step, so a line that follows
+    another closely stays visible. None when nothing is logged."""
     primary = _merge_identical(w, [(k, label) for k, label in series if _finite(w, k)])
+    primary.sort(key=lambda kl: kl[0] in marked)  # stable: the marked ones last, on top
     right = [(k, label) for k, label in secondary if _finite(w, k)]
     if not primary and not right:
         return None
@@ -255,7 +258,13 @@ def lines_figure(w: pd.DataFrame, series: Sequence[tuple[str, str]], title: str,
     color_of = dict(zip((k for k, _ in series), colors, strict=False))
     for k, label in primary:
         trace = go.Scatter(
-            x=w.index, y=w[k], mode="lines", name=label, line={"color": color_of.get(k)}, connectgaps=True
+            x=w.index,
+            y=w[k],
+            mode="lines+markers" if k in marked else "lines",
+            name=label,
+            line={"color": color_of.get(k), "dash": "dash" if k in dashed else None},
+            marker={"size": 5},
+            connectgaps=True,
         )  # a key measured every Nth step (delta_every) is a line too
         fig.add_trace(trace, secondary_y=False) if right else fig.add_trace(trace)
     for k, label in right:
@@ -284,14 +293,16 @@ def controller_param(w: pd.DataFrame, controller: object) -> str | None:
     return moving[0] if moving else None
 
 
-def control_figure(w: pd.DataFrame, controller: object) -> go.Figure | None:
-    """Target vs measured entropy, the controller's parameter on the right axis, × where it is pinned."""
+def control_figure(w: pd.DataFrame, controller: object, color: str) -> go.Figure | None:
+    """Target vs measured entropy (in the run's `color`, the target dashed grey), the controller's parameter
+    on the right axis, × where it is pinned."""
     param = controller_param(w, controller)
     named = isinstance(controller, str) and controller != ""  # an imported run has none: NaN
     title = "Target vs measured entropy" + (f" · controller {controller}" if named else "")
     fig = lines_figure(
         w, [(ENTROPY_MEAN, "measured H"), (ENTROPY_TARGET, "target")], title, "control",
         secondary=[(param, param)] if param else [], y_title="nats", y2_title=param,
+        colors=[color, "grey"], dashed=[ENTROPY_TARGET],
     )  # fmt: skip
     if fig is not None and param and _finite(w, param) and CONTROLLER_AT_BOUND in w:  # the right axis exists
         pinned = w[w[CONTROLLER_AT_BOUND] > 0]
@@ -400,9 +411,12 @@ def delta_parts_figure(w: pd.DataFrame) -> go.Figure | None:
     fig = go.Figure(
         [go.Bar(x=steps, y=w.loc[steps, key], name=label, marker_color=color)
          for (key, label), color in zip(parts, QUADRANT_COLORS, strict=False)]
-        + [go.Scatter(x=steps, y=w.loc[steps, key], mode="lines", name=label, line={"color": color})
-           for key, label, color in ((ENTROPY_DELTA_PRED, "predicted total", "black"),
-                                     (ENTROPY_DELTA_BATCH, "measured", "#17becf")) if key in w]
+        # measured last, dotted with markers: where it equals the prediction, the prediction shows beneath
+        + [go.Scatter(x=steps, y=w.loc[steps, key], mode=mode, name=label, line={"color": color, "dash": dash},
+                      marker={"size": 6})
+           for key, label, color, mode, dash in (
+               (ENTROPY_DELTA_PRED, "predicted total", "black", "lines", None),
+               (ENTROPY_DELTA_BATCH, "measured", "#17becf", "lines+markers", "dot")) if key in w]
     )  # fmt: skip
     title = "Predicted ΔH by quadrant of the tokens behind it"
     layout(fig, title, "entropy_delta_parts", y_title="ΔH (nats)")

@@ -105,18 +105,33 @@ def test_hist_matrix_rebins_and_downsamples() -> None:
 def test_control_figure_draws_the_controller_parameter_and_its_bound() -> None:
     w = pd.DataFrame({ENTROPY_MEAN: [1.0, 0.9, 0.8], ENTROPY_TARGET: [0.9] * 3, CONTROLLER_ZETA: [0.01, 0.02, 0.04],
                       CONTROLLER_EPS_HIGH: [0.2] * 3, CONTROLLER_AT_BOUND: [0.0, 0.0, 1.0]}, index=[1, 2, 3])  # fmt: skip
-    fig = charts.control_figure(w, "repo_r")
+    fig = charts.control_figure(w, "repo_r", "#123456")
     assert [t.name for t in fig.data] == ["measured H", "target", CONTROLLER_ZETA, "at bound"]
     assert list(fig.data[-1].x) == [3] and fig.data[-1].yaxis == "y2"
+    # The measured entropy in the run's colour (as on every page), the target dashed.
+    assert fig.data[0].line.color == "#123456" and fig.data[1].line.dash == "dash"
     # No controller and no parameter moving: no right-hand axis for a constant ε_high.
-    fig = charts.control_figure(w.drop(columns=[CONTROLLER_ZETA]), "none")
+    fig = charts.control_figure(w.drop(columns=[CONTROLLER_ZETA]), "none", "#123456")
     assert [t.name for t in fig.data] == ["measured H", "target"]
 
 
 def test_control_figure_title_names_no_controller_for_an_imported_run() -> None:
     w = pd.DataFrame({ENTROPY_MEAN: [1.0, 0.9], ENTROPY_TARGET: [0.9, 0.9]}, index=[1, 2])
-    assert charts.control_figure(w, float("nan")).layout.title.text == "Target vs measured entropy"
-    assert "controller repo_r" in charts.control_figure(w, "repo_r").layout.title.text
+    assert charts.control_figure(w, float("nan"), "blue").layout.title.text == "Target vs measured entropy"
+    assert "controller repo_r" in charts.control_figure(w, "repo_r", "blue").layout.title.text
+
+
+def test_a_measured_line_equal_to_the_prediction_stays_visible() -> None:
+    """ΔH measured every other step, equal to the prediction there: it draws last, with markers."""
+    pred = [0.01, -0.02, 0.03, -0.01]
+    w = pd.DataFrame({"pred": pred, "meas": [0.01, np.nan, 0.03, np.nan]}, index=[1, 2, 3, 4])
+    fig = charts.lines_figure(w, [("meas", "measured"), ("pred", "predicted")], "T", "p", y_title="nats",
+                              marked=["meas"])  # fmt: skip
+    assert [(t.name, t.mode) for t in fig.data] == [("predicted", "lines"), ("measured", "lines+markers")]
+    parts = pd.DataFrame({charts.DELTA_PARTS[0][0]: pred, "entropy/delta_pred": pred, "entropy/delta_batch": pred},
+                         index=[1, 2, 3, 4])  # fmt: skip
+    top = charts.delta_parts_figure(parts).data[-1]
+    assert top.name == "measured" and top.mode == "lines+markers" and top.line.dash == "dot"
 
 
 def test_lines_figure_merges_identical_lines_and_titles_both_axes() -> None:

@@ -124,7 +124,11 @@ def live_panel(store: str, run_id: str, controller: str, running: bool, generati
         state_metrics(loaders.latest_values(store, run_id, tuple(k for k, _, _ in STATE), version))
         keys = (ENTROPY_MEAN, *charts.CONTROLLER_KEYS)
         w = charts.wide(loaders.scalars(store, (run_id,), keys, MAX_POINTS, version))
-        ui.show_figure(charts.control_figure(w, controller), "control-chart", "No entropy logged yet.")
+        ui.show_figure(
+            charts.control_figure(w, controller, charts.run_color(run_id)),
+            "control-chart",
+            "No entropy logged yet.",
+        )
         st.markdown("**Control history**")
         table = history_table(history, request, time.time())
         if table.empty:

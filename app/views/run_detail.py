@@ -78,6 +78,7 @@ def panels(store: str, run_id: str, controller: object, info: dict) -> None:
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
     k_samples = config.get("group_size")  # pass@k's k: one prompt's samples
     pass_k = f"pass@{k_samples}" if isinstance(k_samples, int) else "pass@k"
+    color = charts.run_color(run_id)
     quadrants = [
         (k.QUADRANT_E1, "E1 A>0 likely (H↓)"),
         (k.QUADRANT_E2, "E2 A>0 unlikely (H↑)"),
@@ -85,12 +86,13 @@ def panels(store: str, run_id: str, controller: object, info: dict) -> None:
         (k.QUADRANT_E4, "E4 A<0 unlikely (H↓)"),
     ]
     rows = [
-        (charts.entropy_figure(w, ENTROPY_KEYS, _first(w, k.ENTROPY_MEAN), charts.run_color(run_id)),
+        (charts.entropy_figure(w, ENTROPY_KEYS, _first(w, k.ENTROPY_MEAN), color),
          charts.hist_figure(hists)),
-        (charts.control_figure(w, controller),
+        (charts.control_figure(w, controller, color),
          charts.lines_figure(w, [(k.ENTROPY_DELTA_BATCH, "measured on the batch"),
                                  (k.ENTROPY_DELTA_PRED, "predicted ∇H̄·Δθ")],
                              "Entropy change per step", "entropy_change", y_title="ΔH (nats)",
+                             marked=[k.ENTROPY_DELTA_BATCH],
                              secondary=[(k.ENTROPY_PRED_DELTA, "covariance proxy −lr·Cov(log π, A)")],
                              y2_title="proxy (nats, own scale)")),
         (charts.lines_figure(w, [(k.CLIP_FRAC_LOW, "low (A<0)"), (k.CLIP_FRAC_HIGH, "high (A>0)"),
