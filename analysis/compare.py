@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis import stats
 from analysis.errors import UsageError
-from analysis.groups import Group, find_groups, select
+from analysis.groups import Group, find_groups, params_name, select
 from analysis.metrics import FINAL_TAIL
 from analysis.plots import run_series
 from analysis.schema import ENTROPY_MEAN
@@ -24,6 +24,7 @@ from analysis.store_reader import StoreReader
 from analysis.store_writer import read_run_json
 
 MAX_KEYS_LISTED = 20
+MAX_SETTINGS_LISTED = 6
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,24 @@ def compare(store: str | Path, specs: list[str], metric: str) -> Comparison:
         raise UsageError(f"no runs in store {str(store)!r}; pass --store DIR")
     all_groups = find_groups(infos)
     chosen = [(select(spec, infos, all_groups), spec in infos) for spec in specs]
+    for group, _ in chosen:
+        one_setting(group, infos)
     return compare_groups(reader, infos, chosen, metric)
+
+
+def one_setting(group: Group, infos: dict[str, dict[str, Any]]) -> None:
+    """UsageError when a sweep selection pools several settings: its runs would be counted as seeds of one."""
+    if group.sweep is None:
+        return
+    spanned = sorted({params_name(infos[r]["sweep"]["params"]) for r in group.run_ids})
+    if len(spanned) > 1:
+        shown = "; ".join(spanned[:MAX_SETTINGS_LISTED]) + (
+            "; ..." if len(spanned) > MAX_SETTINGS_LISTED else ""
+        )
+        raise UsageError(
+            f"selection {group.name!r} pools {len(spanned)} settings of sweep {group.sweep!r} ({shown}), which "
+            f"would count as seeds of one; name every swept key, e.g. sweep={group.sweep}:{spanned[0].replace(', ', ',')}"
+        )
 
 
 def _num(x: float) -> float | None:

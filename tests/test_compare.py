@@ -109,3 +109,19 @@ def test_help_has_an_example(capsys):
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
     assert "example: entropyscope compare" in capsys.readouterr().out
+
+
+def test_a_selection_pooling_several_settings_is_refused(tmp_path, capsys):
+    """`sweep=ID:key=value` that leaves another swept key open would count two settings as seeds of one."""
+    for seed in (0, 1):
+        for lr in (0.1, 0.2):
+            w = RunWriter(tmp_path, f"r-{lr}-{seed}", {"lr": lr, "seed": seed},
+                          meta={"sweep": {"id": "s", "params": {"controller": "none", "lr": lr}, "seed": seed}})  # fmt: skip
+            w.log_scalars(1, {ENTROPY_MEAN: 0.5})
+            w.close("finished")
+    code = main(["compare", "sweep=s:controller=none", "sweep=s:lr=0.1", "--metric", ENTROPY_MEAN,
+                 "--store", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "pools 2 settings of sweep 's' (controller=none, lr=0.1; controller=none, lr=0.2)" in err
+    assert "e.g. sweep=s:controller=none,lr=0.1" in err
