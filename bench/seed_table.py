@@ -1,5 +1,5 @@
 """One sweep's settings judged over seeds, as the tables of docs/seed_studies.md: each setting's final values
-(IQM with 95% CI), against a baseline setting when one is named (IQM ratio with CI, P(setting > baseline) with
+(IQM with 95% CI) and how many runs ended within a band around their setpoint, against a baseline setting when one is named (IQM ratio with CI, P(setting > baseline) with
 CI and the verdict of `entropyscope compare`), and, within each value of a key, the best setting by each metric
 with the settings not distinguishable from it (the Sweeps page's rule).
 
@@ -49,9 +49,13 @@ def ci(x: float, lo_hi: tuple[float, float], fmt: str = ".3f") -> str:
     return f"{x:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]" if math.isfinite(lo) else f"{x:{fmt}}"
 
 
-def setting_table(by_metric: dict[str, list[Setting]], baseline: Group | None) -> str:
+def setting_table(
+    by_metric: dict[str, list[Setting]], baseline: Group | None, band: tuple[float, float]
+) -> str:
     metrics = list(by_metric)
     head = ["setting", "n", *(f"{m} IQM [95% CI]" for m in metrics)]
+    if RELATIVE in by_metric:
+        head.append(f"runs within [{band[0]}, {band[1]}]x target")
     if baseline is not None:
         head += [f"{m} ratio to baseline" for m in metrics] + [f"P({m} > baseline's)" for m in metrics]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -61,6 +65,9 @@ def setting_table(by_metric: dict[str, list[Setting]], baseline: Group | None) -
         row = [s.group.name, str(s.stats.n if s.stats else 0)]
         row += [ci(by_metric[m][i].stats.iqm, by_metric[m][i].stats.iqm_ci) if by_metric[m][i].stats else "-"
                 for m in metrics]  # fmt: skip
+        if RELATIVE in by_metric:
+            rel = by_metric[RELATIVE][i].values.values()
+            row.append(f"{sum(band[0] <= v <= band[1] for v in rel)}/{len(rel)}")
         if baseline is not None:
             base = {m: next(x for x in by_metric[m] if x.group is baseline) for m in metrics}
             pairs = {}
@@ -109,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--within", default=None, help="rank the settings separately for each value of this key")
     p.add_argument("--metrics", nargs="+", default=METRICS)
+    p.add_argument(
+        "--band", nargs=2, type=float, default=(0.6, 1.3), help="what counts as holding the target"
+    )
     args = p.parse_args(argv)
     reader = StoreReader(args.store)
     infos = run_infos(reader)
@@ -124,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         baseline = next((g for g in groups if params_match(g.params, wanted)), None)
         if baseline is None:
             p.error(f"no setting of sweep {args.sweep!r} matches --baseline {args.baseline}")
-    print(setting_table(by_metric, baseline))
+    print(setting_table(by_metric, baseline, tuple(args.band)))
     print()
     print(rankings(by_metric, args.within))
 
