@@ -23,6 +23,7 @@ endpoint is down (analysis.webhook); H0 is the first finite value in the run's f
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -43,6 +44,7 @@ from analysis.alerts import FIRED, RESOLVED, AlertState, RuleSet, Transition, ev
 from analysis.atomic import write_json_atomic
 from analysis.errors import UsageError
 from analysis.run_cache import Fingerprint, RunCache, segments_fingerprint
+from analysis.run_ids import inside_store
 from analysis.segments import live_segments
 from analysis.store_reader import StoreReader, read_run_json
 from analysis.store_writer import RUN_JSON, write_events
@@ -276,9 +278,12 @@ class Watcher:
         """New transitions and firing alerts of every run (of `run_ids` only, when given); records nothing
         (see `notify`)."""
         now = time.time() if now is None else now
-        dirs = self.reader.run_dirs()
-        if run_ids is not None:
-            dirs = [d for d in dirs if d.name in run_ids]
+        store = self.reader.store
+        dirs = (
+            self.reader.run_dirs()
+            if run_ids is None  # else no scan of the whole store: a sweep seals its runs one by one
+            else [d for d in (store / r for r in run_ids) if d.is_dir() and inside_store(store, d)]
+        )
         infos = {d.name: _liveness(d) for d in dirs}
         # An ended run judged before, whose files did not change since, has the same states: not read again.
         ended = {d.name: _ended_fingerprint(d) for d in dirs if _ended(infos[d.name])}
@@ -363,6 +368,12 @@ def _ended_fingerprint(run_dir: Path) -> Fingerprint | None:
     return None if steps is None or events is None else [steps, [st.st_size, st.st_mtime_ns], events]
 
 
+@functools.cache
+def _default_rules() -> RuleSet:
+    """The shipped rules, parsed once per process (a sweep or an import seals many runs)."""
+    return load_rules(None)
+
+
 def sealed_state(store: Path, run_id: str) -> tuple[str, list[Any]] | None:
     """(cache name, [version, fingerprint, firing states]) of an ended run under the default rules, for its
     per-run file (analysis.run_seal); None when the watch would record transitions for it (it then judges
@@ -371,7 +382,7 @@ def sealed_state(store: Path, run_id: str) -> tuple[str, list[Any]] | None:
     fp = _ended_fingerprint(run_dir)  # before reading, as a cycle does
     if fp is None or not _ended(_liveness(run_dir)):
         return None
-    watcher = Watcher(store, load_rules(None))
+    watcher = Watcher(store, _default_rules())
     try:
         results = watcher.cycle(run_ids=[run_id])
     finally:

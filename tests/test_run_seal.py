@@ -84,7 +84,9 @@ def test_a_sealed_entry_with_another_fingerprint_is_ignored(tmp_path, segment_re
     assert ("steps", "a") in segment_reads and row["n_steps"] == 20
 
     entries = json.loads((tmp_path / "a" / RUN_FILE).read_text())
-    entries["run_summaries.json"][2]["n_steps"] = 999  # a wrong value under a fingerprint that no longer holds
+    entries["run_summaries.json"][2]["n_steps"] = (
+        999  # a wrong value under a fingerprint that no longer holds
+    )
     (tmp_path / "a" / RUN_FILE).write_text(json.dumps(entries))
     first_look(tmp_path)
     assert StoreReader(tmp_path).runs().iloc[0]["n_steps"] == 20
