@@ -130,10 +130,9 @@ def cli_figures(store: Path, repeat: int) -> dict[str, float]:
 
 def forget(store: Path, seals: bool) -> None:
     """Remove the store's caches and, with `seals`, every run's sealed values (analysis.run_seal)."""
-    from analysis.run_cache import CACHE_DIR, RUN_FILE
-
-    shutil.rmtree(store / CACHE_DIR, ignore_errors=True)
-    for path in (*store.glob(".watch_*"), *(store.glob(f"*/{RUN_FILE}") if seals else ())):
+    # Spelled out, not imported: a side measures a baseline tree, which may not have these names.
+    shutil.rmtree(store / ".cache", ignore_errors=True)  # analysis.run_cache.CACHE_DIR
+    for path in (*store.glob(".watch_*"), *(store.glob("*/.summary.json") if seals else ())):  # RUN_FILE
         path.unlink()
 
 
