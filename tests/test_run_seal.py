@@ -136,13 +136,20 @@ def test_compaction_seals_ended_runs_only(tmp_path):
     live.close()
 
 
-def test_the_trainer_and_import_seal_what_they_end(tmp_path):
+def test_the_trainer_and_import_seal_what_they_end(tmp_path, segment_reads):
     from analysis.importers.importer import import_source
     from trainer.loop import compact_finished
 
     write(tmp_path, "trained", [1.0] * 5)
-    assert compact_finished(tmp_path / "trained") and (tmp_path / "trained" / RUN_FILE).is_file()
+    write(tmp_path, "trained", [0.9] * 5, resume=True, start=6)  # two segments: the trainer merges them
+    assert compact_finished(tmp_path / "trained")
     log = tmp_path / "log.jsonl"
     log.write_text("".join(json.dumps({"step": s, "entropy/mean": 1.0}) + "\n" for s in range(5)))
     (run,) = import_source(str(log), store=tmp_path / "store")
+    for store in (tmp_path, tmp_path / "store"):  # listed and watched first by a new process: nothing read
+        first_look(store)
+        segment_reads.clear()
+        assert StoreReader(store).runs().iloc[0]["n_steps"] in (10, 5)
+        assert watch_mod.watch(store, once=True, out=lambda line: None) == 0
+        assert segment_reads == []
     assert (tmp_path / "store" / run.run_id / RUN_FILE).is_file()
