@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.atomic import write_parquet_parts_atomic
+from analysis.run_seal import seal_run
 from analysis.schema import TABLES
 from analysis.segments import GRACE_S, live_segments, mark_superseded, sweep_run
 from analysis.store_writer import read_run_json
@@ -72,7 +73,7 @@ def compact_runs(
     run_dirs: list[Path], stale_s: float = STALE_S, grace_s: float = GRACE_S
 ) -> Iterator[tuple[str, bool, str]]:
     """Compact each run that is not running, then remove its parts superseded at least `grace_s` ago and
-    its temp files (no writer is alive); yields (run_id, ok, what happened), ok False when a segment was
+    its temp files (no writer is alive), and seal it (analysis.run_seal); yields (run_id, ok, what happened), ok False when a segment was
     unreadable (the run then keeps every segment)."""
     for run_dir in run_dirs:
         info = read_run_json(run_dir) or {}
@@ -88,6 +89,7 @@ def compact_runs(
             yield run_dir.name, False, f"kept all {len(before)} segments: one is unreadable ({err})"
             continue
         swept = sweep_run(run_dir, grace_s, temp_age_s=0)
+        seal_run(run_dir)  # an ended run's listing values, so a store compacted once lists fast
         removed = f"; {swept} superseded or temp files removed" if swept else ""
         if not merged:
             yield run_dir.name, True, f"already one segment per table{removed}"

@@ -154,6 +154,7 @@ SELECT run_id, count(*) FILTER (WHERE kind = 'alert_fired') AS active_alerts FRO
 """
 
 
+ALERTS_CACHE = "active_alerts.json"
 _ALERTS_VERSION = hashlib.sha1(_ALERTS_SQL.encode()).hexdigest()
 
 
@@ -161,18 +162,30 @@ def active_alerts(reader: StoreReader) -> dict[str, int]:
     """Alerts per run whose latest event is `alert_fired` (per payload rule, else per message); a run whose
     events segments did not change since the last call is not read again (analysis.run_cache)."""
     run_ids = [d.name for d in reader.run_dirs()]
-    cache = RunCache(reader.store, "active_alerts.json", _ALERTS_VERSION)
+    cache = RunCache(reader.store, ALERTS_CACHE, _ALERTS_VERSION)
     fps = {r: segments_fingerprint(reader.store / r, "events") for r in run_ids}
     counts = {r: cache.get(r, fps[r]) for r in run_ids}
     stale = [r for r, n in counts.items() if n is None]
-    if stale:
-        df = reader.query(_ALERTS_SQL, [], ["events"], stale)
-        fresh = {str(r): int(n) for r, n in zip(df["run_id"], df["active_alerts"], strict=True)}
-        for r in stale:
-            counts[r] = fresh.get(r, 0)
-            cache.put(r, fps[r], counts[r])
+    for r, n in alert_counts(reader, stale).items():
+        counts[r] = n
+        cache.put(r, fps[r], n)
     cache.save(run_ids)
     return {r: n for r, n in counts.items() if n}
+
+
+def alert_counts(reader: StoreReader, run_ids: list[str]) -> dict[str, int]:
+    """active_alerts of each of `run_ids`, read now from its events."""
+    if not run_ids:
+        return {}
+    df = reader.query(_ALERTS_SQL, [], ["events"], run_ids)
+    fresh = {str(r): int(n) for r, n in zip(df["run_id"], df["active_alerts"], strict=True)}
+    return {r: fresh.get(r, 0) for r in run_ids}
+
+
+def sealed_alert_count(reader: StoreReader, run_id: str) -> tuple[str, list[Any]]:
+    """(cache name, [version, fingerprint, count]) of a run, for its per-run file (analysis.run_seal)."""
+    fp = segments_fingerprint(reader.store / run_id, "events")
+    return ALERTS_CACHE, [_ALERTS_VERSION, fp, alert_counts(reader, [run_id])[run_id]]
 
 
 def find_tokenizer(store: str | Path, run_id: str) -> Path | None:

@@ -6,6 +6,11 @@ that changed. A cache lives in memory per store for the process (the dashboard, 
 `<store>/.cache/<name>` for the next process (the CLI), written atomically, so concurrent readers at worst
 each recompute a run. A damaged, foreign or outdated file is ignored; a store we cannot write (a read-only
 mount) just gets no file.
+
+An ended run also carries its values in `<run>/.summary.json` (RUN_FILE), written once by whoever ended it
+(analysis.run_seal): `{cache name: [version, fingerprint, value]}`. A cache that misses a run takes the
+run's entry when version and fingerprint match, so a store written by entropyscope's own tools is cheap on
+its very first listing too; a missing, damaged or outdated entry just means the run is read as before.
 """
 
 import json
@@ -18,6 +23,8 @@ from analysis.atomic import write_bytes_atomic
 from analysis.segments import SUPERSEDED, superseded
 
 CACHE_DIR = ".cache"
+RUN_FILE = ".summary.json"
+"""In a run's folder: its sealed values, per cache name (see the module docstring)."""
 
 Fingerprint = list[Any]
 _memory: dict[Path, dict[str, Any]] = {}  # cache file -> {run_id: [fingerprint, value]} (this version only)
@@ -55,6 +62,24 @@ def _load_file(path: Path, version: str) -> dict[str, Any]:
     return {k: v for k, v in data["runs"].items() if isinstance(v, list) and len(v) == 2}
 
 
+def read_run_file(run_dir: Path) -> dict[str, Any]:
+    """A run's sealed entries (RUN_FILE); {} when absent or damaged."""
+    try:
+        data = json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def write_run_file(run_dir: Path, entries: dict[str, list[Any]]) -> bool:
+    """Write a run's sealed entries atomically; False on a store we cannot write (nothing is lost)."""
+    try:
+        write_bytes_atomic(run_dir / RUN_FILE, json.dumps(entries, separators=(",", ":")).encode())
+    except OSError:
+        return False
+    return True
+
+
 class RunCache:
     """One cache of a store: `get` the values still valid, `put` new ones, `save` when done.
 
@@ -63,6 +88,7 @@ class RunCache:
     """
 
     def __init__(self, store: Path, name: str, version: str) -> None:
+        self.store = store
         self.path = store / CACHE_DIR / name
         self.version = version
         with _memory_lock:
@@ -74,9 +100,18 @@ class RunCache:
         self._changed = False
 
     def get(self, run_id: str, fp: Fingerprint | None) -> Any:
-        """The run's value when it was computed from files with this fingerprint, else None."""
+        """The run's value when it was computed from files with this fingerprint (here, or in the run's
+        sealed entries), else None."""
+        if fp is None:
+            return None
         entry = self._runs.get(run_id)
-        return entry[1] if entry is not None and fp is not None and entry[0] == fp else None
+        if entry is not None and entry[0] == fp:
+            return entry[1]
+        sealed = read_run_file(self.store / run_id).get(self.path.name)
+        if isinstance(sealed, list) and len(sealed) == 3 and sealed[0] == self.version and sealed[1] == fp:
+            self.put(run_id, fp, sealed[2])  # kept in the store's cache file too: one file to read next time
+            return sealed[2]
+        return None
 
     def put(self, run_id: str, fp: Fingerprint | None, value: Any) -> None:
         if fp is not None:

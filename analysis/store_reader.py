@@ -53,6 +53,7 @@ _KEYS = {
     "events": ("run_id", "wall_time", "kind", "message"),
 }
 _MAX_ATTEMPTS = 5
+SUMMARIES_CACHE = "run_summaries.json"
 SUMMARY_COLUMNS = ("n_steps", "max_step", "h0", "entropy", "entropy_last", "reward")
 # What a cached summary depends on besides the steps segments; a change of any outdates every one.
 _SUMMARY_VERSION = f"1:{ENTROPY_MEAN}:{REWARD_MEAN}:{FINAL_TAIL}"
@@ -251,19 +252,32 @@ class StoreReader:
 
     def _summaries(self, run_ids: list[str]) -> pd.DataFrame:
         """SUMMARY_COLUMNS per run: cached ones whose steps segments are unchanged, the others read now."""
-        cache = RunCache(self.store, "run_summaries.json", _SUMMARY_VERSION)
+        cache = RunCache(self.store, SUMMARIES_CACHE, _SUMMARY_VERSION)
         fps = {r: segments_fingerprint(self.store / r, "steps") for r in run_ids}
         known = {r: cache.get(r, fps[r]) for r in run_ids}
         stale = [r for r, summary in known.items() if summary is None]
-        if stale:
-            fresh = self.read_summaries(stale).set_index("run_id")
-            for r in stale:
-                row = fresh.loc[r] if r in fresh.index else {"n_steps": 0}
-                known[r] = {c: _json_number(row.get(c)) for c in SUMMARY_COLUMNS}
-                cache.put(r, fps[r], known[r])
+        for r, summary in self.summary_values(stale).items():
+            known[r] = summary
+            cache.put(r, fps[r], summary)
         cache.save(run_ids)
         rows = [{"run_id": r, **summary} for r, summary in known.items()]
         return pd.DataFrame(rows, columns=["run_id", *SUMMARY_COLUMNS])
+
+    def summary_values(self, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """SUMMARY_COLUMNS of each run read now from its steps segments, as JSON values."""
+        if not run_ids:
+            return {}
+        fresh = self.read_summaries(run_ids).set_index("run_id")
+        out = {}
+        for r in run_ids:
+            row = fresh.loc[r] if r in fresh.index else {"n_steps": 0}
+            out[r] = {c: _json_number(row.get(c)) for c in SUMMARY_COLUMNS}
+        return out
+
+    def sealed_summary(self, run_id: str) -> tuple[str, list[Any]]:
+        """(cache name, [version, fingerprint, summary]) of a run, for its per-run file (analysis.run_seal)."""
+        fp = segments_fingerprint(self.store / run_id, "steps")  # before reading, as _summaries does
+        return SUMMARIES_CACHE, [_SUMMARY_VERSION, fp, self.summary_values([run_id])[run_id]]
 
     def read_summaries(self, run_ids: list[str]) -> pd.DataFrame:
         """SUMMARY_COLUMNS of `run_ids` from their steps segments (runs without steps have no row)."""

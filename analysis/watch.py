@@ -23,6 +23,7 @@ endpoint is down (analysis.webhook); H0 is the first finite value in the run's f
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -43,6 +44,7 @@ from analysis.alerts import FIRED, RESOLVED, AlertState, RuleSet, Transition, ev
 from analysis.atomic import write_json_atomic
 from analysis.errors import UsageError
 from analysis.run_cache import Fingerprint, RunCache, segments_fingerprint
+from analysis.run_ids import inside_store
 from analysis.segments import live_segments
 from analysis.store_reader import StoreReader, read_run_json
 from analysis.store_writer import RUN_JSON, write_events
@@ -179,6 +181,8 @@ def _read_windows(w: _Window, rules: RuleSet) -> tuple[pd.DataFrame, pd.DataFram
 
 def _recorded(reader: StoreReader, run_ids: list[str]) -> dict[str, dict[str, tuple[bool, int]]]:
     """run -> rule -> (firing, step) from each rule's latest alert event (whoever recorded it)."""
+    if not run_ids:  # every run came from a cache: no query, and no DuckDB to start
+        return {}
     # A cycle records its transitions with increasing wall times; the step breaks any remaining tie.
     events = reader.events(run_ids, kinds=[FIRED, RESOLVED]).sort_values(["wall_time", "step"], kind="stable")
     out: dict[str, dict[str, tuple[bool, int]]] = {}
@@ -265,14 +269,21 @@ class Watcher:
         version = hashlib.sha1(
             f"{ENDED_VERSION}:{self.window}:{rules.model_dump_json()}".encode()
         ).hexdigest()
+        self.ended_version = version
         self._ended = RunCache(Path(store), ENDED_CACHE, version)
         self._pending_ended: dict[str, tuple[Fingerprint | None, RunAlerts]] = {}
         self._run_ids: list[str] = []
 
-    def cycle(self, now: float | None = None) -> list[RunAlerts]:
-        """New transitions and firing alerts of every run; records nothing (see `notify`)."""
+    def cycle(self, now: float | None = None, run_ids: list[str] | None = None) -> list[RunAlerts]:
+        """New transitions and firing alerts of every run (of `run_ids` only, when given); records nothing
+        (see `notify`)."""
         now = time.time() if now is None else now
-        dirs = self.reader.run_dirs()
+        store = self.reader.store
+        dirs = (
+            self.reader.run_dirs()
+            if run_ids is None  # else no scan of the whole store: a sweep seals its runs one by one
+            else [d for d in (store / r for r in run_ids) if d.is_dir() and inside_store(store, d)]
+        )
         infos = {d.name: _liveness(d) for d in dirs}
         # An ended run judged before, whose files did not change since, has the same states: not read again.
         ended = {d.name: _ended_fingerprint(d) for d in dirs if _ended(infos[d.name])}
@@ -355,6 +366,30 @@ def _ended_fingerprint(run_dir: Path) -> Fingerprint | None:
     except OSError:
         return None
     return None if steps is None or events is None else [steps, [st.st_size, st.st_mtime_ns], events]
+
+
+@functools.cache
+def _default_rules() -> RuleSet:
+    """The shipped rules, parsed once per process (a sweep or an import seals many runs)."""
+    return load_rules(None)
+
+
+def sealed_state(store: Path, run_id: str) -> tuple[str, list[Any]] | None:
+    """(cache name, [version, fingerprint, firing states]) of an ended run under the default rules, for its
+    per-run file (analysis.run_seal); None when the watch would record transitions for it (it then judges
+    the run itself, recording them) or the run is not over."""
+    run_dir = store / run_id
+    fp = _ended_fingerprint(run_dir)  # before reading, as a cycle does
+    if fp is None or not _ended(_liveness(run_dir)):
+        return None
+    watcher = Watcher(store, _default_rules())
+    try:
+        results = watcher.cycle(run_ids=[run_id])
+    finally:
+        watcher.reader.close()
+    if len(results) != 1 or results[0].transitions:
+        return None
+    return ENDED_CACHE, [watcher.ended_version, fp, [dataclasses.asdict(s) for s in results[0].active]]
 
 
 def _load_full(path: Path) -> dict[str, str]:

@@ -154,10 +154,11 @@ def smooth(values: Sequence[float], steps: Sequence[float], weight: float) -> np
 
 
 def compare_figure(
-    df: pd.DataFrame, key: str, title: str, x_title: str, weight: float, band: bool, y_title: str
-) -> go.Figure:
+    df: pd.DataFrame, key: str, title: str, x_title: str, weight: float, band: bool, y_title: str,
+    raw: bool = True,
+) -> go.Figure:  # fmt: skip
     """One trace per run of `key` (columns run_id, x, step, value, vmin, vmax) in the run's colour, with its
-    min/max band; with `weight` > 0 the smoothed line over the raw one, drawn faintly."""
+    min/max band; with `weight` > 0 the smoothed line over the raw one, drawn faintly (unless not `raw`)."""
     fig = go.Figure()
     seen: dict[str, int] = {}  # runs drawn so far per colour
     for run_id, d in df.groupby("run_id", sort=False):
@@ -172,7 +173,7 @@ def compare_figure(
             fig.add_trace(go.Scatter(y=d["vmax"], name=f"{run_id} max", **common))
             fig.add_trace(go.Scatter(y=d["vmin"], name=f"{run_id} min", fill="tonexty",
                                      fillcolor=rgba(color, 0.18), **common))  # fmt: skip
-        if weight > 0:  # the raw trace stays visible, faintly, under the smoothed one
+        if weight > 0 and raw:  # the raw trace stays visible, faintly, under the smoothed one
             fig.add_trace(go.Scatter(x=d["x"], y=d["value"], mode="lines", opacity=0.3, showlegend=False,
                                      line={"color": color, "width": 1}, legendgroup=str(run_id),
                                      hoverinfo="skip", name=f"{run_id} raw"))  # fmt: skip

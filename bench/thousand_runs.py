@@ -6,12 +6,15 @@
 Builds (once; kept in `--store`, default a folder in the temp dir, reused while its size matches) `--runs`
 runs of 200–2,000 steps each logging every key of analysis.schema.METRIC_KEYS, one Parquet segment per run
 written directly (as a compacted run leaves it; bench/watch_bench.write_run), 4 of them running with a
-fresh heartbeat. Each side (the baseline: a `git worktree` of `--base` in the temp dir; now: this tree) gets
+fresh heartbeat; each ended run with the alert events a trainer judging the default rules records, and
+sealed as the trainer seals it at the end (analysis.run_seal). Each side (the baseline: a `git worktree` of `--base` in the temp dir; now: this tree) gets
 its own copy of that store, since `watch` records alert events into it, and is measured in a child process
 whose PYTHONPATH is that tree, while a writer appends a one-step segment to each live run every second and
 renews its heartbeat. Figures, medians of `--repeat` after a first call:
 - `entropyscope runs` and `entropyscope watch --once`: wall time of the CLI as a user runs it (a new process
-  each; "first" is the first call on the fresh copy: no cache of any kind);
+  each; "first" is the first call on the fresh copy: no cache of any kind, the runs' seals as our tools
+  leave them; "unsealed" the first call once the seals and caches are removed, as on a store that older
+  versions or another trainer wrote);
 - Runs page first paint and Compare with 50 runs (deep link /compare?runs=...): Chromium, from navigation to
   the table's canvas / all 50 traces drawn (bench/dashboard_bench), "cold" right after the server started,
   "new ctx" the median over new browser contexts.
@@ -28,9 +31,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from analysis.alerts import AlertEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTROPYSCOPE = [str(Path(sys.executable).parent / "entropyscope")]  # the console script, as a user runs it
@@ -40,18 +47,40 @@ GOALS = {"runs": 1.0, "watch": 2.0, "runs_page": 2.0, "compare": 3.0}
 
 
 def build(store: Path, runs: int) -> list[str]:
-    """`runs` runs of 200–2,000 steps, one steps segment each; the first LIVE of them running."""
+    """`runs` runs of 200–2,000 steps, one steps segment each; the first LIVE of them running. Each ended
+    run is left as the trainer leaves it: its alert transitions recorded (the trainer's engine, default
+    rules), compacted (one segment per table) and sealed (analysis.run_seal, the function the trainer calls)."""
+    from analysis.alerts import AlertEngine, load_rules
+    from analysis.run_seal import seal_run
     from analysis.schema import METRIC_KEYS
     from bench.watch_bench import synthetic_run, write_run
 
     rng = np.random.default_rng(0)
+    rules = load_rules()
     ids = [f"run{i:04d}" for i in range(runs)]
     for i, run_id in enumerate(ids):
         steps = int(rng.integers(200, 2001))
         traces = synthetic_run(rng, steps, pace=10 ** rng.uniform(-4, -2), keys=list(METRIC_KEYS))
         write_run(store, run_id, traces, segment_steps=steps, running=i < LIVE)
-    (store / ".bench.json").write_text(json.dumps({"runs": runs}))
+        if i >= LIVE:
+            record_alerts(store / run_id, traces, AlertEngine(rules))
+            seal_run(store / run_id)
+    (store / ".bench.json").write_text(json.dumps({"runs": runs, "sealed": True}))
     return ids
+
+
+def record_alerts(run_dir: Path, traces: dict[str, np.ndarray], engine: "AlertEngine") -> None:
+    """What a trainer judging `alerts: default` live records: every transition, in one events segment (as
+    compaction leaves it)."""
+    from analysis.watch import record_events
+
+    keys = list(traces)
+    columns = np.stack([traces[k] for k in keys], axis=1).tolist()
+    transitions = [
+        t for i, row in enumerate(columns) for t in engine.observe(i + 1, dict(zip(keys, row, strict=True)))
+    ]
+    if transitions:
+        record_events(run_dir, transitions)
 
 
 def live_writer(store: Path, stop: threading.Event) -> None:
@@ -85,15 +114,26 @@ def timed_cli(args: list[str]) -> float:
 
 
 def cli_figures(store: Path, repeat: int) -> dict[str, float]:
+    calls = {
+        "runs": ["runs", "--store", str(store)],
+        "watch": ["watch", "--store", str(store), "--once"],
+    }
     out = {}
-    for name, args in (
-        ("runs", ["runs", "--store", str(store)]),
-        ("watch", ["watch", "--store", str(store), "--once"]),
-    ):
-        first = timed_cli(args)
-        out[f"{name} first"] = first
+    for name, args in calls.items():
+        out[f"{name} first"] = timed_cli(args)
         out[name] = statistics.median(timed_cli(args) for _ in range(repeat))
+    forget(store, seals=True)  # now as a store older tools or another trainer wrote: read once in full
+    for name, args in calls.items():
+        out[f"{name} unsealed"] = timed_cli(args)
     return out
+
+
+def forget(store: Path, seals: bool) -> None:
+    """Remove the store's caches and, with `seals`, every run's sealed values (analysis.run_seal)."""
+    # Spelled out, not imported: a side measures a baseline tree, which may not have these names.
+    shutil.rmtree(store / ".cache", ignore_errors=True)  # analysis.run_cache.CACHE_DIR
+    for path in (*store.glob(".watch_*"), *(store.glob("*/.summary.json") if seals else ())):  # RUN_FILE
+        path.unlink()
 
 
 def browser_figures(store: Path, ids: list[str], repeat: int, floor: bool) -> dict[str, float]:
@@ -188,19 +228,21 @@ def table(base: dict[str, float], now: dict[str, float], runs: int) -> str:
         "compare": f"Compare, {COMPARED} runs drawn",
     }  # fmt: skip
     notes = {
-        (True, True): ", first call (no cache)", (True, False): ", median of later calls",
-        (False, True): ", first visit after server start", (False, False): ", median, new browser context",
+        "runs": {" first": ", first call (no cache; store written by entropyscope)",
+                 " unsealed": ", first call, store without seals (older or foreign)",
+                 "": ", median of later calls"},
+        "page": {" first": ", first visit after server start", "": ", median, new browser context"},
     }  # fmt: skip
     lines = [
         f"| {runs:,} runs | baseline s | now s | ratio | goal s | |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for key, label in labels.items():
-        for first in (True, False):
-            name = key + (" first" if first else "")
+        for variant, note in notes["runs" if key in ("runs", "watch") else "page"].items():
+            name = key + variant
             if name not in now:
                 continue
-            b, n, note = base[name], now[name], notes[key in ("runs", "watch"), first]
+            b, n = base[name], now[name]
             verdict = "pass" if n < GOALS[key] else "miss"
             lines.append(f"| {label}{note} | {b:.2f} | {n:.2f} | {b / n:.1f}× | {GOALS[key]:g} | {verdict} |")
     if "floor" in now:
@@ -225,7 +267,7 @@ def main() -> None:
     tmp = Path(tempfile.gettempdir())
     master = args.store or tmp / f"thousand_runs_{args.runs}"
     marker = master / ".bench.json"
-    if not (marker.exists() and json.loads(marker.read_text()).get("runs") == args.runs):
+    if not (marker.exists() and json.loads(marker.read_text()) == {"runs": args.runs, "sealed": True}):
         shutil.rmtree(master, ignore_errors=True)
         t0 = time.perf_counter()
         build(master, args.runs)

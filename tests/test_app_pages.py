@@ -197,6 +197,35 @@ def test_compare_opens_on_the_newest_runs(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert sorted(legend_traces(figures(at)[0])) == sorted(f"r{i}" for i in range(2, 10))
 
 
+def test_compare_of_many_runs_draws_one_thinner_line_each_and_says_what_is_hidden(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Above MANY_RUNS runs: no band, no faint raw line, fewer points per line, and a caption saying so."""
+    from app.views.compare import MANY_RUNS, MAX_POINTS, points_per_trace
+
+    n = MANY_RUNS + 1
+    points = points_per_trace(n)
+    assert points < MAX_POINTS
+    for i in range(n):
+        with RunWriter(tmp_path, f"r{i:02d}", {"algo": "grpo"}) as w:
+            # more steps than the fewer points (bucketed); the first two more than MAX_POINTS too
+            for step in range(1, (MAX_POINTS if i < 2 else points) + 50):
+                w.log_scalars(step, {ENTROPY_MEAN: 1.0 + (step % 7) / 10})
+    ids = [f"r{i:02d}" for i in range(n)]
+    at = open_page(tmp_path, "compare", monkeypatch, runs=ids, metrics=ENTROPY_MEAN)
+    assert_clean(at)
+    (fig,) = figures(at)
+    assert sorted(t["name"] for t in fig["data"]) == ids  # one smoothed line per run, nothing else
+    assert all(len(values(t["x"])) <= points for t in fig["data"])
+    assert any(f"{n} runs selected" in c.value and "min/max band" in c.value for c in at.caption)
+
+    at = open_page(tmp_path, "compare", monkeypatch, runs=ids[:2], metrics=ENTROPY_MEAN)  # a few runs: all
+    (fig,) = figures(at)
+    names = [t["name"] for t in fig["data"]]
+    assert {f"{r} {part}" for r in ids[:2] for part in ("raw", "max", "min")} <= set(names)
+    assert not any("runs selected" in c.value for c in at.caption)
+
+
 def test_compare_with_nothing_selected_explains(monkeypatch: pytest.MonkeyPatch) -> None:
     at = open_page(SAMPLE_RUNS, "compare", monkeypatch)
     at = at.multiselect(key="runs").set_value([]).run()

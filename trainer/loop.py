@@ -22,6 +22,7 @@ from analysis.compact import UNREADABLE, compact_run
 from analysis.control import ControlWatcher
 from analysis.errors import STORE_FAULTS, RunFailed, UsageError
 from analysis.metrics import final_window, group_metrics
+from analysis.run_seal import seal_run
 from analysis.schedules import scheduled_target
 from analysis.segments import sweep_run
 from analysis.store_writer import RunWriter
@@ -559,7 +560,8 @@ def _train(
 
 def compact_finished(run_dir: Path) -> bool:
     """Merge a finished run's segments into one per table (a store's listing scans every segment of every
-    run); on an unreadable segment keep them all and warn."""
+    run), then seal it (analysis.run_seal: its listing values, so no reader scans it again); on an
+    unreadable segment keep them all and warn."""
     try:
         compact_run(run_dir)
         sweep_run(run_dir)  # parts an earlier compaction (before a resume) superseded
@@ -568,6 +570,7 @@ def compact_finished(run_dir: Path) -> bool:
             f"kept {run_dir}'s segments unmerged (one is unreadable: {err})", RuntimeWarning, stacklevel=2
         )
         return False
+    seal_run(run_dir)
     return True
 
 

@@ -306,6 +306,8 @@ def _open_writer(store: str | Path, run: ImportedRun, exists: bool) -> RunWriter
 
 def import_source(source: str, *, store: str | Path, **options: Any) -> list[ImportedRun]:
     """Import every run of SOURCE into `store` once (options: run_id, fmt, step_key, map_path)."""
+    from analysis.run_seal import seal_run  # DuckDB and the alert rules: imported only when writing
+
     plans = plan(source, store=store, **options)
     for run, batch, exists in plans:
         with _open_writer(store, run, exists) as writer:
@@ -313,6 +315,7 @@ def import_source(source: str, *, store: str | Path, **options: Any) -> list[Imp
             run.rows_written += len(batch)
             if len(batch):
                 writer.heartbeat(int(batch.step.max()))
+        seal_run(writer.run_dir)  # its listing values: the first listing of the store reads no segment of it
     return [run for run, _, _ in plans]
 
 
@@ -329,6 +332,7 @@ def follow_source(
     (or Ctrl-C). The run is marked running meanwhile; its heartbeat moves when new rows arrive, so a log
     that stops growing looks stalled, as its trainer would. It is marked finished at the end."""
     from analysis.compact import compact_run
+    from analysis.run_seal import seal_run
 
     stop = stop or threading.Event()
     plans = plan(source, store=store, final=False, **options)
@@ -351,6 +355,7 @@ def follow_source(
             writer.close(status)
             if status == "finished":
                 compact_run(writer.run_dir)  # a poll's rows per segment: merge them as the trainer does
+            seal_run(writer.run_dir)
     return [run for run, _, _ in plans]
 
 

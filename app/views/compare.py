@@ -4,7 +4,8 @@ A first visit shows the newest runs (up to DEFAULT_RUNS), entropy and reward, sm
 weight DEFAULT_SMOOTH, the raw line faint behind; `?smooth=0` for raw). Each run keeps its colour on every page
 (charts.run_color). Every control is bound to the URL (`?runs=a&runs=b&metrics=entropy/mean&x=step&smooth=0.6&norm=true`),
 so a link reproduces the view. Traces longer than MAX_POINTS are bucketed in the store query; the band
-shows each bucket's min/max. PNG: the camera button of each chart (Plotly's own, no kaleido); CSV: the
+shows each bucket's min/max. Above MANY_RUNS runs each trace gets fewer points and neither band nor faint
+raw line (the page says so): what the browser draws, not the store, then sets the page's time. PNG: the camera button of each chart (Plotly's own, no kaleido); CSV: the
 button under the charts, with the data as plotted.
 
 Group by (`?group=auto|sweep:KEY|config:KEY`, default none): each group of seeds as its mean curve with a 95%
@@ -31,6 +32,10 @@ from analysis.schema import (
 from app import charts, loaders, ui
 
 MAX_POINTS = 1000
+# Above MANY_RUNS runs the browser's drawing, not the store, sets the page's time (50 runs with bands and raw
+# lines: 92 traces, 1.4 MB of figure JSON): each trace gets fewer points, no band and no faint raw line.
+MANY_RUNS = 12
+MIN_POINTS = 200
 DEFAULT_RUNS = 8  # a first visit (no `runs` in the URL) shows the store's newest runs, up to this many
 DEFAULT_METRICS = (ENTROPY_MEAN, REWARD_MEAN)  # those of them the runs logged; else their first key
 # TensorBoard's default EMA weight (W&B smooths by default too): noise damped, a turn still shows
@@ -88,6 +93,11 @@ def normalise(df: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[
         out.loc[ok, col] = out.loc[ok, col] / scale[ok]
     bad = sorted(set(df.loc[df["key"].isin(NORMALISABLE) & ~ok, "run_id"]))
     return out, bad
+
+
+def points_per_trace(n_runs: int) -> int:
+    """MAX_POINTS up to MANY_RUNS runs, then fewer as more runs share the chart's width (MIN_POINTS at least)."""
+    return MAX_POINTS if n_runs <= MANY_RUNS else max(MIN_POINTS, MAX_POINTS * MANY_RUNS // n_runs)
 
 
 def controls(run_ids: list[str], store: str) -> dict | None:
@@ -163,7 +173,8 @@ def plot(view: dict, store: str, runs: pd.DataFrame) -> None:
         return
     with ui.unavailable("Traces"):
         version = loaders.version(store, run_ids, ["steps"])
-        df = loaders.scalars(store, run_ids, metrics, MAX_POINTS, version)
+        many, points = len(run_ids) > MANY_RUNS, points_per_trace(len(run_ids))
+        df = loaders.scalars(store, run_ids, metrics, points, version)
         if view["norm"]:
             df, no_h0 = normalise(df, runs)
             if no_h0:
@@ -180,7 +191,9 @@ def plot(view: dict, store: str, runs: pd.DataFrame) -> None:
                 grouped_chart(view, df, key, title, x_title, y_title)
                 continue
             d = df[df["key"] == key]
-            fig = charts.compare_figure(d, key, title, x_title, view["weight"], view["band"], y_title)
+            fig = charts.compare_figure(
+                d, key, title, x_title, view["weight"], view["band"] and not many, y_title, raw=not many
+            )
             ui.show_figure(fig if not d.empty else None, f"cmp-{key}", f"{key}: no data for these runs.")
 
         def csv() -> str:  # built on click, not sent to the browser with every (live) refresh
@@ -189,7 +202,11 @@ def plot(view: dict, store: str, runs: pd.DataFrame) -> None:
         st.download_button(
             "Download CSV (data as plotted)", csv, file_name="entropyscope-compare.csv", mime="text/csv"
         )
-        st.caption(f"≤ {MAX_POINTS} points per trace: longer runs are averaged in equal step buckets and the band "
+        if many and view["group"] == NONE:
+            st.caption(f"{len(run_ids)} runs selected: each line is drawn from ≤ {points} points, without its "
+                       f"min/max band or faint raw line, so the page stays quick to draw; select {MANY_RUNS} or "
+                       "fewer runs to see them.")  # fmt: skip
+        st.caption(f"≤ {points} points per trace: longer runs are averaged in equal step buckets and the band "
                    "shows each bucket's min/max. PNG: camera icon on each chart.")  # fmt: skip
     if view["group"] != NONE:
         final_values(view, store)
