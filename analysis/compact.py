@@ -73,8 +73,8 @@ def compact_runs(
     run_dirs: list[Path], stale_s: float = STALE_S, grace_s: float = GRACE_S
 ) -> Iterator[tuple[str, bool, str]]:
     """Compact each run that is not running, then remove its parts superseded at least `grace_s` ago and
-    its temp files (no writer is alive), and seal it (analysis.run_seal); yields (run_id, ok, what happened), ok False when a segment was
-    unreadable (the run then keeps every segment)."""
+    its temp files (no writer is alive), and seal it (analysis.run_seal); yields (run_id, ok, what happened),
+    ok False when a segment was unreadable (the run then keeps every segment)."""
     for run_dir in run_dirs:
         info = read_run_json(run_dir) or {}
         age = time.time() - float(info.get("heartbeat") or 0)

@@ -36,8 +36,10 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analysis import schema, stats  # noqa: E402
+from analysis.compare import run_infos  # noqa: E402
 from analysis.metrics import final_window  # noqa: E402
 from analysis.store_reader import StoreReader  # noqa: E402
+from analysis.sweeps import sweep_runs  # noqa: E402
 
 METHODS = {
     "base": ["lr=0", "steps=1"],
@@ -113,19 +115,17 @@ def sweep_a_runs(spec: str, seeds: list[int], common: list[str]) -> dict[tuple[s
     wanted = load_config(None, common).model_dump()
     keys = [c.split("=", 1)[0] for c in common if not c.startswith(("seed=", "checkpoint_every="))]
     by_controller = {c: m for m, c in SWEPT_CONTROLLER.items()}
+    infos = run_infos(StoreReader(store))
     found = {}
-    for info_path in Path(store).glob("*/run.json"):
-        info = json.loads(info_path.read_text())
-        sw = info.get("sweep") or {}
-        method = by_controller.get(sw.get("params", {}).get("controller"))
-        if sw.get("id") != sweep_id or method is None or sw.get("seed") not in seeds:
+    for run_id in sweep_runs(infos, sweep_id):
+        info, sw = infos[run_id], infos[run_id]["sweep"]
+        method = by_controller.get(sw["params"].get("controller"))
+        if method is None or sw.get("seed") not in seeds:
             continue
         if any(info.get("config", {}).get(k) != wanted[k] for k in keys):
-            raise SystemExit(
-                f"--a-sweep: run {info_path.parent.name} was not trained on {' '.join(keys)} of {common}"
-            )
+            raise SystemExit(f"--a-sweep: run {run_id} was not trained on {' '.join(keys)} of {common}")
         if info.get("status") == "finished":
-            found[(method, sw["seed"])] = info_path.parent
+            found[(method, sw["seed"])] = Path(store) / run_id
     missing = [f"{m} seed {s}" for s in seeds for m in SWEPT_CONTROLLER if (m, s) not in found]
     if missing:
         raise SystemExit(f"--a-sweep {spec}: no finished run for {', '.join(missing)}")

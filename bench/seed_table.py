@@ -19,29 +19,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from analysis import schema, stats  # noqa: E402
 from analysis.compare import higher_phrase, run_infos  # noqa: E402
-from analysis.groups import AUTO, Group, group_runs, params_match, parse_pairs  # noqa: E402
+from analysis.groups import Group, params_match, parse_pairs  # noqa: E402
 from analysis.plots import run_series  # noqa: E402
 from analysis.store_reader import StoreReader  # noqa: E402
-from analysis.sweeps import Setting, rank, settings, sweep_runs  # noqa: E402
+from analysis.sweeps import Setting, analyse, rank, settings, sweep_runs  # noqa: E402
 
 RELATIVE = "entropy ÷ target"
 METRICS = [schema.ENTROPY_MEAN, schema.REWARD_MEAN, schema.PASS_AT_K]
 
 
-def final_values(store: str, run_ids: list[str], metrics: list[str]) -> dict[str, dict[str, float]]:
-    """{metric: {run: final value}}, with RELATIVE from entropy/mean ÷ entropy/target step by step."""
-    keys = list(dict.fromkeys([*metrics, schema.ENTROPY_MEAN, schema.ENTROPY_TARGET]))
-    series = run_series(store, run_ids, keys)
-    out: dict[str, dict[str, float]] = {}
-    for m in metrics:
-        traces = [series[r][m].to_numpy() if m in series[r] else [] for r in run_ids]
-        out[m] = dict(zip(run_ids, stats.final_values(traces), strict=True))
-    if all(schema.ENTROPY_TARGET in series[r] for r in run_ids):
-        traces = [
-            (series[r][schema.ENTROPY_MEAN] / series[r][schema.ENTROPY_TARGET]).to_numpy() for r in run_ids
-        ]
-        out[RELATIVE] = dict(zip(run_ids, stats.final_values(traces), strict=True))
-    return out
+def relative_finals(store: str, run_ids: list[str]) -> dict[str, float] | None:
+    """{run: final entropy ÷ setpoint}, the ratio taken step by step; None unless every run logs a target."""
+    series = run_series(store, run_ids, [schema.ENTROPY_MEAN, schema.ENTROPY_TARGET])
+    if not all(schema.ENTROPY_TARGET in series[r] and schema.ENTROPY_MEAN in series[r] for r in run_ids):
+        return None
+    traces = [(series[r][schema.ENTROPY_MEAN] / series[r][schema.ENTROPY_TARGET]).to_numpy() for r in run_ids]
+    return dict(zip(run_ids, stats.final_values(traces), strict=True))
 
 
 def ci(x: float, lo_hi: tuple[float, float], fmt: str = ".3f") -> str:
@@ -122,12 +115,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     reader = StoreReader(args.store)
     infos = run_infos(reader)
-    run_ids = sweep_runs(infos, args.sweep)
-    if not run_ids:
+    if not sweep_runs(infos, args.sweep):
         p.error(f"no runs of sweep {args.sweep!r} in {args.store!r}")
-    groups = group_runs(infos, run_ids, AUTO)
-    values = final_values(args.store, run_ids, args.metrics)
-    by_metric = {m: settings(groups, infos, v) for m, v in values.items()}
+    result = analyse(reader, infos, args.sweep, args.metrics, args.metrics[0], "maximize")
+    groups, by_metric = result.groups, dict(result.by_metric)
+    relative = relative_finals(args.store, list(result.finals.index))
+    if relative is not None:
+        by_metric[RELATIVE] = settings(groups, infos, relative)
     baseline = None
     if args.baseline:
         wanted = parse_pairs(args.baseline, args.baseline)

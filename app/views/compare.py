@@ -5,8 +5,9 @@ weight DEFAULT_SMOOTH, the raw line faint behind; `?smooth=0` for raw). Each run
 (charts.run_color). Every control is bound to the URL (`?runs=a&runs=b&metrics=entropy/mean&x=step&smooth=0.6&norm=true`),
 so a link reproduces the view. Traces longer than MAX_POINTS are bucketed in the store query; the band
 shows each bucket's min/max. Above MANY_RUNS runs each trace gets fewer points and neither band nor faint
-raw line (the page says so): what the browser draws, not the store, then sets the page's time. PNG: the camera button of each chart (Plotly's own, no kaleido); CSV: the
-button under the charts, with the data as plotted.
+raw line (the page says so): what the browser draws, not the store, then sets the page's time. PNG: the
+camera button of each chart (Plotly's own, no kaleido); CSV: the button under the charts, with the data as
+plotted.
 
 Group by (`?group=auto|sweep:KEY|config:KEY`, default none): each group of seeds as its mean curve with a 95%
 bootstrap band across seeds and its runs faintly behind, then each group's final values with CIs and the
