@@ -34,6 +34,8 @@ from analysis.sweeps import Setting, key_values
 
 HEIGHT = 330
 LEGEND_ROW_PX = 22
+# A legend entry's width: its line sample and gap, plus its label; a full-width chart at a 1,600 px window.
+LEGEND_ENTRY_PX, LEGEND_CHAR_PX, LEGEND_WIDTH_PX = 40, 7, 1000
 SWEEP_HEIGHT = 300  # a sweep chart's plot, title and x-axis, without its legend
 PALETTE = qualitative.Plotly + qualitative.D3
 # Runs: ten clearly distinct hues (D3's category10); hashing ids into Plotly + D3's twenty gave neighbouring
@@ -122,12 +124,25 @@ def rgba(color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+def legend_rows(fig: go.Figure, width_px: int = LEGEND_WIDTH_PX) -> int:
+    """Rows a horizontal legend of the figure's named traces takes at `width_px` (estimated from label length)."""
+    labels = [str(t.name) for t in fig.data if t.name and t.showlegend is not False]
+    if not labels:
+        return 0
+    per_row = max(1, width_px // (LEGEND_ENTRY_PX + LEGEND_CHAR_PX * max(map(len, labels))))
+    return -(-len(labels) // per_row)
+
+
 def layout(fig: go.Figure, title: str, panel: str, *, y_title: str | None = None, x_title: str = "step",
-           height: int = HEIGHT) -> go.Figure:  # fmt: skip
+           height: int = HEIGHT, legend_width_px: int | None = LEGEND_WIDTH_PX) -> go.Figure:  # fmt: skip
+    """Title, panel tag, legend below the x-axis title, axis titles. The figure grows by a row for each legend
+    row past the first at `legend_width_px` (None: `height` already holds the legend), so a long legend
+    (Compare's many runs) does not squeeze the plot under its title."""
+    extra = 0 if legend_width_px is None else LEGEND_ROW_PX * max(0, legend_rows(fig, legend_width_px) - 1)
     fig.update_layout(
         title={"text": title},
         meta={"panel": panel},
-        height=height,
+        height=height + extra,
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
         # Below the x-axis title, not on it: anchored to the figure's bottom edge, which grows to hold it.
         legend={"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0},
@@ -507,7 +522,8 @@ def sweep_figure(settings: Sequence[Setting], key: str, metric: str, y_title: st
                                  hovertemplate=f"IQM %{{y:.4g}} [{lo:.4g}, {hi:.4g}], n={n}<extra>{name}</extra>"))  # fmt: skip
     # The legend sits below the plot, one setting a row (names are long): the figure grows with it.
     layout(fig, f"final {metric} vs {key}: runs, IQM, 95% CI", f"sweep:{metric}:{key}", y_title=y_title,
-           x_title=key, height=SWEEP_HEIGHT + (LEGEND_ROW_PX * len(shown) if legend else 0))  # fmt: skip
+           x_title=key, height=SWEEP_HEIGHT + (LEGEND_ROW_PX * len(shown) if legend else 0),
+           legend_width_px=None)  # fmt: skip
     fig.update_layout(showlegend=legend)
     fig.update_xaxes(tickvals=ticks, ticktext=labels, range=[-0.5, len(labels) - 0.5])
     fig.update_yaxes(tickformat=".4~g")  # equal values would otherwise tick as 0.9000000000000000222

@@ -360,3 +360,16 @@ def floating_strings(path: Path) -> list[int]:
 @pytest.mark.parametrize("path", sorted((ROOT / "app").rglob("*.py")), ids=lambda p: p.name)
 def test_no_page_prints_a_floating_string(path: Path) -> None:
     assert floating_strings(path) == []
+
+
+def test_a_long_legend_grows_the_figure_not_squeezes_the_plot() -> None:
+    """16 runs of 29-character ids take several legend rows: each row past the first adds to the height."""
+    steps = [1, 2]
+    few = pd.DataFrame({"run_id": ["r0"] * 2, "x": steps, "step": steps, "value": [1.0, 0.9],
+                        "vmin": [1.0, 0.9], "vmax": [1.0, 0.9]})  # fmt: skip
+    many = pd.concat([few.assign(run_id=f"q1-controllers-49533096-s50{i:02d}") for i in range(16)])
+    small = charts.compare_figure(few, "k", "k", "step", 0.0, False, "nats")
+    large = charts.compare_figure(many, "k", "k", "step", 0.0, False, "nats")
+    assert small.layout.height == charts.HEIGHT
+    rows = charts.legend_rows(large)
+    assert rows >= 3 and large.layout.height == charts.HEIGHT + charts.LEGEND_ROW_PX * (rows - 1)
