@@ -236,7 +236,7 @@ class StoreReader:
             rows.append(row | {k: config.get(k) for k in CONFIG_COLUMNS})
         meta = pd.DataFrame(rows, columns=_META_COLUMNS)
         meta["group"] = meta["run_id"].map({r: g.name for g in find_groups(infos) for r in g.run_ids})
-        stats = self._summaries([d.name for d in dirs])
+        stats = self.summaries([d.name for d in dirs])
         df = meta.merge(stats, on="run_id", how="left")
         for col in ("created", "heartbeat", "h0", "entropy", "entropy_last", "reward"):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
@@ -250,7 +250,7 @@ class StoreReader:
         df["n_steps"] = df["n_steps"].fillna(0).astype("int64")
         return df[list(RUNS_COLUMNS)]
 
-    def _summaries(self, run_ids: list[str]) -> pd.DataFrame:
+    def summaries(self, run_ids: list[str]) -> pd.DataFrame:
         """SUMMARY_COLUMNS per run: cached ones whose steps segments are unchanged, the others read now."""
         cache = RunCache(self.store, SUMMARIES_CACHE, _SUMMARY_VERSION)
         fps = {r: segments_fingerprint(self.store / r, "steps") for r in run_ids}
@@ -276,7 +276,7 @@ class StoreReader:
 
     def sealed_summary(self, run_id: str) -> tuple[str, list[Any]]:
         """(cache name, [version, fingerprint, summary]) of a run, for its per-run file (analysis.run_seal)."""
-        fp = segments_fingerprint(self.store / run_id, "steps")  # before reading, as _summaries does
+        fp = segments_fingerprint(self.store / run_id, "steps")  # before reading, as summaries() does
         return SUMMARIES_CACHE, [_SUMMARY_VERSION, fp, self.summary_values([run_id])[run_id]]
 
     def read_summaries(self, run_ids: list[str]) -> pd.DataFrame:

@@ -57,6 +57,14 @@ def runs_table(store: str, version: str) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
+def first_entropy(store: str, run_ids: tuple[str, ...], version: str) -> dict[str, float]:
+    """H0 (first-step mean entropy) of each run; NaN where it logged none."""
+    with _reader(store) as r:
+        df = r.summaries(list(run_ids))
+    return dict(zip(df["run_id"], pd.to_numeric(df["h0"], errors="coerce").astype("float64"), strict=True))
+
+
+@st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
 def run_info(store: str, run_id: str, version: str) -> dict[str, Any]:
     with _reader(store) as r:
         return r.run_info(run_id)

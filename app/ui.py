@@ -1,12 +1,15 @@
 """Streamlit helpers shared by the pages: the store, the runs list, run picking, panels, live refresh."""
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from analysis.liveness import writer_gone
 from app import loaders
 from app.charts import PLOTLY_CONFIG
 from app.store import store_path
@@ -33,14 +36,40 @@ def load_runs(store_dir: str) -> pd.DataFrame | None:
     try:
         runs = loaders.runs_table(store_dir, loaders.version(store_dir, None, ["steps", "events"]))
     except loaders.DataUnavailable as err:
-        st.warning(f"Cannot read the run store {store_dir}: {err}")
-        return None
+        return _no_store(store_dir, err)
     if runs.empty:
-        st.info(f"No runs in `{store_dir}` yet. Start one with `entropyscope train --store {store_dir}`.")
-        return None
+        return _no_runs(store_dir)
     return runs.sort_values(["created", "run_id"], ascending=[False, True], na_position="last").reset_index(
         drop=True
     )
+
+
+def load_run_infos(store_dir: str) -> dict[str, dict[str, Any]] | None:
+    """{run_id: run.json}, newest first as load_runs orders them, or None after saying why there is none.
+
+    Only run.json files: for a page that needs no summary of every run, this is what stays cheap on a store
+    of a thousand runs while some are live (load_runs reads again whenever any run writes a segment)."""
+    try:
+        infos = loaders.run_infos(store_dir, loaders.version(store_dir, None, []))
+    except loaders.DataUnavailable as err:
+        return _no_store(store_dir, err)
+    if not infos:
+        return _no_runs(store_dir)
+
+    def newest_first(run_id: str) -> tuple[bool, float, str]:
+        created = infos[run_id].get("created")
+        known = isinstance(created, int | float) and not isinstance(created, bool) and math.isfinite(created)
+        return not known, -created if known else 0.0, run_id
+
+    return {r: infos[r] for r in sorted(infos, key=newest_first)}
+
+
+def _no_store(store_dir: str, err: Exception) -> None:
+    st.warning(f"Cannot read the run store {store_dir}: {err}")
+
+
+def _no_runs(store_dir: str) -> None:
+    st.info(f"No runs in `{store_dir}` yet. Start one with `entropyscope train --store {store_dir}`.")
 
 
 def literal(text: str, limit: int = 80) -> str:
@@ -70,6 +99,11 @@ def run_picker(runs: pd.DataFrame, label: str = "Run") -> str:
 def is_live(runs: pd.DataFrame, run_ids: list[str]) -> bool:
     sel = runs[runs["run_id"].isin(run_ids)]
     return bool((sel["status"] == "running").any())
+
+
+def any_running(infos: dict[str, dict[str, Any]], run_ids: Sequence[str]) -> bool:
+    """Whether a trainer still writes one of `run_ids` (run.json says running and its process is not gone)."""
+    return any(infos.get(r, {}).get("status") == "running" and not writer_gone(infos[r]) for r in run_ids)
 
 
 def show_figure(fig: go.Figure | None, key: str, empty: str) -> None:

@@ -39,6 +39,7 @@ from analysis.schema import (
 )
 from analysis.store_reader import StoreReader
 from analysis.store_writer import RunWriter
+from app import loaders
 from app.store import STORE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +179,22 @@ def test_compare_view_comes_from_the_url(monkeypatch: pytest.MonkeyPatch) -> Non
     raw = [t for t in figs[0]["data"] if t["name"].endswith(" raw")]
     assert [values(t["y"])[0] for t in raw] == [pytest.approx(1.0), pytest.approx(1.0)]
     assert all(np.all(np.diff(values(t["x"])) > 0) for t in raw)  # tokens seen only grows
+
+
+def test_compare_draws_without_the_runs_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compare reads run.json files and the chosen runs only: on a store of a thousand runs with live ones, the
+    listing of every run's summary (what the Runs page shows) is read again at every segment a trainer writes."""
+    monkeypatch.setenv(STORE_ENV, str(SAMPLE_RUNS))
+    at = AppTest.from_file(MAIN, default_timeout=TIMEOUT_S)
+    at.query_params["runs"] = ["grpo-fp32", "dapo-fp32"]
+    at.query_params["norm"] = "true"
+    at.run()
+    listings: list[str] = []
+    monkeypatch.setattr(loaders, "runs_table", lambda store, version: listings.append(store))
+    at.switch_page("views/compare.py")
+    at.run()
+    assert_clean(at)
+    assert listings == [] and len(figures(at)) == 2
 
 
 def test_compare_opens_on_the_newest_runs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

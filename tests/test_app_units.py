@@ -181,6 +181,29 @@ def test_store_path_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert store_path(["--store", str(tmp_path / "flag")]) == str(tmp_path / "flag")
 
 
+def test_launch_warm_up_reads_the_listing_before_the_first_visitor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """app.launch's warm-up reads every run's summary once; the first page's listing then reads none."""
+    from analysis import run_cache
+    from app import launch
+
+    for run_id, h in (("a", 1.0), ("b", 0.5)):
+        with RunWriter(tmp_path, run_id, {"algo": "grpo"}) as w:
+            w.log_scalars(1, {ENTROPY_MEAN: h})
+    run_cache._memory.clear()  # a server process starts with nothing cached
+    reads: list[list[str]] = []
+    original = StoreReader.read_summaries
+    monkeypatch.setattr(
+        StoreReader, "read_summaries", lambda self, ids: reads.append(sorted(ids)) or original(self, ids)
+    )
+    launch.warm(launch.script_store([str(serve.MAIN), "--server.port", "1", "--", "--store", str(tmp_path)]))
+    assert reads == [["a", "b"]]
+    with closing(StoreReader(tmp_path)) as reader:
+        assert reader.runs().set_index("run_id")["h0"].to_dict() == {"a": 1.0, "b": 0.5}
+    assert reads == [["a", "b"]]
+
+
 def test_serve_command_and_lazy_import(tmp_path: Path) -> None:
     cmd = serve.command(str(tmp_path), "0.0.0.0", 9999)
     assert cmd[:4] == [sys.executable, "-m", "app.launch", str(serve.MAIN)]

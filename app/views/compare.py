@@ -84,9 +84,8 @@ def add_x(
     return df.assign(x=df["step"]), "step", []
 
 
-def normalise(df: pd.DataFrame, runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def normalise(df: pd.DataFrame, h0: dict[str, float]) -> tuple[pd.DataFrame, list[str]]:
     """Entropy keys divided by each run's H0; returns the runs without a usable H0 (left as they are)."""
-    h0 = runs.set_index("run_id")["h0"]
     scale = df["run_id"].map(h0).astype("float64")
     ok = df["key"].isin(NORMALISABLE) & np.isfinite(scale) & (scale != 0)
     out = df.copy()
@@ -101,8 +100,9 @@ def points_per_trace(n_runs: int) -> int:
     return MAX_POINTS if n_runs <= MANY_RUNS else max(MIN_POINTS, MAX_POINTS * MANY_RUNS // n_runs)
 
 
-def controls(run_ids: list[str], store: str) -> dict | None:
-    """The view's widgets; `run_ids` newest first, so the default selection is the newest runs."""
+def controls(infos: dict[str, dict], store: str) -> dict | None:
+    """The view's widgets; `infos` (run.json per run) newest first, so the default selection is the newest runs."""
+    run_ids = list(infos)
     ui.refuse_unknown_url_runs("runs", run_ids)
     selected = st.multiselect("Runs", run_ids, default=run_ids[:DEFAULT_RUNS], key="runs", bind="query-params",
                               placeholder="choose runs")  # fmt: skip
@@ -122,7 +122,6 @@ def controls(run_ids: list[str], store: str) -> dict | None:
     norm = c[2].toggle("Entropy ÷ H0", key="norm", bind="query-params",
                        help="divide entropy keys by each run's first-step entropy")  # fmt: skip
     band = c[3].toggle("min/max band", value=True, key="band", bind="query-params")
-    infos = loaders.run_infos(store, loaders.version(store, None, []))
     options = group_by_options(infos, selected)
     group = st.selectbox("Group by", options, key="group", bind="query-params",
                          help="none: one line per run; auto: runs that differ only in seed; sweep:KEY a swept "
@@ -167,7 +166,7 @@ def final_values(view: dict, store: str) -> None:
                 st.text("Not counted (not finished, or no value): " + "; ".join(left + list(result.dropped)))
 
 
-def plot(view: dict, store: str, runs: pd.DataFrame) -> None:
+def plot(view: dict, store: str) -> None:
     run_ids, metrics = view["runs"], view["metrics"]
     if not metrics:
         st.info("Choose at least one metric.")
@@ -177,7 +176,7 @@ def plot(view: dict, store: str, runs: pd.DataFrame) -> None:
         many, points = len(run_ids) > MANY_RUNS, points_per_trace(len(run_ids))
         df = loaders.scalars(store, run_ids, metrics, points, version)
         if view["norm"]:
-            df, no_h0 = normalise(df, runs)
+            df, no_h0 = normalise(df, loaders.first_entropy(store, run_ids, version))
             if no_h0:
                 st.caption(f"No H0 (first-step entropy) for {', '.join(no_h0)}: shown unnormalised.")
         df, x_title, missing = add_x(df, view["axis"], store, run_ids)
@@ -216,13 +215,13 @@ def plot(view: dict, store: str, runs: pd.DataFrame) -> None:
 def main() -> None:
     st.title("Compare runs")
     store = ui.store()
-    runs = ui.load_runs(store)
-    if runs is None:
+    infos = ui.load_run_infos(store)
+    if infos is None:
         return
-    view = controls(runs["run_id"].tolist(), store)
+    view = controls(infos, store)
     if view is None:
         return
-    ui.live_fragment(lambda: plot(view, store, runs), ui.is_live(runs, list(view["runs"])))
+    ui.live_fragment(lambda: plot(view, store), ui.any_running(infos, view["runs"]))
 
 
 main()
