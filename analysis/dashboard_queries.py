@@ -32,24 +32,25 @@ def fingerprint(store: str | Path, run_ids: Sequence[str] | None, tables: Sequen
     Cached dashboard loaders take it as an argument, so a finished run is read once and a live run is
     re-read as soon as the trainer writes a new segment, without a time-based guess.
     """
-    root = Path(store)
+    # Strings, not Paths: on a store of a thousand runs this joins thousands of paths per call.
+    root = os.fspath(store)
     if run_ids is None:
         run_ids = sorted(d.name for d in _scandir(root) if d.is_dir() and not d.name.startswith("."))
     parts = []
     for run_id in run_ids:
-        run_dir = root / run_id
+        run_dir = os.path.join(root, run_id)
         count, newest, size = 0, 0, 0
         for table in tables:
-            for entry in _scandir(run_dir / table):
+            for entry in _scandir(os.path.join(run_dir, table)):
                 if entry.name.endswith(".parquet") and not entry.name.startswith("."):
                     st = _stat(entry)
                     count, newest, size = count + 1, max(newest, st[0]), size + st[1]
-        meta = _stat_path(run_dir / RUN_JSON)
+        meta = _stat_path(os.path.join(run_dir, RUN_JSON))
         parts.append(f"{run_id}:{count}:{newest}:{size}:{meta}")
     return "|".join(parts)
 
 
-def _scandir(path: Path) -> list[os.DirEntry]:
+def _scandir(path: str) -> list[os.DirEntry]:
     try:
         with os.scandir(path) as it:
             return list(it)
@@ -65,9 +66,9 @@ def _stat(entry: os.DirEntry) -> tuple[int, int]:
     return st.st_mtime_ns, st.st_size
 
 
-def _stat_path(path: Path) -> int:
+def _stat_path(path: str) -> int:
     try:
-        return path.stat().st_mtime_ns
+        return os.stat(path).st_mtime_ns
     except OSError:
         return 0
 

@@ -136,8 +136,10 @@ def main() -> None:
     text, chosen, by = filter_widgets(runs)
     live = bool((runs["status"] == "running").any())
 
+    unread = [runs]  # the listing this run of the page just read; a refresh of the table alone reads again
+
     def table() -> None:
-        latest = ui.load_runs(store)  # re-read on every refresh: cheap, cached by file fingerprint
+        latest = unread.pop() if unread else ui.load_runs(store)  # cached by the store's file fingerprint
         if latest is None:
             return
         shown = apply_filters(latest, text, chosen)
