@@ -310,8 +310,14 @@ class StoreReader:
 
     def keys(self, run_ids: list[str]) -> list[str]:
         """Sorted metric keys logged by any of the runs."""
-        df = self.query('SELECT DISTINCT "key" FROM seg_steps ORDER BY "key"', [], ["steps"], list(run_ids))
-        return df["key"].tolist()
+        return sorted(set().union(*self.keys_by_run(run_ids).values()))
+
+    def keys_by_run(self, run_ids: list[str]) -> dict[str, list[str]]:
+        """Each run's sorted metric keys ([] for a run that logged none)."""
+        sql = 'SELECT DISTINCT run_id, "key" FROM seg_steps ORDER BY run_id, "key"'
+        df = self.query(sql, [], ["steps"], list(run_ids))
+        found = df.groupby("run_id", sort=False)["key"].agg(list).to_dict()
+        return {r: found.get(r, []) for r in run_ids}
 
     def scalars(self, run_ids: list[str], keys: list[str], max_points: int = 1000) -> pd.DataFrame:
         """Traces per (run, key): raw rows, or at most `max_points` step buckets (mean, min, max).

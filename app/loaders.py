@@ -7,8 +7,12 @@ finished run is read once, a live run again as soon as the trainer writes a segm
 bound memory; the fingerprint, not the ttl, decides freshness.
 """
 
-from collections.abc import Iterator, Sequence
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -20,10 +24,14 @@ from analysis import compare, sweeps
 from analysis import dashboard_queries as dq
 from analysis.errors import UsageError
 from analysis.groups import Group
+from analysis.run_cache import segments_fingerprint
 from analysis.store_reader import StoreReader
 
 TTL_S = 600
 MAX_ENTRIES = 32
+PER_RUN_ENTRIES = 512  # per_run's values kept (one per run and query): bucketed traces, tens of MB at most
+_per_run_values: OrderedDict[tuple, Any] = OrderedDict()  # least recently used first
+_per_run_lock = threading.Lock()  # sessions run their scripts in threads of one process
 # Data errors a page reports as "unavailable" instead of a traceback; anything else is a bug and surfaces.
 DATA_ERRORS = (duckdb.Error, pa.ArrowException, OSError, UsageError)
 
@@ -70,10 +78,40 @@ def run_info(store: str, run_id: str, version: str) -> dict[str, Any]:
         return r.run_info(run_id)
 
 
+def per_run(
+    store: str, run_ids: Sequence[str], what: tuple, read: Callable[[list[str]], dict[str, Any]]
+) -> dict[str, Any]:
+    """Each run's value of `what`, read (one call of `read` for all of them) only for the runs whose steps
+    segments changed since this process last read it: with one live run among fifty ended ones, a refresh
+    or a new visitor reads the live run alone (st.cache_data, keyed by every run's fingerprint, reads all)."""
+    fps = {r: segments_fingerprint(Path(store) / r, "steps") for r in run_ids}
+    keys = {r: (store, r, what, json.dumps(fps[r])) for r in run_ids if fps[r] is not None}
+    out = {}
+    with _per_run_lock:
+        for r, key in keys.items():
+            if key in _per_run_values:
+                _per_run_values.move_to_end(key)
+                out[r] = _per_run_values[key]
+    missing = [r for r in run_ids if r not in out]
+    if missing:
+        fresh = read(missing)
+        out |= fresh
+        with _per_run_lock:
+            for r in missing:
+                if r in keys:
+                    _per_run_values[keys[r]] = fresh[r]
+            while len(_per_run_values) > PER_RUN_ENTRIES:
+                _per_run_values.popitem(last=False)
+    return out
+
+
 @st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
 def metric_keys(store: str, run_ids: tuple[str, ...], version: str) -> list[str]:
-    with _reader(store) as r:
-        return r.keys(list(run_ids))
+    def read(ids: list[str]) -> dict[str, list[str]]:
+        with _reader(store) as r:
+            return r.keys_by_run(ids)
+
+    return sorted(set().union(*per_run(store, run_ids, ("keys",), read).values()))
 
 
 @st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)
@@ -81,8 +119,15 @@ def scalars(
     store: str, run_ids: tuple[str, ...], keys: tuple[str, ...], max_points: int, version: str
 ) -> pd.DataFrame:
     """Traces with at most `max_points` buckets per (run, key): step, value, vmin, vmax, wall_time."""
-    with _reader(store) as r:
-        return r.scalars(list(run_ids), list(keys), max_points)
+
+    def read(ids: list[str]) -> dict[str, pd.DataFrame]:
+        with _reader(store) as r:
+            df = r.scalars(ids, list(keys), max_points)
+        by_run = dict(tuple(df.groupby("run_id", sort=False)))
+        return {run_id: by_run.get(run_id, df.iloc[0:0]) for run_id in ids}
+
+    traces = per_run(store, run_ids, ("scalars", keys, max_points), read)
+    return pd.concat([traces[r] for r in sorted(run_ids)], ignore_index=True)  # ordered as the query orders
 
 
 @st.cache_data(ttl=TTL_S, max_entries=MAX_ENTRIES, show_spinner=False)

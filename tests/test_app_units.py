@@ -23,6 +23,7 @@ from analysis.schema import (
     ENTROPY_PRED_DELTA,
     ENTROPY_TARGET,
     RESPONSE_LEN_MEAN,
+    REWARD_MEAN,
 )
 from analysis.store_reader import StoreReader
 from analysis.store_writer import RunWriter
@@ -179,6 +180,37 @@ def test_store_path_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     monkeypatch.setenv(STORE_ENV, str(tmp_path / "env"))
     assert store_path([]) == str(tmp_path / "env")
     assert store_path(["--store", str(tmp_path / "flag")]) == str(tmp_path / "flag")
+
+
+def test_per_run_values_are_read_again_only_for_changed_runs(tmp_path: Path) -> None:
+    """The dashboard's traces of fifty runs with one live: a refresh reads the live run's segments alone, and
+    gives what one query over all of them gives."""
+    from app import loaders
+
+    def log(run_id: str, steps: range, resume: bool = False) -> None:
+        with RunWriter(tmp_path, run_id, {"algo": "grpo"}, resume=resume) as w:
+            for s in steps:
+                w.log_scalars(s, {ENTROPY_MEAN: 1.0 / s, REWARD_MEAN: 0.1 * s})
+
+    log("a", range(1, 30))
+    log("b", range(1, 20))
+    reads: list[list[str]] = []
+
+    def read(ids: list[str]) -> dict[str, int]:
+        reads.append(sorted(ids))
+        return dict.fromkeys(ids, len(reads))
+
+    store, what = str(tmp_path), ("test", tmp_path.name)
+    assert loaders.per_run(store, ["a", "b"], what, read) == {"a": 1, "b": 1}
+    assert loaders.per_run(store, ["b", "a"], what, read) == {"a": 1, "b": 1} and reads == [["a", "b"]]
+    log("b", range(20, 25), resume=True)  # a new segment of b only
+    assert loaders.per_run(store, ["a", "b"], what, read) == {"a": 1, "b": 2} and reads[1:] == [["b"]]
+
+    keys = (ENTROPY_MEAN, REWARD_MEAN)
+    got = loaders.scalars(store, ("b", "a"), keys, 10, loaders.version(store, ["a", "b"], ["steps"]))
+    with closing(StoreReader(tmp_path)) as reader:
+        pd.testing.assert_frame_equal(got, reader.scalars(["a", "b"], list(keys), 10))
+        assert loaders.metric_keys(store, ("a", "b"), "v") == reader.keys(["a", "b"]) == sorted(keys)
 
 
 def test_launch_warm_up_reads_the_listing_before_the_first_visitor(
