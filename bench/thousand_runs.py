@@ -214,6 +214,9 @@ def measure_side(
         proc = subprocess.run(
             [*cmd, *([] if browser else ["--no-browser"]), *(["--floor"] if floor else [])],
             env=env,
+            # The tree as working directory too: `python -m` (how the dashboard server starts) puts the working
+            # directory ahead of PYTHONPATH, so from any other folder a baseline server ran that folder's code.
+            cwd=tree,
             capture_output=True,
             text=True,
         )
