@@ -118,9 +118,10 @@ class RunCache:
             self._runs[run_id] = [fp, value]
             self._changed = True
 
-    def save(self, run_ids: list[str]) -> None:
-        """Keep the entries of `run_ids` (runs since removed drop out); write the file if anything changed."""
-        kept = {r: self._runs[r] for r in run_ids if r in self._runs}
+    def save(self, run_ids: list[str] | None) -> None:
+        """Keep the entries of `run_ids`, every run of the store (runs since removed drop out), or all entries
+        (None: the caller read some runs only); write the file if anything changed."""
+        kept = dict(self._runs) if run_ids is None else {r: self._runs[r] for r in run_ids if r in self._runs}
         self._changed |= len(kept) != len(self._runs)
         self._runs = kept
         with _memory_lock:

@@ -236,7 +236,7 @@ class StoreReader:
             rows.append(row | {k: config.get(k) for k in CONFIG_COLUMNS})
         meta = pd.DataFrame(rows, columns=_META_COLUMNS)
         meta["group"] = meta["run_id"].map({r: g.name for g in find_groups(infos) for r in g.run_ids})
-        stats = self.summaries([d.name for d in dirs])
+        stats = self.summaries([d.name for d in dirs], every_run=True)
         df = meta.merge(stats, on="run_id", how="left")
         for col in ("created", "heartbeat", "h0", "entropy", "entropy_last", "reward"):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
@@ -250,8 +250,9 @@ class StoreReader:
         df["n_steps"] = df["n_steps"].fillna(0).astype("int64")
         return df[list(RUNS_COLUMNS)]
 
-    def summaries(self, run_ids: list[str]) -> pd.DataFrame:
-        """SUMMARY_COLUMNS per run: cached ones whose steps segments are unchanged, the others read now."""
+    def summaries(self, run_ids: list[str], every_run: bool = False) -> pd.DataFrame:
+        """SUMMARY_COLUMNS per run: cached ones whose steps segments are unchanged, the others read now.
+        `every_run`: `run_ids` are all the store's runs, so the cache drops the runs no longer in it."""
         cache = RunCache(self.store, SUMMARIES_CACHE, _SUMMARY_VERSION)
         fps = {r: segments_fingerprint(self.store / r, "steps") for r in run_ids}
         known = {r: cache.get(r, fps[r]) for r in run_ids}
@@ -259,7 +260,7 @@ class StoreReader:
         for r, summary in self.summary_values(stale).items():
             known[r] = summary
             cache.put(r, fps[r], summary)
-        cache.save(run_ids)
+        cache.save(run_ids if every_run else None)
         rows = [{"run_id": r, **summary} for r, summary in known.items()]
         return pd.DataFrame(rows, columns=["run_id", *SUMMARY_COLUMNS])
 

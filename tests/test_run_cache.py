@@ -41,6 +41,17 @@ def reads(monkeypatch) -> list[list[str]]:
     return calls
 
 
+def test_summaries_of_some_runs_keep_the_others_cached(tmp_path, reads):
+    """Compare's H0 of the chosen runs must not drop the rest of the store from the listing's cache."""
+    for run_id in ("a", "b", "c"):
+        write(tmp_path, run_id, [1.0] * 5)
+    StoreReader(tmp_path).runs()
+    assert StoreReader(tmp_path).summaries(["a"])["h0"].tolist() == [1.0]
+    new_process()
+    StoreReader(tmp_path).runs()
+    assert reads == [["a", "b", "c"]]
+
+
 @pytest.mark.parametrize("same_process", [True, False])
 def test_runs_rereads_only_changed_runs(tmp_path, reads, same_process):
     write(tmp_path, "a", [1.0] * 20)
