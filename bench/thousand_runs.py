@@ -7,17 +7,18 @@ Builds (once; kept in `--store`, default a folder in the temp dir, reused while 
 runs of 200–2,000 steps each logging every key of analysis.schema.METRIC_KEYS, one Parquet segment per run
 written directly (as a compacted run leaves it; bench/watch_bench.write_run), 4 of them running with a
 fresh heartbeat; each ended run with the alert events a trainer judging the default rules records, and
-sealed as the trainer seals it at the end (analysis.run_seal). Each side (the baseline: a `git worktree` of `--base` in the temp dir; now: this tree) gets
-its own copy of that store, since `watch` records alert events into it, and is measured in a child process
-whose PYTHONPATH is that tree, while a writer appends a one-step segment to each live run every second and
-renews its heartbeat. Figures, medians of `--repeat` after a first call:
+sealed as the trainer seals it at the end (analysis.run_seal). Each side (the baseline: a `git worktree`
+of `--base` in the temp dir; now: this tree) gets its own copy of that store, since `watch` records alert
+events into it, and is measured in a child process whose PYTHONPATH and working directory are that tree,
+while a writer appends a one-step segment to each live run every second and renews its heartbeat.
+Figures, medians of `--repeat` after a first call:
 - `entropyscope runs` and `entropyscope watch --once`: wall time of the CLI as a user runs it (a new process
   each; "first" is the first call on the fresh copy: no cache of any kind, the runs' seals as our tools
   leave them; "unsealed" the first call once the seals and caches are removed, as on a store that older
   versions or another trainer wrote);
 - Runs page first paint and Compare with 50 runs (deep link /compare?runs=...): Chromium, from navigation to
   the table's canvas / all 50 traces drawn (bench/dashboard_bench), "cold" right after the server started,
-  "new ctx" the median over new browser contexts.
+  "new ctx" the median over new browser contexts; timed before the unsealed CLI calls remove the seals.
 """
 
 import argparse
