@@ -29,9 +29,7 @@ from analysis.store_reader import StoreReader
 
 TTL_S = 600
 MAX_ENTRIES = 32
-PER_RUN_ENTRIES = 512  # per_run's values kept (one per run and query): bucketed traces, tens of MB at most
-_per_run_values: OrderedDict[tuple, Any] = OrderedDict()  # least recently used first
-_per_run_lock = threading.Lock()  # sessions run their scripts in threads of one process
+PER_RUN_BYTES = 64 * 2**20  # what per_run keeps in memory; the least recently used values go first
 # Data errors a page reports as "unavailable" instead of a traceback; anything else is a bug and surfaces.
 DATA_ERRORS = (duckdb.Error, pa.ArrowException, OSError, UsageError)
 
@@ -78,6 +76,36 @@ def run_info(store: str, run_id: str, version: str) -> dict[str, Any]:
         return r.run_info(run_id)
 
 
+class _Memo:
+    """Values by key within a byte budget, the least recently used dropped first; shared by the sessions'
+    script threads."""
+
+    def __init__(self, budget: int) -> None:
+        self._values: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()  # key -> (value, bytes)
+        self._held, self._budget = 0, budget
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Any:
+        with self._lock:
+            if key not in self._values:
+                return None
+            self._values.move_to_end(key)
+            return self._values[key][0]
+
+    def put(self, key: tuple, value: Any) -> None:
+        size = int(value.memory_usage().sum()) if isinstance(value, pd.DataFrame) else 1024
+        with self._lock:
+            if key in self._values:
+                return
+            self._values[key] = (value, size)
+            self._held += size
+            while self._held > self._budget:
+                self._held -= self._values.popitem(last=False)[1][1]
+
+
+_per_run_memo = _Memo(PER_RUN_BYTES)
+
+
 def per_run(
     store: str, run_ids: Sequence[str], what: tuple, read: Callable[[list[str]], dict[str, Any]]
 ) -> dict[str, Any]:
@@ -86,22 +114,14 @@ def per_run(
     or a new visitor reads the live run alone (st.cache_data, keyed by every run's fingerprint, reads all)."""
     fps = {r: segments_fingerprint(Path(store) / r, "steps") for r in run_ids}
     keys = {r: (store, r, what, json.dumps(fps[r])) for r in run_ids if fps[r] is not None}
-    out = {}
-    with _per_run_lock:
-        for r, key in keys.items():
-            if key in _per_run_values:
-                _per_run_values.move_to_end(key)
-                out[r] = _per_run_values[key]
+    out = {r: value for r, key in keys.items() if (value := _per_run_memo.get(key)) is not None}
     missing = [r for r in run_ids if r not in out]
     if missing:
         fresh = read(missing)
         out |= fresh
-        with _per_run_lock:
-            for r in missing:
-                if r in keys:
-                    _per_run_values[keys[r]] = fresh[r]
-            while len(_per_run_values) > PER_RUN_ENTRIES:
-                _per_run_values.popitem(last=False)
+        for r in missing:
+            if r in keys:
+                _per_run_memo.put(keys[r], fresh[r])
     return out
 
 

@@ -213,6 +213,19 @@ def test_per_run_values_are_read_again_only_for_changed_runs(tmp_path: Path) -> 
         assert loaders.metric_keys(store, ("a", "b"), "v") == reader.keys(["a", "b"]) == sorted(keys)
 
 
+def test_per_run_memory_drops_the_least_recently_used_past_its_budget() -> None:
+    from app import loaders
+
+    memo = loaders._Memo(budget=3 * 1024)
+    for k in "abc":
+        memo.put((k,), [k])  # a value other than a frame counts as 1 KB
+    assert memo.get(("a",)) == ["a"]  # used again: b is now the oldest
+    memo.put(("d",), ["d"])
+    assert memo.get(("b",)) is None and [memo.get((k,)) for k in "acd"] == [["a"], ["c"], ["d"]]
+    memo.put(("big",), pd.DataFrame({"x": np.zeros(1000)}))  # 8 KB: more than the whole budget
+    assert memo.get(("big",)) is None and memo.get(("a",)) is None
+
+
 def test_launch_warm_up_reads_the_listing_before_the_first_visitor(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
