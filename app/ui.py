@@ -1,6 +1,5 @@
 """Streamlit helpers shared by the pages: the store, the runs list, run picking, panels, live refresh."""
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -39,9 +38,7 @@ def load_runs(store_dir: str) -> pd.DataFrame | None:
         return _no_store(store_dir, err)
     if runs.empty:
         return _no_runs(store_dir)
-    return runs.sort_values(["created", "run_id"], ascending=[False, True], na_position="last").reset_index(
-        drop=True
-    )
+    return _newest_first(runs)
 
 
 def load_run_infos(store_dir: str) -> dict[str, dict[str, Any]] | None:
@@ -55,13 +52,18 @@ def load_run_infos(store_dir: str) -> dict[str, dict[str, Any]] | None:
         return _no_store(store_dir, err)
     if not infos:
         return _no_runs(store_dir)
+    created = pd.to_numeric(
+        pd.Series([info.get("created") for info in infos.values()], dtype=object), errors="coerce"
+    )
+    order = _newest_first(pd.DataFrame({"run_id": list(infos), "created": created}))["run_id"]
+    return {r: infos[r] for r in order}
 
-    def newest_first(run_id: str) -> tuple[bool, float, str]:
-        created = infos[run_id].get("created")
-        known = isinstance(created, int | float) and not isinstance(created, bool) and math.isfinite(created)
-        return not known, -created if known else 0.0, run_id
 
-    return {r: infos[r] for r in sorted(infos, key=newest_first)}
+def _newest_first(runs: pd.DataFrame) -> pd.DataFrame:
+    """Rows by `created`, newest first; ties and runs of unknown age by run id."""
+    return runs.sort_values(["created", "run_id"], ascending=[False, True], na_position="last").reset_index(
+        drop=True
+    )
 
 
 def _no_store(store_dir: str, err: Exception) -> None:
